@@ -1,0 +1,75 @@
+/// One-line canonical forms for traces and failure messages (STYLE §13), e.g.
+/// `7#3 put k=v` and `put r=5`.
+
+extension WriteOperation: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .put(let put): return RequestOp.put(put).description
+        case .deleteRange(let delete): return RequestOp.deleteRange(delete).description
+        case .txn(let txn): return RequestOp.txn(txn).description
+        }
+    }
+}
+
+extension RequestOp: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .range(let range):
+            return "range \(Self.span(range.key, range.rangeEnd))" + (range.limit > 0 ? " limit=\(range.limit)" : "")
+                + (range.revision != 0 ? " rev=\(range.revision)" : "")
+        case .put(let put):
+            return "put \(KVBytes.describe(put.key))=" + (put.ignoreValue ? "(kept)" : KVBytes.describe(put.value))
+        case .deleteRange(let delete):
+            return "del \(Self.span(delete.key, delete.rangeEnd))"
+        case .txn(let txn):
+            let compares = txn.compare.map(\.description).joined(separator: ", ")
+            let success = txn.success.map(\.description).joined(separator: "; ")
+            let failure = txn.failure.map(\.description).joined(separator: "; ")
+            return "txn if [\(compares)] then [\(success)] else [\(failure)]"
+        }
+    }
+
+    static func span(_ key: [UInt8], _ rangeEnd: [UInt8]) -> String {
+        if rangeEnd.isEmpty { return KVBytes.describe(key) }
+        if rangeEnd == [0] { return "[\(KVBytes.describe(key)), ∞)" }
+        return "[\(KVBytes.describe(key)), \(KVBytes.describe(rangeEnd)))"
+    }
+}
+
+extension Compare: CustomStringConvertible {
+    public var description: String {
+        let symbol: String
+        switch result {
+        case .equal: symbol = "=="
+        case .notEqual: symbol = "!="
+        case .greater: symbol = ">"
+        case .less: symbol = "<"
+        }
+        let operand: String
+        switch target {
+        case .version(let version): operand = "version \(symbol) \(version)"
+        case .createRevision(let revision): operand = "create \(symbol) \(revision)"
+        case .modRevision(let revision): operand = "mod \(symbol) \(revision)"
+        case .value(let value): operand = "value \(symbol) \(KVBytes.describe(value))"
+        case .lease(let lease): operand = "lease \(symbol) \(lease)"
+        }
+        return "\(RequestOp.span(key, rangeEnd)) \(operand)"
+    }
+}
+
+extension WriteCommand: CustomStringConvertible {
+    public var description: String { "\(requestID) \(operation)" }
+}
+
+extension WriteResult: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .put(let response): return "put r=\(response.revision)"
+        case .deleteRange(let response): return "del r=\(response.revision) deleted=\(response.deleted)"
+        case .txn(let response):
+            return "txn r=\(response.revision) " + (response.succeeded ? "succeeded" : "failed")
+                + " ops=\(response.responses.count)"
+        case .failure(let error, let revision): return "error r=\(revision) \(error.message)"
+        }
+    }
+}

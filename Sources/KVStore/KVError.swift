@@ -1,0 +1,128 @@
+/// Operating errors of the state machine (STYLE §6): typed, with evidence, and with etcd's
+/// exact message where etcd has one, so the server can hand `message` to etcd clients.
+public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// etcd `ErrGRPCEmptyKey`.
+    case emptyKey
+    /// Key (or range end) longer than `KVLimits.keySizeBytesMax`. Synod-specific.
+    case keyTooLarge(sizeBytes: Int)
+    /// etcd `ErrGRPCRequestTooLarge`: a value over `valueSizeBytesMax` or a request payload over
+    /// `requestPayloadBytesMax`.
+    case requestTooLarge(sizeBytes: Int)
+    /// etcd `ErrGRPCTooManyOps`.
+    case tooManyOperations
+    /// etcd `ErrGRPCDuplicateKey`: a txn puts one key twice, or puts a key it also deletes.
+    case duplicateKey
+    /// etcd `ErrGRPCValueProvided`: `ignoreValue` with a non-empty value.
+    case valueProvided
+    /// etcd `ErrKeyNotFound`: `ignoreValue` put on a missing key.
+    case keyNotFound
+    /// etcd `ErrCompacted`: a read at a revision below the current one (Synod keeps no history).
+    case compacted(revision: Int64)
+    /// etcd `ErrFutureRev`.
+    case futureRevision(revision: Int64)
+    /// Txns nested deeper than `KVLimits.txnNestingDepthMax`. Synod-specific.
+    case txnNestingTooDeep(depth: Int)
+    /// More than `KVLimits.txnOperationsTotalMax` compares and ops over all levels. Synod-specific.
+    case txnTooManyOperationsTotal(count: Int)
+    /// A write whose sequence is below the last one applied for its client: never applied.
+    case staleRequest(RequestID, lastSequence: UInt64)
+    /// `apply(encoded:)` got bytes that are not a `WriteCommand`; nothing was applied.
+    case malformedCommand(KVCodecError)
+
+    /// The text a client sees; etcd's exact wording where etcd has the error.
+    public var message: String {
+        switch self {
+        case .emptyKey:
+            return "etcdserver: key is not provided"
+        case .keyTooLarge(let size):
+            return "synod: key is too large (\(size) bytes, limit \(KVLimits.keySizeBytesMax))"
+        case .requestTooLarge:
+            return "etcdserver: request is too large"
+        case .tooManyOperations:
+            return "etcdserver: too many operations in txn request"
+        case .duplicateKey:
+            return "etcdserver: duplicate key given in txn request"
+        case .valueProvided:
+            return "etcdserver: value is provided"
+        case .keyNotFound:
+            return "etcdserver: key not found"
+        case .compacted:
+            return "etcdserver: mvcc: required revision has been compacted"
+        case .futureRevision:
+            return "etcdserver: mvcc: required revision is a future revision"
+        case .txnNestingTooDeep(let depth):
+            return "synod: txn nested too deeply (\(depth) levels, limit \(KVLimits.txnNestingDepthMax))"
+        case .txnTooManyOperationsTotal(let count):
+            return "synod: too many operations in txn request (\(count) over all nested txns, limit "
+                + "\(KVLimits.txnOperationsTotalMax))"
+        case .staleRequest(let id, let lastSequence):
+            return "synod: stale request (client \(id.clientID) sequence \(id.sequence), "
+                + "last applied sequence \(lastSequence))"
+        case .malformedCommand(let error):
+            return "synod: malformed command: \(error)"
+        }
+    }
+
+    public var description: String { message }
+}
+
+/// A byte sequence that does not decode: what is wrong and where.
+public struct KVCodecError: Error, Sendable, Hashable, CustomStringConvertible {
+    public enum Reason: Sendable, Hashable {
+        /// The input ends before a field of `needed` bytes (only `available` remain).
+        case truncated(needed: Int, available: Int)
+        /// The leading format byte is not one this build reads.
+        case unknownFormat(UInt8)
+        /// An enum tag outside its range.
+        case unknownTag(field: String, tag: UInt8)
+        /// A varint longer than 10 bytes or above 64 bits.
+        case varintOverflow
+        /// A length or count larger than what may follow.
+        case lengthTooLarge(field: String, length: UInt64, limit: Int)
+        /// Flag bits this format does not define.
+        case unknownFlags(field: String, flags: UInt8)
+        /// Txns nested deeper than `KVLimits.txnNestingDepthMax`.
+        case nestingTooDeep
+        /// Bytes left over after a complete value.
+        case trailingBytes(count: Int)
+        /// The whole input is over `KVLimits.commandBytesMax`.
+        case inputTooLarge(sizeBytes: Int)
+    }
+
+    public var reason: Reason
+    /// Offset of the offending byte from the start of the input.
+    public var offset: Int
+
+    public init(_ reason: Reason, offset: Int) {
+        self.reason = reason
+        self.offset = offset
+    }
+
+    public var description: String { "\(reason) at byte \(offset)" }
+}
+
+/// A snapshot that cannot be restored.
+public enum KVSnapshotError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// Shorter than magic, format byte and checksum.
+    case tooShort(sizeBytes: Int)
+    case badMagic([UInt8])
+    case unsupportedFormat(UInt8)
+    /// The trailing CRC-32C does not match the content: corruption.
+    case checksumMismatch(stored: UInt32, computed: UInt32)
+    /// The checksum matched but the content does not parse.
+    case malformed(KVCodecError)
+    /// The content parses but breaks an invariant of the store.
+    case invalidState(String)
+
+    public var description: String {
+        switch self {
+        case .tooShort(let size): return "snapshot too short (\(size) bytes)"
+        case .badMagic(let bytes): return "snapshot has bad magic \(KVBytes.describe(bytes))"
+        case .unsupportedFormat(let format): return "snapshot format \(format) is not supported"
+        case .checksumMismatch(let stored, let computed):
+            return "snapshot checksum mismatch (stored \(stored), computed \(computed))"
+        case .malformed(let error): return "snapshot malformed: \(error)"
+        case .invalidState(let text): return "snapshot state invalid: \(text)"
+        }
+    }
+}

@@ -1,0 +1,45 @@
+/// `stateDigest()`: a cheap fingerprint of the logical state for the simulator to compare
+/// replicas, maintained incrementally as wrapping sums of per-key and per-session hashes
+/// (order independent, so no iteration order is involved) and combined in O(1).
+extension KVStore {
+    /// Equal for equal states (the same revision, keys with metadata, sessions and session
+    /// clock); different states collide with probability about 2^-64.
+    public func stateDigest() -> UInt64 {
+        var hasher = FNV1a()
+        hasher.combine(UInt64(bitPattern: revision))
+        hasher.combine(sessionClock)
+        hasher.combine(UInt64(index.count))
+        hasher.combine(keysDigest)
+        hasher.combine(UInt64(sessions.count))
+        hasher.combine(sessionsDigest)
+        return hasher.finalized
+    }
+
+    static func keyDigest(_ keyValue: KeyValue) -> UInt64 {
+        var hasher = FNV1a()
+        hasher.combine(keyValue.key)
+        hasher.combine(keyValue.value)
+        hasher.combine(UInt64(bitPattern: keyValue.createRevision))
+        hasher.combine(UInt64(bitPattern: keyValue.modRevision))
+        hasher.combine(UInt64(bitPattern: keyValue.version))
+        return hasher.finalized
+    }
+
+    static func resultDigest(_ result: WriteResult) -> UInt64 {
+        var writer = ByteWriter()
+        writer.writeResult(result)
+        var hasher = FNV1a()
+        hasher.combine(writer.bytes)
+        return hasher.finalized
+    }
+
+    /// Recomputes both sums from scratch (restore; tests compare it with the incremental one).
+    mutating func recomputeDigests() {
+        var keys: UInt64 = 0
+        for entry in index.entries { keys &+= Self.keyDigest(entry) }
+        var sessionSum: UInt64 = 0
+        for (clientID, session) in sessions { sessionSum &+= session.digest(clientID: clientID) }
+        keysDigest = keys
+        sessionsDigest = sessionSum
+    }
+}

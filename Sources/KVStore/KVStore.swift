@@ -1,0 +1,123 @@
+/// The replicated state machine: an etcd-v3-shaped key-value store applied in slot order on
+/// every replica.
+///
+/// Pure and deterministic: it imports only the standard library, reads no clock and no
+/// randomness, and never lets `Dictionary` order reach an output, a snapshot or a digest. Two
+/// replicas that apply the same commands in the same order hold equal stores, produce equal
+/// results, equal snapshot bytes and equal `stateDigest()`s.
+///
+/// Revisions follow etcd: an empty store is at revision 1; every write request that changes
+/// something takes the next revision (a txn once for all its writes); a delete that deletes
+/// nothing, a failed request and a read-only txn take none. Synod keeps no history: reads
+/// at an older revision fail as compacted.
+///
+/// Exactly-once: every `WriteCommand` carries a `RequestID`. The session table remembers
+/// each client's last sequence and result; a repeat returns that result without applying,
+/// an older sequence fails as stale, a newer one is applied and remembered. The table holds
+/// at most `KVLimits.sessionsMax` clients and evicts the least recently used one, ordered by
+/// the store's own use counter (`sessionClock`), never by hashing order.
+public struct KVStore: Sendable {
+    /// The live keys in byte order.
+    var index = KeyIndex()
+
+    /// etcd's store revision. Invariant: every key's `modRevision <= revision`; starts at 1.
+    public internal(set) var revision: Int64 = 1
+
+    /// clientID → last sequence and result. Invariant: never holds clientID 0;
+    /// `count <= KVLimits.sessionsMax`.
+    var sessions: [UInt64: ClientSession] = [:]
+
+    /// Ticks once per session use; a session's `lastUsed` is the tick of its last use, so
+    /// uses are totally ordered and eviction is deterministic.
+    var sessionClock: UInt64 = 0
+
+    /// Sessions in order of use, oldest first, with stale entries (a session used again
+    /// later, or gone) skipped lazily. Derived from `sessions`; rebuilt on restore.
+    var sessionRecency: [SessionUse] = []
+    var sessionRecencyHead = 0
+
+    /// Wrapping sum of `keyDigest` over all keys, and of `ClientSession.digest` over all
+    /// sessions: the incremental parts of `stateDigest()`.
+    var keysDigest: UInt64 = 0
+    var sessionsDigest: UInt64 = 0
+
+    /// An empty store at revision 1.
+    public init() {}
+
+    /// Number of live keys.
+    public var count: Int { index.count }
+
+    /// The live pair for `key`, if any.
+    public func get(_ key: [UInt8]) -> KeyValue? {
+        index.find(key)
+    }
+
+    /// Number of client sessions remembered for exactly-once.
+    public var sessionCount: Int { sessions.count }
+
+    /// The last sequence applied for `clientID`, if its session is remembered.
+    public func lastSequence(clientID: UInt64) -> UInt64? {
+        sessions[clientID]?.sequence
+    }
+
+    /// Applies one command of the log (see the type's comment for exactly-once rules).
+    public mutating func apply(_ command: WriteCommand) -> WriteResult {
+        let requestID = command.requestID
+        guard requestID.clientID != 0 else { return applyOperation(command.operation) }
+        if let session = sessions[requestID.clientID] {
+            if requestID.sequence == session.sequence {
+                touchSession(clientID: requestID.clientID)
+                return session.result
+            }
+            if requestID.sequence < session.sequence {
+                return .failure(.staleRequest(requestID, lastSequence: session.sequence), revision: revision)
+            }
+        }
+        let result = applyOperation(command.operation)
+        recordSession(requestID, result: result)
+        return result
+    }
+
+    /// Decodes and applies one command. Bytes that do not decode give a `malformedCommand`
+    /// failure with no request id, and change nothing.
+    public mutating func apply(encoded bytes: [UInt8]) -> (RequestID?, WriteResult) {
+        let command: WriteCommand
+        do {
+            command = try WriteCommand.decode(bytes)
+        } catch {
+            return (nil, .failure(.malformedCommand(error), revision: revision))
+        }
+        return (command.requestID, apply(command))
+    }
+
+    /// Applies a write outside the session layer: validate, then execute.
+    mutating func applyOperation(_ operation: WriteOperation) -> WriteResult {
+        do {
+            try Self.validate(operation)
+        } catch {
+            return .failure(error, revision: revision)
+        }
+        let revisionBefore = revision
+        let result: WriteResult
+        switch operation {
+        case .put(let put): result = applyPut(put)
+        case .deleteRange(let delete): result = .deleteRange(applyDeleteRange(delete))
+        case .txn(let txn): result = applyTxn(txn)
+        }
+        // Invariant: one request takes at most one revision.
+        precondition(revision == revisionBefore || revision == revisionBefore + 1, "a request took two revisions")
+        precondition(result.revision == revision, "a result must carry the store revision after the request")
+        return result
+    }
+}
+
+extension KVStore: Equatable {
+    /// Equal logical state: revision, keys with metadata, sessions and the session clock.
+    /// (The index's chunk layout and the recency queue's stale entries do not count.)
+    public static func == (lhs: KVStore, rhs: KVStore) -> Bool {
+        lhs.revision == rhs.revision
+            && lhs.sessionClock == rhs.sessionClock
+            && lhs.sessions == rhs.sessions
+            && KeyIndex.sameEntries(lhs.index, rhs.index)
+    }
+}

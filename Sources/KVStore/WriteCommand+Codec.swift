@@ -1,0 +1,312 @@
+/// The binary form of a `WriteCommand`, the bytes that travel through the Paxos log.
+///
+/// Format 1 (all integers LEB128 varints; signed ones zig-zag; byte strings length-prefixed):
+/// ```
+/// command   := format=0x01  clientID  sequence  operation
+/// operation := tag(1 put | 2 deleteRange | 3 txn) body
+/// requestOp := tag(0 range | 1 put | 2 deleteRange | 3 txn) body
+/// put       := key value flags(bit0 prevKV, bit1 ignoreValue)
+/// delete    := key rangeEnd flags(bit0 prevKV)
+/// range     := key rangeEnd limit revision sortOrder sortTarget
+///              flags(bit0 serializable, bit1 keysOnly, bit2 countOnly)
+///              minMod maxMod minCreate maxCreate
+/// txn       := count compare*  count requestOp*  count requestOp*
+/// compare   := key rangeEnd result targetTag(0 version | 1 create | 2 mod | 3 value | 4 lease) operand
+/// ```
+/// The decoder checks every length against what is left of the input (no allocation from a
+/// corrupt length), bounds nesting by `KVLimits.txnNestingDepthMax`, refuses undefined tags and
+/// flag bits and trailing bytes, and throws `KVCodecError` — it never traps. Semantic limits
+/// (key sizes, op counts) are the store's validation, so a decodable command that breaks them
+/// is applied as a deterministic error.
+extension WriteCommand {
+    /// The leading byte of format 1.
+    public static let formatVersion: UInt8 = 1
+
+    public func encode() -> [UInt8] {
+        var writer = ByteWriter()
+        writer.writeByte(Self.formatVersion)
+        writer.writeVarint(requestID.clientID)
+        writer.writeVarint(requestID.sequence)
+        writer.writeOperation(operation)
+        return writer.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(KVCodecError) -> WriteCommand {
+        guard bytes.count <= KVLimits.commandBytesMax else {
+            throw KVCodecError(.inputTooLarge(sizeBytes: bytes.count), offset: 0)
+        }
+        var reader = ByteReader(bytes)
+        let format = try reader.readByte()
+        guard format == formatVersion else { throw KVCodecError(.unknownFormat(format), offset: 0) }
+        let clientID = try reader.readVarint()
+        let sequence = try reader.readVarint()
+        let operation = try reader.readOperation()
+        try reader.expectEnd()
+        return WriteCommand(requestID: RequestID(clientID: clientID, sequence: sequence), operation: operation)
+    }
+}
+
+enum OperationTag: UInt8 {
+    case range = 0
+    case put = 1
+    case deleteRange = 2
+    case txn = 3
+}
+
+private enum FlagBit {
+    static let putPrevKV: UInt8 = 1 << 0
+    static let putIgnoreValue: UInt8 = 1 << 1
+    static let putAll: UInt8 = putPrevKV | putIgnoreValue
+    static let deletePrevKV: UInt8 = 1 << 0
+    static let deleteAll: UInt8 = deletePrevKV
+    static let rangeSerializable: UInt8 = 1 << 0
+    static let rangeKeysOnly: UInt8 = 1 << 1
+    static let rangeCountOnly: UInt8 = 1 << 2
+    static let rangeAll: UInt8 = rangeSerializable | rangeKeysOnly | rangeCountOnly
+}
+
+/// Smallest encodings, used to bound counts by the input left.
+private enum MinimumBytes {
+    static let compare = 5
+    static let requestOp = 4
+}
+
+// MARK: - Encoding
+
+extension ByteWriter {
+    mutating func writeOperation(_ operation: WriteOperation) {
+        switch operation {
+        case .put(let put):
+            writeByte(OperationTag.put.rawValue)
+            writePut(put)
+        case .deleteRange(let delete):
+            writeByte(OperationTag.deleteRange.rawValue)
+            writeDeleteRange(delete)
+        case .txn(let txn):
+            writeByte(OperationTag.txn.rawValue)
+            writeTxn(txn)
+        }
+    }
+
+    mutating func writeRequestOp(_ op: RequestOp) {
+        switch op {
+        case .range(let range):
+            writeByte(OperationTag.range.rawValue)
+            writeRange(range)
+        case .put(let put):
+            writeByte(OperationTag.put.rawValue)
+            writePut(put)
+        case .deleteRange(let delete):
+            writeByte(OperationTag.deleteRange.rawValue)
+            writeDeleteRange(delete)
+        case .txn(let txn):
+            writeByte(OperationTag.txn.rawValue)
+            writeTxn(txn)
+        }
+    }
+
+    mutating func writePut(_ put: PutRequest) {
+        writeBytes(put.key)
+        writeBytes(put.value)
+        var flags: UInt8 = 0
+        if put.prevKV { flags |= FlagBit.putPrevKV }
+        if put.ignoreValue { flags |= FlagBit.putIgnoreValue }
+        writeByte(flags)
+    }
+
+    mutating func writeDeleteRange(_ delete: DeleteRangeRequest) {
+        writeBytes(delete.key)
+        writeBytes(delete.rangeEnd)
+        writeByte(delete.prevKV ? FlagBit.deletePrevKV : 0)
+    }
+
+    mutating func writeRange(_ range: RangeRequest) {
+        writeBytes(range.key)
+        writeBytes(range.rangeEnd)
+        writeSigned(range.limit)
+        writeSigned(range.revision)
+        writeByte(range.sortOrder.rawValue)
+        writeByte(range.sortTarget.rawValue)
+        var flags: UInt8 = 0
+        if range.serializable { flags |= FlagBit.rangeSerializable }
+        if range.keysOnly { flags |= FlagBit.rangeKeysOnly }
+        if range.countOnly { flags |= FlagBit.rangeCountOnly }
+        writeByte(flags)
+        writeSigned(range.minModRevision)
+        writeSigned(range.maxModRevision)
+        writeSigned(range.minCreateRevision)
+        writeSigned(range.maxCreateRevision)
+    }
+
+    mutating func writeTxn(_ txn: TxnRequest) {
+        writeVarint(UInt64(txn.compare.count))
+        for compare in txn.compare { writeCompare(compare) }
+        writeVarint(UInt64(txn.success.count))
+        for op in txn.success { writeRequestOp(op) }
+        writeVarint(UInt64(txn.failure.count))
+        for op in txn.failure { writeRequestOp(op) }
+    }
+
+    mutating func writeCompare(_ compare: Compare) {
+        writeBytes(compare.key)
+        writeBytes(compare.rangeEnd)
+        writeByte(compare.result.rawValue)
+        switch compare.target {
+        case .version(let version):
+            writeByte(0)
+            writeSigned(version)
+        case .createRevision(let revision):
+            writeByte(1)
+            writeSigned(revision)
+        case .modRevision(let revision):
+            writeByte(2)
+            writeSigned(revision)
+        case .value(let value):
+            writeByte(3)
+            writeBytes(value)
+        case .lease(let lease):
+            writeByte(4)
+            writeSigned(lease)
+        }
+    }
+}
+
+// MARK: - Decoding
+
+extension ByteReader {
+    private var byteStringLimit: Int { KVLimits.commandBytesMax }
+
+    mutating func readOperation() throws(KVCodecError) -> WriteOperation {
+        let tagOffset = offset
+        let tag = try readByte()
+        switch OperationTag(rawValue: tag) {
+        case .put: return .put(try readPut())
+        case .deleteRange: return .deleteRange(try readDeleteRange())
+        case .txn: return .txn(try readTxn(depth: 1))
+        case .range, nil:
+            throw KVCodecError(.unknownTag(field: "operation", tag: tag), offset: tagOffset)
+        }
+    }
+
+    mutating func readRequestOp(depth: Int) throws(KVCodecError) -> RequestOp {
+        let tagOffset = offset
+        let tag = try readByte()
+        switch OperationTag(rawValue: tag) {
+        case .range: return .range(try readRange())
+        case .put: return .put(try readPut())
+        case .deleteRange: return .deleteRange(try readDeleteRange())
+        case .txn: return .txn(try readTxn(depth: depth + 1))
+        case nil: throw KVCodecError(.unknownTag(field: "requestOp", tag: tag), offset: tagOffset)
+        }
+    }
+
+    mutating func readFlags(field: String, allowed: UInt8) throws(KVCodecError) -> UInt8 {
+        let flagsOffset = offset
+        let flags = try readByte()
+        guard flags & ~allowed == 0 else {
+            throw KVCodecError(.unknownFlags(field: field, flags: flags), offset: flagsOffset)
+        }
+        return flags
+    }
+
+    mutating func readPut() throws(KVCodecError) -> PutRequest {
+        let key = try readBytes(field: "put.key", limit: byteStringLimit)
+        let value = try readBytes(field: "put.value", limit: byteStringLimit)
+        let flags = try readFlags(field: "put.flags", allowed: FlagBit.putAll)
+        return PutRequest(
+            key: key,
+            value: value,
+            prevKV: flags & FlagBit.putPrevKV != 0,
+            ignoreValue: flags & FlagBit.putIgnoreValue != 0
+        )
+    }
+
+    mutating func readDeleteRange() throws(KVCodecError) -> DeleteRangeRequest {
+        let key = try readBytes(field: "deleteRange.key", limit: byteStringLimit)
+        let rangeEnd = try readBytes(field: "deleteRange.rangeEnd", limit: byteStringLimit)
+        let flags = try readFlags(field: "deleteRange.flags", allowed: FlagBit.deleteAll)
+        return DeleteRangeRequest(key: key, rangeEnd: rangeEnd, prevKV: flags & FlagBit.deletePrevKV != 0)
+    }
+
+    mutating func readRange() throws(KVCodecError) -> RangeRequest {
+        let key = try readBytes(field: "range.key", limit: byteStringLimit)
+        let rangeEnd = try readBytes(field: "range.rangeEnd", limit: byteStringLimit)
+        let limit = try readSigned()
+        let revision = try readSigned()
+        let orderOffset = offset
+        let orderTag = try readByte()
+        guard let sortOrder = SortOrder(rawValue: orderTag) else {
+            throw KVCodecError(.unknownTag(field: "range.sortOrder", tag: orderTag), offset: orderOffset)
+        }
+        let targetOffset = offset
+        let targetTag = try readByte()
+        guard let sortTarget = SortTarget(rawValue: targetTag) else {
+            throw KVCodecError(.unknownTag(field: "range.sortTarget", tag: targetTag), offset: targetOffset)
+        }
+        let flags = try readFlags(field: "range.flags", allowed: FlagBit.rangeAll)
+        let minMod = try readSigned()
+        let maxMod = try readSigned()
+        let minCreate = try readSigned()
+        let maxCreate = try readSigned()
+        return RangeRequest(
+            key: key,
+            rangeEnd: rangeEnd,
+            limit: limit,
+            revision: revision,
+            sortOrder: sortOrder,
+            sortTarget: sortTarget,
+            serializable: flags & FlagBit.rangeSerializable != 0,
+            keysOnly: flags & FlagBit.rangeKeysOnly != 0,
+            countOnly: flags & FlagBit.rangeCountOnly != 0,
+            minModRevision: minMod,
+            maxModRevision: maxMod,
+            minCreateRevision: minCreate,
+            maxCreateRevision: maxCreate
+        )
+    }
+
+    mutating func readTxn(depth: Int) throws(KVCodecError) -> TxnRequest {
+        guard depth <= KVLimits.txnNestingDepthMax else { throw failure(.nestingTooDeep) }
+        let compareCount = try readCount(
+            field: "txn.compare",
+            limit: Int.max,
+            minimumElementBytes: MinimumBytes.compare
+        )
+        var compares: [Compare] = []
+        compares.reserveCapacity(compareCount)
+        for _ in 0..<compareCount { compares.append(try readCompare()) }
+        let success = try readRequestOps(field: "txn.success", depth: depth)
+        let failure = try readRequestOps(field: "txn.failure", depth: depth)
+        return TxnRequest(compare: compares, success: success, failure: failure)
+    }
+
+    private mutating func readRequestOps(field: String, depth: Int) throws(KVCodecError) -> [RequestOp] {
+        let count = try readCount(field: field, limit: Int.max, minimumElementBytes: MinimumBytes.requestOp)
+        var ops: [RequestOp] = []
+        ops.reserveCapacity(count)
+        for _ in 0..<count { ops.append(try readRequestOp(depth: depth)) }
+        return ops
+    }
+
+    mutating func readCompare() throws(KVCodecError) -> Compare {
+        let key = try readBytes(field: "compare.key", limit: byteStringLimit)
+        let rangeEnd = try readBytes(field: "compare.rangeEnd", limit: byteStringLimit)
+        let resultOffset = offset
+        let resultTag = try readByte()
+        guard let result = CompareResult(rawValue: resultTag) else {
+            throw KVCodecError(.unknownTag(field: "compare.result", tag: resultTag), offset: resultOffset)
+        }
+        let targetOffset = offset
+        let targetTag = try readByte()
+        let target: CompareTarget
+        switch targetTag {
+        case 0: target = .version(try readSigned())
+        case 1: target = .createRevision(try readSigned())
+        case 2: target = .modRevision(try readSigned())
+        case 3: target = .value(try readBytes(field: "compare.value", limit: byteStringLimit))
+        case 4: target = .lease(try readSigned())
+        default: throw KVCodecError(.unknownTag(field: "compare.target", tag: targetTag), offset: targetOffset)
+        }
+        return Compare(key: key, rangeEnd: rangeEnd, result: result, target: target)
+    }
+}

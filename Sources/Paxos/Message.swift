@@ -1,0 +1,114 @@
+/// The messages replicas exchange. Every message carries its sender and the sender's
+/// view of the leader's ballot where one applies; all are idempotent, so the network may
+/// lose, duplicate and reorder them freely.
+public enum Message: Hashable, Sendable {
+    /// Phase 1a: a proposer asks acceptors to promise `ballot` for every slot ≥ `fromSlot`.
+    case prepare(ballot: Ballot, fromSlot: Slot)
+    /// Phase 1b: the acceptor promised `ballot`; `entries` holds every `(slot, entry)` it
+    /// has at or above the prepare's `fromSlot`, and `chosenThrough` marks which of those
+    /// are already known chosen (a chosen entry is adopted as is, never re-decided).
+    case promise(ballot: Ballot, entries: [SlotEntry], chosenThrough: Slot)
+    /// Phase 2a: the leader asks acceptors to accept `value` in `slot` under `ballot`.
+    /// `chosenThrough` piggybacks the leader's chosen prefix for learners.
+    case accept(ballot: Ballot, slot: Slot, value: Value, chosenThrough: Slot)
+    /// Phase 2b: the acceptor accepted `slot` in `ballot`.
+    case accepted(ballot: Ballot, slot: Slot)
+    /// The receiver refused a message of an older ballot: it has promised `promised`.
+    case reject(promised: Ballot)
+    /// The leader's heartbeat: it is alive, the prefix through `chosenThrough` is chosen,
+    /// and `readRound` numbers a read-index confirmation round.
+    case heartbeat(ballot: Ballot, chosenThrough: Slot, readRound: UInt64)
+    /// A follower's answer to a heartbeat; it confirms the ballot for `readRound` and
+    /// reports how far it has learned, so the leader can send it what it lacks.
+    case heartbeatAck(ballot: Ballot, readRound: UInt64, chosenThrough: Slot)
+    /// Chosen values a learner lacked, in slot order, contiguous from the first.
+    case learn(ballot: Ballot, entries: [SlotEntry], chosenThrough: Slot)
+    /// A learner asks for chosen values from `fromSlot` on.
+    case learnRequest(fromSlot: Slot)
+    /// Client commands a follower passes to the leader it believes in.
+    case forward(commands: [Command])
+    /// A follower asks the leader for a read index on behalf of its read `requestID`.
+    case readIndexRequest(requestID: UInt64)
+    /// The leader's answer: the read may be served once `readIndex` is applied; a zero
+    /// `ballot` means the leader could not confirm its leadership and the read must retry.
+    case readIndexResponse(requestID: UInt64, ballot: Ballot, readIndex: Slot)
+
+    /// A short name for traces and metrics.
+    public var kind: String {
+        switch self {
+        case .prepare: return "prepare"
+        case .promise: return "promise"
+        case .accept: return "accept"
+        case .accepted: return "accepted"
+        case .reject: return "reject"
+        case .heartbeat: return "heartbeat"
+        case .heartbeatAck: return "heartbeat-ack"
+        case .learn: return "learn"
+        case .learnRequest: return "learn-request"
+        case .forward: return "forward"
+        case .readIndexRequest: return "read-index-request"
+        case .readIndexResponse: return "read-index-response"
+        }
+    }
+}
+
+/// A slot with its log entry, as carried in promises and learn messages.
+public struct SlotEntry: Hashable, Sendable {
+    public var slot: Slot
+    public var entry: LogEntry
+
+    public init(slot: Slot, entry: LogEntry) {
+        self.slot = slot
+        self.entry = entry
+    }
+}
+
+/// A message with its route.
+public struct Envelope: Hashable, Sendable, CustomStringConvertible {
+    public var from: ReplicaID
+    public var to: ReplicaID
+    public var message: Message
+
+    public init(from: ReplicaID, to: ReplicaID, message: Message) {
+        self.from = from
+        self.to = to
+        self.message = message
+    }
+
+    /// The canonical one-line trace, e.g. `r1→r2 accept b=3.1 s=17 n=42`.
+    public var description: String {
+        "r\(from)→r\(to) \(message.kind)\(message.traceFields)"
+    }
+}
+
+extension Message {
+    var traceFields: String {
+        switch self {
+        case .prepare(let ballot, let fromSlot):
+            return " b=\(ballot) from=\(fromSlot)"
+        case .promise(let ballot, let entries, let chosenThrough):
+            return " b=\(ballot) entries=\(entries.count) chosen=\(chosenThrough)"
+        case .accept(let ballot, let slot, let value, let chosenThrough):
+            return " b=\(ballot) s=\(slot) n=\(value.commands.count) chosen=\(chosenThrough)"
+        case .accepted(let ballot, let slot):
+            return " b=\(ballot) s=\(slot)"
+        case .reject(let promised):
+            return " promised=\(promised)"
+        case .heartbeat(let ballot, let chosenThrough, let readRound):
+            return " b=\(ballot) chosen=\(chosenThrough) read=\(readRound)"
+        case .heartbeatAck(let ballot, let readRound, let chosenThrough):
+            return " b=\(ballot) read=\(readRound) chosen=\(chosenThrough)"
+        case .learn(let ballot, let entries, let chosenThrough):
+            let first = entries.first.map { "\($0.slot)" } ?? "-"
+            return " b=\(ballot) s=\(first) n=\(entries.count) chosen=\(chosenThrough)"
+        case .learnRequest(let fromSlot):
+            return " from=\(fromSlot)"
+        case .forward(let commands):
+            return " n=\(commands.count)"
+        case .readIndexRequest(let requestID):
+            return " id=\(requestID)"
+        case .readIndexResponse(let requestID, let ballot, let readIndex):
+            return " id=\(requestID) b=\(ballot) index=\(readIndex)"
+        }
+    }
+}

@@ -1,0 +1,143 @@
+/// Phase 1 (prepare/promise) and leader election.
+extension Replica {
+    /// Campaigns with a ballot above every round seen: promises it to its own acceptor
+    /// and asks every peer to promise it for all slots from the first not known chosen.
+    mutating func startCampaign() {
+        abandonProposer()
+        leader = nil
+        leaderBallot = .zero
+        ticksSinceLeaderContact = 0
+        electionTimeout = randomElectionTimeout()
+
+        let round = max(proposer.roundSeen, acceptor.promised.round) + 1
+        proposer.roundSeen = round
+        let ballot = Ballot(round: round, replica: id)
+        let fromSlot = learner.chosenThrough + 1
+        guard case .promise(let raised, let entries) = acceptor.prepare(ballot: ballot, fromSlot: fromSlot) else {
+            preconditionFailure("own acceptor refused ballot \(ballot) above every round seen")
+        }
+        if raised { output.records.append(.promised(ballot)) }
+        var candidacy = Candidacy(ballot: ballot, fromSlot: fromSlot)
+        candidacy.promises[id] = Promise(entries: entries, chosenThrough: learner.chosenThrough)
+        proposer.candidacy = candidacy
+        broadcast(.prepare(ballot: ballot, fromSlot: fromSlot))
+        becomeLeaderIfPromised()
+    }
+
+    mutating func resendPrepares() {
+        guard var candidacy = proposer.candidacy else { return }
+        candidacy.resendElapsed += 1
+        if candidacy.resendElapsed >= configuration.heartbeatIntervalTicks {
+            candidacy.resendElapsed = 0
+            for peer in configuration.peers where candidacy.promises[peer] == nil {
+                emit(.prepare(ballot: candidacy.ballot, fromSlot: candidacy.fromSlot), to: peer)
+            }
+        }
+        proposer.candidacy = candidacy
+    }
+
+    /// Drops any candidacy or leadership, failing what waited on it (the clients retry).
+    mutating func abandonProposer() {
+        if let leadership = proposer.leadership {
+            output.proposalsDropped.append(contentsOf: leadership.pendingCommands)
+            for requester in leadership.readsAwaitingReady {
+                failRead(requester)
+            }
+            for read in leadership.readsAwaitingConfirm {
+                failRead(read.requester)
+            }
+            if leader == id {
+                leader = nil
+                leaderBallot = .zero
+            }
+        }
+        proposer.leadership = nil
+        proposer.candidacy = nil
+    }
+
+    mutating func onPrepare(from: ReplicaID, ballot: Ballot, fromSlot: Slot) {
+        proposer.roundSeen = max(proposer.roundSeen, ballot.round)
+        guard !ignoresPrepare(from: from) else { return }
+        guard ballot >= acceptor.promised else {
+            emit(.reject(promised: acceptor.promised), to: from)
+            return
+        }
+        // A candidate that lags too far, or behind this replica's snapshot, gets what it
+        // lacks instead of a promise: the promise would be huge or incomplete.
+        let lagsTooFar = learner.chosenThrough >= fromSlot + Slot(configuration.promiseLagSlotsMax)
+        if fromSlot <= acceptor.snapshotThrough || lagsTooFar {
+            sendChosen(to: from, from: fromSlot)
+            return
+        }
+        guard case .promise(let raised, let entries) = acceptor.prepare(ballot: ballot, fromSlot: fromSlot) else {
+            preconditionFailure("acceptor refused ballot \(ballot) at or above its promise")
+        }
+        if raised {
+            output.records.append(.promised(ballot))
+            if let own = proposer.ballot, ballot > own { abandonProposer() }
+            if leader != from {
+                leader = nil
+                leaderBallot = .zero
+            }
+            ticksSinceLeaderContact = 0  // give the candidate time to finish
+        }
+        emit(.promise(ballot: ballot, entries: entries, chosenThrough: learner.chosenThrough), to: from)
+    }
+
+    mutating func onPromise(from: ReplicaID, ballot: Ballot, entries: [SlotEntry], chosenThrough: Slot) {
+        guard var candidacy = proposer.candidacy, candidacy.ballot == ballot else { return }
+        candidacy.promises[from] = Promise(entries: entries, chosenThrough: chosenThrough)
+        proposer.candidacy = candidacy
+        becomeLeaderIfPromised()
+    }
+
+    /// With promises from a majority, the candidate leads: for every slot from its first
+    /// unchosen one to the highest any promise reported, it proposes the value Paxos
+    /// requires — a value known chosen, else the value of the highest ballot accepted,
+    /// else a no-op that fills the hole (Paxos Made Simple, 2.2 and 3).
+    mutating func becomeLeaderIfPromised() {
+        guard let candidacy = proposer.candidacy, candidacy.promises.count >= configuration.quorum else { return }
+        var known: [Slot: Value] = [:]
+        var highest: [Slot: LogEntry] = [:]
+        var lastSlot = candidacy.fromSlot - 1
+        for acceptorID in candidacy.promises.keys.sorted() {
+            let promise = candidacy.promises[acceptorID]!
+            for item in promise.entries where item.slot >= candidacy.fromSlot {
+                lastSlot = max(lastSlot, item.slot)
+                if item.entry.ballot == .chosen || item.slot <= promise.chosenThrough {
+                    known[item.slot] = item.entry.value
+                } else if let best = highest[item.slot], best.ballot >= item.entry.ballot {
+                    continue
+                } else {
+                    highest[item.slot] = item.entry
+                }
+            }
+        }
+        proposer.candidacy = nil
+        var leadership = Leadership(ballot: candidacy.ballot, nextSlot: lastSlot + 1, recoveryEnd: lastSlot)
+        for peer in candidacy.promises.keys where peer != id {
+            leadership.peerLastHeard[peer] = now
+            leadership.peerChosenThrough[peer] = candidacy.promises[peer]!.chosenThrough
+        }
+        proposer.leadership = leadership
+        leader = id
+        leaderBallot = candidacy.ballot
+        ticksSinceLeaderContact = 0
+        broadcast(.heartbeat(ballot: candidacy.ballot, chosenThrough: learner.chosenThrough, readRound: 0))
+        if lastSlot >= candidacy.fromSlot {
+            for slot in candidacy.fromSlot...lastSlot where slot > learner.chosenThrough {
+                proposeValue(known[slot] ?? highest[slot]?.value ?? .noop, in: slot)
+            }
+        }
+    }
+
+    /// A refusal: some acceptor promised a higher ballot. A leader takes a higher ballot
+    /// at once (it still hears from a quorum, or check quorum would have deposed it); a
+    /// candidate goes higher at its next timeout.
+    mutating func onReject(from: ReplicaID, promised: Ballot) {
+        proposer.roundSeen = max(proposer.roundSeen, promised.round)
+        if let leadership = proposer.leadership, promised > leadership.ballot {
+            startCampaign()
+        }
+    }
+}

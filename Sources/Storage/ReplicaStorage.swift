@@ -1,0 +1,332 @@
+import Paxos
+
+/// Options of a replica's storage; validated by `ReplicaStorage.open`.
+public struct StorageOptions: Sendable {
+    public var wal: WALOptions
+
+    public init(wal: WALOptions = WALOptions()) {
+        self.wal = wal
+    }
+
+    /// Small segments, for tests and the simulator.
+    public static func testing(segmentBytesMax: Int = 16 * 1024) -> StorageOptions {
+        StorageOptions(wal: WALOptions(segmentBytesMax: segmentBytesMax))
+    }
+}
+
+/// The state machine's snapshot found at recovery.
+public struct RecoveredSnapshot: Hashable, Sendable {
+    public var through: Slot
+    public var stateMachine: [UInt8]
+}
+
+/// What recovery did, for the server's log.
+public struct RecoveryReport: Hashable, Sendable, CustomStringConvertible {
+    public var wal: WALRecoveryReport
+    /// 0 when there was no snapshot.
+    public var snapshotThrough: Slot = 0
+    /// Leftover temporary files of an interrupted snapshot save or install, removed.
+    public var temporaryFilesRemoved = 0
+    /// Older snapshots and covered segments whose removal a crash interrupted, removed.
+    public var staleFilesRemoved = 0
+
+    /// One line, e.g. `recovered 120 records from 2 segments after snapshot through 1000;
+    /// cut a torn tail of 300 bytes at /data/wal-….log:4096`.
+    public var description: String {
+        var line = "recovered \(wal.recordsReplayed) records from \(wal.segmentsRead) segments"
+        line += snapshotThrough > 0 ? " after snapshot through \(snapshotThrough)" : " (no snapshot)"
+        if let file = wal.tornFile {
+            line += "; cut a torn tail of \(wal.tornBytesTruncated) bytes at \(file):\(wal.tornOffset)"
+        }
+        if temporaryFilesRemoved + staleFilesRemoved > 0 {
+            line += "; removed \(temporaryFilesRemoved) temporary and \(staleFilesRemoved) stale files"
+        }
+        return line
+    }
+}
+
+/// Everything `open` recovered.
+public struct RecoveredState: Sendable {
+    /// The promise, the accepted/learned entries above the snapshot, the chosen prefix.
+    public var durable: DurableState
+    /// The newest snapshot, if any: restore the state machine from it.
+    public var snapshot: RecoveredSnapshot?
+    public var report: RecoveryReport
+}
+
+/// A replica's durable storage: the write-ahead log of `Record`s, and the state machine's
+/// snapshots that let the log be compacted. This is the facade the server and the
+/// simulator use.
+///
+/// Directory layout: `wal-<first sequence>.log` segments, `snapshot-<slot>.snap` (one,
+/// transiently two), and `*.tmp` files only while a snapshot is being written.
+///
+/// **Disk bound.** After `saveSnapshot(through: s)` the directory holds one snapshot and
+/// only the segments that contain an accepted slot above `s` (plus the active one): at
+/// most `snapshot + segmentBytesMax × (1 + ⌈bytes of records above s / segmentBytesMax⌉)`.
+/// A server that saves a snapshot every K chosen slots keeps the log under roughly
+/// K slots' worth of records plus two segments.
+///
+/// Not thread-safe: one thread at a time (the server's storage thread). It is not
+/// `Sendable`; a caller that moves it between threads must serialize all calls.
+public final class ReplicaStorage {
+    public let directory: String
+    public let options: StorageOptions
+    private let fileSystem: FileSystem
+    private let log: WriteAheadLog
+
+    /// The highest promised ballot in any persisted record or snapshot header.
+    public private(set) var promised: Ballot
+    /// The chosen prefix as persisted. Invariant: `chosenThrough >= snapshotThrough`.
+    public private(set) var chosenThrough: Slot
+    /// The slot the newest durable snapshot covers (0: none).
+    public private(set) var snapshotThrough: Slot
+    /// Bumped by each `beginSnapshotInstall`; an older installer is refused.
+    private var installGeneration = 0
+
+    private init(directory: String, fileSystem: FileSystem, options: StorageOptions, log: WriteAheadLog, state: DurableState) {
+        self.directory = directory
+        self.fileSystem = fileSystem
+        self.options = options
+        self.log = log
+        promised = state.promised
+        chosenThrough = state.chosenThrough
+        snapshotThrough = state.snapshotThrough
+    }
+
+    /// Opens (creating if needed) the storage in `directory` and recovers: the newest
+    /// snapshot, then every record of the log after it. A torn tail of the log is cut (the
+    /// report says how many bytes); damage a crash cannot explain throws
+    /// `StorageError.corruptRecord` or `.corruptSnapshot` and changes nothing.
+    public static func open(
+        directory: String, fileSystem: FileSystem, options: StorageOptions = StorageOptions()
+    ) throws -> (ReplicaStorage, RecoveredState) {
+        try options.wal.validate()
+        try fileSystem.makeDirectory(directory)
+        var report = RecoveryReport(wal: WALRecoveryReport())
+        var names = try fileSystem.listDirectory(directory)
+
+        let snapshotSlots = names.compactMap(SnapshotFiles.parse).sorted()
+        var state = DurableState()
+        var snapshot: RecoveredSnapshot?
+        if let newest = snapshotSlots.last {
+            let path = joinPath(directory, SnapshotFiles.name(through: newest))
+            let (header, body) = try SnapshotHeader.verify(try fileSystem.readFile(path), file: path)
+            guard header.through == newest else {
+                throw StorageError.corruptSnapshot(
+                    file: path, reason: "header says through \(header.through)", expectedCRC: 0, actualCRC: 0)
+            }
+            state = DurableState(
+                promised: header.promised, entries: [:], chosenThrough: header.chosenThrough,
+                snapshotThrough: header.through)
+            snapshot = RecoveredSnapshot(through: header.through, stateMachine: body)
+            report.snapshotThrough = header.through
+        }
+
+        let (log, walReport) = try WriteAheadLog.open(
+            directory: directory, fileSystem: fileSystem, options: options.wal
+        ) { record in
+            state.apply(record)
+        }
+        report.wal = walReport
+
+        // Finish what a crash may have interrupted: leftover temporary files, older
+        // snapshots, covered segments.
+        names = try fileSystem.listDirectory(directory)
+        var removed = false
+        for name in names where name.hasSuffix(SnapshotFiles.temporarySuffix) {
+            try fileSystem.removeFile(joinPath(directory, name))
+            report.temporaryFilesRemoved += 1
+            removed = true
+        }
+        for slot in snapshotSlots.dropLast() {
+            try fileSystem.removeFile(joinPath(directory, SnapshotFiles.name(through: slot)))
+            report.staleFilesRemoved += 1
+            removed = true
+        }
+        if removed { try fileSystem.syncDirectory(directory) }
+        report.staleFilesRemoved += try log.removeSegments(coveredThrough: state.snapshotThrough)
+
+        precondition(state.chosenThrough >= state.snapshotThrough, "recovered chosenThrough below the snapshot")
+        let storage = ReplicaStorage(
+            directory: directory, fileSystem: fileSystem, options: options, log: log, state: state)
+        return (storage, RecoveredState(durable: state, snapshot: snapshot, report: report))
+    }
+
+    /// Appends `records` to the log and makes them durable with ONE fdatasync (group
+    /// commit; plus a directory fsync when a new segment was started). Only after this
+    /// returns may the output's messages be sent. A `StorageError.fsyncFailed` means the
+    /// replica must stop.
+    public func persist(_ records: [Record]) throws {
+        guard !records.isEmpty else { return }
+        try log.append(records)
+        try log.sync()
+        for record in records {
+            switch record {
+            case .promised(let ballot): promised = max(promised, ballot)
+            case .chosenThrough(let slot): chosenThrough = max(chosenThrough, slot)
+            case .accepted: break
+            }
+        }
+    }
+
+    /// Saves the state machine's snapshot through `slot` (which the caller has applied,
+    /// so `slot` is chosen), then compacts: removes older snapshots and every log segment
+    /// whose accepted slots the snapshot covers. The header carries the current promise
+    /// and chosen prefix (see `SnapshotHeader`). A `slot` at or below the current snapshot
+    /// does nothing.
+    public func saveSnapshot(through slot: Slot, stateMachine: [UInt8]) throws {
+        guard slot > snapshotThrough else { return }
+        let header = SnapshotHeader(
+            through: slot, promised: promised, chosenThrough: max(chosenThrough, slot),
+            bodyBytes: UInt64(stateMachine.count), bodyCRC: CRC32C.checksum(stateMachine))
+        try SnapshotFiles.writeAtomically(
+            header.encoded() + stateMachine, name: SnapshotFiles.name(through: slot), directory: directory,
+            fileSystem: fileSystem)
+        try adoptSnapshot(through: slot)
+    }
+
+    /// The newest snapshot is durable under its name: make it the base of recovery and
+    /// compact what it covers.
+    fileprivate func adoptSnapshot(through slot: Slot) throws {
+        precondition(slot > snapshotThrough, "adopting snapshot \(slot) at or below \(snapshotThrough)")
+        snapshotThrough = slot
+        chosenThrough = max(chosenThrough, slot)
+        var removed = false
+        for name in try fileSystem.listDirectory(directory) {
+            if let older = SnapshotFiles.parse(name), older < slot {
+                try fileSystem.removeFile(joinPath(directory, name))
+                removed = true
+            }
+        }
+        if removed { try fileSystem.syncDirectory(directory) }
+        try log.removeSegments(coveredThrough: slot)
+    }
+
+    /// A reader of the newest snapshot file, to send it to a peer; nil if there is none.
+    public func snapshotReader() throws -> SnapshotReader? {
+        guard snapshotThrough > 0 else { return nil }
+        let path = joinPath(directory, SnapshotFiles.name(through: snapshotThrough))
+        return SnapshotReader(
+            through: snapshotThrough, totalBytes: try fileSystem.fileSize(path), path: path, fileSystem: fileSystem)
+    }
+
+    /// Starts receiving a snapshot through `slot` of `totalBytes` (the whole file a peer's
+    /// `SnapshotReader` sends). Starting another install abandons this one.
+    public func beginSnapshotInstall(through slot: Slot, totalBytes: UInt64) throws -> SnapshotInstaller {
+        let headerBytes = UInt64(SnapshotHeader.headerBytes)
+        guard totalBytes >= headerBytes, totalBytes - headerBytes <= SnapshotHeader.bodyBytesMax else {
+            throw StorageError.snapshotTransferInvalid("a snapshot of \(totalBytes) bytes")
+        }
+        guard slot > snapshotThrough else {
+            throw StorageError.snapshotTransferInvalid("snapshot through \(slot) is not above ours (\(snapshotThrough))")
+        }
+        installGeneration += 1
+        let temporary = joinPath(directory, SnapshotFiles.name(through: slot) + ".install" + SnapshotFiles.temporarySuffix)
+        if fileSystem.fileExists(temporary) { try fileSystem.removeFile(temporary) }
+        let file = try fileSystem.openFile(temporary, create: true)
+        return SnapshotInstaller(
+            storage: self, generation: installGeneration, through: slot, totalBytes: totalBytes, file: file)
+    }
+
+    fileprivate func finishInstall(_ installer: SnapshotInstaller, file: StorageFile) throws -> [UInt8] {
+        guard installer.generation == installGeneration else {
+            throw StorageError.snapshotTransferInvalid("a newer install superseded this one")
+        }
+        let temporary = file.path
+        try file.close()
+        let (received, body) = try SnapshotHeader.verify(try fileSystem.readFile(temporary), file: temporary)
+        guard received.through == installer.through else {
+            throw StorageError.snapshotTransferInvalid(
+                "the file is through \(received.through), the transfer said \(installer.through)")
+        }
+        guard installer.through > snapshotThrough else {
+            try fileSystem.removeFile(temporary)
+            throw StorageError.snapshotTransferInvalid(
+                "snapshot through \(installer.through) is no longer above ours (\(snapshotThrough))")
+        }
+        // Our own promise and chosen prefix, never the sender's (see SnapshotHeader).
+        var local = received
+        local.promised = promised
+        local.chosenThrough = max(chosenThrough, received.through)
+        let rewrite = try fileSystem.openFile(temporary, create: false)
+        try rewrite.write(local.encoded(), at: 0)
+        try rewrite.sync()
+        try rewrite.close()
+        try fileSystem.rename(temporary, to: joinPath(directory, SnapshotFiles.name(through: installer.through)))
+        try fileSystem.syncDirectory(directory)
+        try adoptSnapshot(through: installer.through)
+        return body
+    }
+
+    /// The bytes of every file in the directory (logical sizes: preallocated segments
+    /// count in full).
+    public var diskUsageBytes: UInt64 {
+        get throws {
+            var total: UInt64 = 0
+            for name in try fileSystem.listDirectory(directory) {
+                total += try fileSystem.fileSize(joinPath(directory, name))
+            }
+            return total
+        }
+    }
+
+    /// fdatasync calls the log made (group commits and segment rolls).
+    public var logDataSyncCount: Int { log.dataSyncCount }
+    /// The log's segment file names, oldest first.
+    public var segmentNames: [String] { log.segmentNames }
+
+    public func close() throws {
+        try log.close()
+    }
+}
+
+/// Receives a snapshot from a peer, chunk by chunk, in order. `finish()` verifies both
+/// checksums, writes this replica's promise into the header, fsyncs, renames, fsyncs the
+/// directory, makes it the newest snapshot, compacts the log, and returns the state
+/// machine's bytes to restore. After `finish()` the caller steps the replica with
+/// `Event.snapshotInstalled(through:)`.
+public final class SnapshotInstaller {
+    public let through: Slot
+    public let totalBytes: UInt64
+    public private(set) var bytesReceived: UInt64 = 0
+    fileprivate let generation: Int
+    private let storage: ReplicaStorage
+    private let file: StorageFile
+    private var isFinished = false
+
+    fileprivate init(storage: ReplicaStorage, generation: Int, through: Slot, totalBytes: UInt64, file: StorageFile) {
+        self.storage = storage
+        self.generation = generation
+        self.through = through
+        self.totalBytes = totalBytes
+        self.file = file
+    }
+
+    /// Writes the chunk that starts at `offset`; chunks must come in order, each at most
+    /// `SnapshotReader.chunkBytesMax` bytes, none past `totalBytes`.
+    public func write(_ chunk: [UInt8], at offset: UInt64) throws {
+        guard !isFinished else { throw StorageError.snapshotTransferInvalid("write after finish") }
+        guard offset == bytesReceived else {
+            throw StorageError.snapshotTransferInvalid("chunk at \(offset), expected \(bytesReceived)")
+        }
+        guard chunk.count <= SnapshotReader.chunkBytesMax else {
+            throw StorageError.snapshotTransferInvalid("chunk of \(chunk.count) bytes exceeds \(SnapshotReader.chunkBytesMax)")
+        }
+        guard UInt64(chunk.count) <= totalBytes - bytesReceived else {
+            throw StorageError.snapshotTransferInvalid("chunk ends past \(totalBytes) bytes")
+        }
+        try file.write(chunk, at: offset)
+        bytesReceived += UInt64(chunk.count)
+    }
+
+    /// Verifies and installs the snapshot; returns the state machine's bytes.
+    public func finish() throws -> [UInt8] {
+        guard !isFinished else { throw StorageError.snapshotTransferInvalid("finish twice") }
+        guard bytesReceived == totalBytes else {
+            throw StorageError.snapshotTransferInvalid("received \(bytesReceived) of \(totalBytes) bytes")
+        }
+        isFinished = true
+        return try storage.finishInstall(self, file: file)
+    }
+}

@@ -1,0 +1,301 @@
+import Paxos
+
+/// Options of the write-ahead log.
+public struct WALOptions: Sendable {
+    /// A segment is preallocated to this size and a new one is started when the next
+    /// batch would not fit (a single larger record gets a segment of its own, grown past
+    /// the bound). 64 MiB by default; tests use small ones.
+    public var segmentBytesMax: Int
+    /// Preallocate segments (fallocate) so that appends never change the file size and
+    /// fdatasync writes no metadata.
+    public var preallocate: Bool
+
+    public static let segmentBytesDefault = 64 * 1024 * 1024
+    /// The smallest segment allowed: room for a few records.
+    public static let segmentBytesMin = 4096
+
+    public init(segmentBytesMax: Int = WALOptions.segmentBytesDefault, preallocate: Bool = true) {
+        self.segmentBytesMax = segmentBytesMax
+        self.preallocate = preallocate
+    }
+
+    func validate() throws {
+        guard segmentBytesMax >= Self.segmentBytesMin else {
+            throw StorageError.invalidOptions("segmentBytesMax \(segmentBytesMax) is below \(Self.segmentBytesMin)")
+        }
+    }
+}
+
+/// What recovery found in the log.
+public struct WALRecoveryReport: Sendable, Hashable {
+    public var segmentsRead = 0
+    public var recordsReplayed = 0
+    /// Bytes of a torn tail cut off the last segment (0: the log ended cleanly).
+    public var tornBytesTruncated = 0
+    /// The segment and offset where the torn tail was cut, if any.
+    public var tornFile: String?
+    public var tornOffset: UInt64 = 0
+
+    public init() {}
+}
+
+/// A segmented, append-only write-ahead log of `Record`s with group commit.
+///
+/// Files: `wal-<16 hex digits of the sequence number of its first record>.log` in one
+/// directory. Records are framed by `WALFrame`. `append` writes (one `pwrite` per segment
+/// touched); `sync` makes everything appended since the last sync durable with ONE
+/// `fdatasync`, plus one directory fsync if a segment was created. Before a new segment is
+/// created the current one is fdatasynced if it has unsynced data (only when `append` is
+/// called twice without `sync`, or a batch exceeds a segment), so that only the last
+/// segment can ever hold a torn tail (see `DamageVerdict`).
+///
+/// Not thread-safe.
+public final class WriteAheadLog {
+    /// The largest frame body (type + record encoding). Larger appends throw
+    /// `recordTooLarge`; larger length words read back are damage, not allocations.
+    public static let recordBytesMax = 64 * 1024 * 1024
+
+    struct Segment {
+        var firstSequence: UInt64
+        var name: String
+        var recordCount: Int
+        /// The highest slot of an `accepted` record in it (0: none). A segment all of whose
+        /// accepted slots a snapshot covers may be removed.
+        var acceptedSlotMax: Slot
+        /// Bytes of valid records: where the next append goes.
+        var endOffset: Int
+    }
+
+    public let directory: String
+    public let options: WALOptions
+    private let fileSystem: FileSystem
+    /// Oldest first. Invariant: the last one is the one `active` writes.
+    private(set) var segments: [Segment] = []
+    private var active: StorageFile?
+    /// The sequence number the next record gets.
+    public private(set) var nextSequence: UInt64 = 1
+    private var hasUnsyncedData = false
+    private var hasUnsyncedDirectory = false
+
+    /// fdatasync calls on segments (group commits and segment rolls).
+    public private(set) var dataSyncCount = 0
+    /// fsync calls on the directory.
+    public private(set) var directorySyncCount = 0
+
+    static let segmentPrefix = "wal-"
+    static let segmentSuffix = ".log"
+
+    static func segmentName(firstSequence: UInt64) -> String {
+        segmentPrefix + hex16(firstSequence) + segmentSuffix
+    }
+
+    /// The first sequence number encoded in a segment's name, nil if not a segment name.
+    static func parseSegmentName(_ name: String) -> UInt64? {
+        guard name.hasPrefix(segmentPrefix), name.hasSuffix(segmentSuffix),
+            name.count == segmentPrefix.count + 16 + segmentSuffix.count
+        else { return nil }
+        let digits = name.dropFirst(segmentPrefix.count).dropLast(segmentSuffix.count)
+        guard digits.allSatisfy({ $0.isHexDigit && !$0.isUppercase }) else { return nil }
+        return UInt64(digits, radix: 16)
+    }
+
+    private init(directory: String, fileSystem: FileSystem, options: WALOptions) {
+        self.directory = directory
+        self.fileSystem = fileSystem
+        self.options = options
+    }
+
+    /// Opens the log in `directory` (which must exist), replays every valid record in order
+    /// through `replay`, cuts a torn tail off the last segment, and makes what it found
+    /// durable (fdatasync of the last segment, fsync of the directory) before returning,
+    /// so nothing the replica acts on after recovery can still be lost.
+    ///
+    /// Throws `StorageError.corruptRecord` (and changes nothing) on damage that a crash
+    /// cannot explain; see `DamageVerdict`.
+    public static func open(
+        directory: String, fileSystem: FileSystem, options: WALOptions, replay: (Record) -> Void
+    ) throws -> (WriteAheadLog, WALRecoveryReport) {
+        try options.validate()
+        let log = WriteAheadLog(directory: directory, fileSystem: fileSystem, options: options)
+        var report = WALRecoveryReport()
+        let names = try fileSystem.listDirectory(directory)
+            .compactMap { name in parseSegmentName(name).map { (sequence: $0, name: name) } }
+            .sorted { $0.sequence < $1.sequence }
+
+        // Read and judge every segment before changing anything.
+        var scans: [SegmentScan] = []
+        for (index, segment) in names.enumerated() {
+            let path = joinPath(directory, segment.name)
+            let bytes = try fileSystem.readFile(path)
+            let scan = SegmentScan.scan(bytes, frameBytesMax: recordBytesMax)
+            if let damage = scan.damage {
+                let verdict = DamageVerdict.decide(
+                    isLastSegment: index == names.count - 1, validFrameAfter: damage.validFrameAfter)
+                if verdict == .corrupt {
+                    throw StorageError.corruptRecord(
+                        file: path, offset: UInt64(damage.offset),
+                        expectedCRC: damage.expectedCRC, actualCRC: damage.actualCRC)
+                }
+                precondition(index == names.count - 1, "a torn tail outside the last segment")
+                precondition(!damage.validFrameAfter, "a torn tail with a valid frame after it")
+            }
+            scans.append(scan)
+        }
+
+        for (segment, scan) in zip(names, scans) {
+            var acceptedSlotMax: Slot = 0
+            for record in scan.records {
+                if case .accepted(let slot, _) = record { acceptedSlotMax = max(acceptedSlotMax, slot) }
+                replay(record)
+            }
+            report.segmentsRead += 1
+            report.recordsReplayed += scan.records.count
+            log.segments.append(
+                Segment(
+                    firstSequence: segment.sequence, name: segment.name, recordCount: scan.records.count,
+                    acceptedSlotMax: acceptedSlotMax, endOffset: scan.validEnd))
+        }
+
+        if let last = log.segments.last, let lastScan = scans.last {
+            let path = joinPath(directory, last.name)
+            let file = try fileSystem.openFile(path, create: false)
+            if let damage = lastScan.damage {
+                // Torn tail: cut it, and zero the space again by preallocating.
+                precondition(damage.offset == last.endOffset, "torn tail must start at the valid end")
+                try file.truncate(to: UInt64(damage.offset))
+                report.tornBytesTruncated = damage.garbageEnd - damage.offset
+                report.tornFile = path
+                report.tornOffset = UInt64(damage.offset)
+            }
+            if options.preallocate {
+                try file.preallocate(bytes: UInt64(options.segmentBytesMax))
+            }
+            try file.sync()
+            log.dataSyncCount += 1
+            log.active = file
+            log.nextSequence = last.firstSequence + UInt64(last.recordCount)
+        }
+        try fileSystem.syncDirectory(directory)
+        log.directorySyncCount += 1
+        return (log, report)
+    }
+
+    /// Writes `records` after the last one, in one `pwrite` (unless the batch is larger
+    /// than a segment). Not durable until `sync()`.
+    public func append(_ records: [Record]) throws {
+        guard !records.isEmpty else { return }
+        let frames = records.map(WALFrame.encode)
+        for frame in frames where frame.count - WALFrame.headerBytes > Self.recordBytesMax {
+            throw StorageError.recordTooLarge(bytes: frame.count, max: Self.recordBytesMax)
+        }
+        // A batch that does not fit the active segment starts a new one before anything
+        // is written, so the batch stays one write and one fdatasync (the closed segment
+        // was made durable by the previous sync). Only a batch larger than a whole segment
+        // is split, at the cost of one more fdatasync per extra segment.
+        let batchBytes = frames.reduce(0) { $0 + $1.count }
+        let activeEnd = segments.last?.endOffset ?? 0
+        if active == nil || (activeEnd > 0 && activeEnd + batchBytes > options.segmentBytesMax) {
+            try startSegment()
+        }
+        var pending: [UInt8] = []
+        pending.reserveCapacity(min(batchBytes, options.segmentBytesMax))
+        var pendingSlotMax: Slot = 0
+        var pendingCount = 0
+        for (record, frame) in zip(records, frames) {
+            let end = (segments.last?.endOffset ?? 0) + pending.count
+            if active == nil || (end > 0 && end + frame.count > options.segmentBytesMax) {
+                try flush(&pending, count: &pendingCount, slotMax: &pendingSlotMax)
+                try startSegment()
+            }
+            pending.append(contentsOf: frame)
+            pendingCount += 1
+            if case .accepted(let slot, _) = record { pendingSlotMax = max(pendingSlotMax, slot) }
+        }
+        try flush(&pending, count: &pendingCount, slotMax: &pendingSlotMax)
+    }
+
+    private func flush(_ pending: inout [UInt8], count: inout Int, slotMax: inout Slot) throws {
+        guard !pending.isEmpty else { return }
+        guard let file = active, var segment = segments.last else {
+            preconditionFailure("flush without an active segment")
+        }
+        try file.write(pending, at: UInt64(segment.endOffset))
+        segment.endOffset += pending.count
+        segment.recordCount += count
+        segment.acceptedSlotMax = max(segment.acceptedSlotMax, slotMax)
+        segments[segments.count - 1] = segment
+        nextSequence += UInt64(count)
+        hasUnsyncedData = true
+        pending = []
+        count = 0
+        slotMax = 0
+    }
+
+    /// Closes the active segment (fdatasync first, so a later segment never outlives an
+    /// earlier one's tail) and creates the next, named after `nextSequence`.
+    private func startSegment() throws {
+        if let file = active {
+            if hasUnsyncedData {
+                try file.dataSync()
+                dataSyncCount += 1
+                hasUnsyncedData = false
+            }
+            try file.close()
+            active = nil
+        }
+        let name = Self.segmentName(firstSequence: nextSequence)
+        precondition(!segments.contains { $0.name == name }, "segment \(name) exists already")
+        let file = try fileSystem.openFile(joinPath(directory, name), create: true)
+        if options.preallocate {
+            try file.preallocate(bytes: UInt64(options.segmentBytesMax))
+        }
+        segments.append(
+            Segment(firstSequence: nextSequence, name: name, recordCount: 0, acceptedSlotMax: 0, endOffset: 0))
+        active = file
+        hasUnsyncedData = true  // the preallocation itself must reach the disk
+        hasUnsyncedDirectory = true
+    }
+
+    /// Makes everything appended since the last sync durable: one fdatasync of the active
+    /// segment, and one fsync of the directory if a segment was created since.
+    public func sync() throws {
+        if hasUnsyncedData, let file = active {
+            try file.dataSync()
+            dataSyncCount += 1
+            hasUnsyncedData = false
+        }
+        if hasUnsyncedDirectory {
+            try fileSystem.syncDirectory(directory)
+            directorySyncCount += 1
+            hasUnsyncedDirectory = false
+        }
+    }
+
+    /// Removes the oldest segments all of whose `accepted` records are for slots at or
+    /// below `slot`, stopping at the first that is not (so the log stays a contiguous
+    /// suffix) and never removing the active segment. Their `promised` and `chosenThrough`
+    /// records must already be carried by the snapshot's header (`SnapshotHeader`).
+    /// Returns how many were removed; the directory is fsynced if any were.
+    @discardableResult
+    public func removeSegments(coveredThrough slot: Slot) throws -> Int {
+        var removed = 0
+        while segments.count > 1, segments[0].acceptedSlotMax <= slot {
+            try fileSystem.removeFile(joinPath(directory, segments[0].name))
+            segments.removeFirst()
+            removed += 1
+        }
+        if removed > 0 {
+            try fileSystem.syncDirectory(directory)
+            directorySyncCount += 1
+        }
+        return removed
+    }
+
+    /// The names of the segments, oldest first.
+    public var segmentNames: [String] { segments.map(\.name) }
+
+    public func close() throws {
+        try active?.close()
+        active = nil
+    }
+}

@@ -1,0 +1,101 @@
+import Paxos
+
+/// A deliberately broken replica, to prove that the simulator and its checkers catch
+/// the class of bug they exist for.
+public enum InjectedBug: String, CaseIterable, Sendable {
+    /// The acceptor loses its promised ballot on restart (it still has its accepted
+    /// values): it may then accept a lower ballot than one it promised.
+    case forgetPromise = "forget-promise"
+    /// The runtime acknowledges without fsyncing: records reach the disk only when the
+    /// simulated OS writes dirty pages back (about every 30 ticks), so a crash forgets
+    /// promises and acceptances already announced.
+    case noFsync = "no-fsync"
+}
+
+/// Everything one simulated run depends on. Same options ⇒ identical run.
+public struct SimulationOptions: Sendable {
+    public var seed: UInt64
+    /// 1, 3, 5 or 7.
+    public var replicaCount: Int
+    /// Client operations issued in the fault phase, over all clients.
+    public var operationCount: Int
+    public var clientCount: Int
+    /// A small key set makes operations contend.
+    public var keyCount: Int
+    public var bug: InjectedBug?
+    /// Bound of the fault phase, in simulated ticks.
+    public var faultPhaseTicksMax: Int
+    /// Bound of the liveness phase: every pending request completes and every replica
+    /// converges within this many ticks after everything heals.
+    public var livenessTicksMax: Int
+    /// Take a state-machine snapshot and compact the log every this many applied slots.
+    public var snapshotEverySlots: Int
+    /// Run each replica's log on the `Storage` module over a simulated file system that
+    /// loses unsynced data and tears writes at a crash (otherwise an in-memory model).
+    public var useStorage: Bool
+    /// Trace lines kept for a failure report.
+    public var traceTailLines: Int
+
+    public init(
+        seed: UInt64,
+        replicaCount: Int = 3,
+        operationCount: Int = 60,
+        clientCount: Int = 4,
+        keyCount: Int = 3,
+        bug: InjectedBug? = nil,
+        faultPhaseTicksMax: Int = 3_000,
+        livenessTicksMax: Int = 3_000,
+        snapshotEverySlots: Int = 16,
+        useStorage: Bool = true,
+        traceTailLines: Int = 60
+    ) {
+        self.seed = seed
+        self.replicaCount = replicaCount
+        self.operationCount = operationCount
+        self.clientCount = clientCount
+        self.keyCount = keyCount
+        self.bug = bug
+        self.faultPhaseTicksMax = faultPhaseTicksMax
+        self.livenessTicksMax = livenessTicksMax
+        self.snapshotEverySlots = snapshotEverySlots
+        self.useStorage = useStorage
+        self.traceTailLines = traceTailLines
+    }
+}
+
+/// Fault rates, derived from the seed so that seeds explore different mixes (swarm
+/// testing: some seeds lose many messages, others crash often, others partition).
+struct FaultPlan: CustomStringConvertible {
+    var lossPercent: UInt64
+    var duplicatePercent: UInt64
+    /// Typical one-way delay bound in time units (a tick is `Simulation.tickUnits`).
+    var delayUnitsMax: UInt64
+    var longDelayPercent: UInt64
+    /// Per tick, chance (in 1/10,000) of a partition change.
+    var partitionPerTenThousand: UInt64
+    /// Per tick, chance (in 1/10,000) that some replica crashes.
+    var crashPerTenThousand: UInt64
+    var restartDelayTicksMax: UInt64
+
+    init(random: inout SplitMix64) {
+        lossPercent = random.next() % 4 == 0 ? 0 : random.next() % 20
+        duplicatePercent = random.next() % 10
+        delayUnitsMax = 2 + random.next() % 12
+        longDelayPercent = random.next() % 5
+        partitionPerTenThousand = 20 + random.next() % 200
+        if random.next() % 3 == 0 {
+            // Crash-heavy seeds: replicas die often and come back fast, so a replica's
+            // lives overlap with messages of ballots it saw in an earlier life.
+            crashPerTenThousand = 300 + random.next() % 1_200
+            restartDelayTicksMax = 2 + random.next() % 8
+        } else {
+            crashPerTenThousand = 20 + random.next() % 250
+            restartDelayTicksMax = 2 + random.next() % 60
+        }
+    }
+
+    var description: String {
+        "loss=\(lossPercent)% dup=\(duplicatePercent)% delay≤\(delayUnitsMax)u long=\(longDelayPercent)% "
+            + "partition=\(partitionPerTenThousand)‱ crash=\(crashPerTenThousand)‱ restart≤\(restartDelayTicksMax)t"
+    }
+}
