@@ -5,9 +5,19 @@ import PackageDescription
 /// synod → SynodServer → {Transport, EtcdAPI} → {Paxos, KVStore, Storage}.
 /// Paxos and KVStore import only the standard library; the simulator and the
 /// linearizability checker are library targets shared by the tests and `synod simulate`.
+/// Only EtcdAPI, SynodServer, SynodClient and the executable pay for gRPC's build, so the
+/// core's tests build in about a minute.
 let strictSettings: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
 ]
+
+let grpcCore = Target.Dependency.product(name: "GRPCCore", package: "grpc-swift-2")
+let grpcPosix = Target.Dependency.product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport")
+let grpcProtobuf = Target.Dependency.product(name: "GRPCProtobuf", package: "grpc-swift-protobuf")
+let swiftProtobuf = Target.Dependency.product(name: "SwiftProtobuf", package: "swift-protobuf")
+let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
+let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 
 let package = Package(
     name: "Synod",
@@ -17,11 +27,21 @@ let package = Package(
         .library(name: "Paxos", targets: ["Paxos"]),
         .library(name: "KVStore", targets: ["KVStore"]),
         .library(name: "Storage", targets: ["Storage"]),
+        .library(name: "SynodClient", targets: ["SynodClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
+        .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
+        // The pure core: no dependencies beyond the standard library.
         .target(name: "Paxos", swiftSettings: strictSettings),
         .target(name: "KVStore", swiftSettings: strictSettings),
         .target(name: "Storage", dependencies: ["Paxos"], swiftSettings: strictSettings),
@@ -31,11 +51,30 @@ let package = Package(
             dependencies: ["Paxos", "KVStore", "Storage", "Linearizability"],
             swiftSettings: strictSettings
         ),
+        // The network: peer frames on SwiftNIO, the etcd v3 API on grpc-swift-2.
+        .target(name: "Transport", dependencies: ["Paxos", nioCore, nioPosix, logging], swiftSettings: strictSettings),
+        .target(name: "EtcdAPI", dependencies: [swiftProtobuf, grpcCore, grpcProtobuf], swiftSettings: strictSettings),
+        .target(
+            name: "SynodServer",
+            dependencies: [
+                "Paxos", "KVStore", "Storage", "Transport", "EtcdAPI", grpcCore, grpcPosix, grpcProtobuf,
+                nioCore, nioPosix, logging,
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
+            name: "SynodClient",
+            dependencies: ["EtcdAPI", "KVStore", grpcCore, grpcPosix, grpcProtobuf, nioCore],
+            swiftSettings: strictSettings
+        ),
         .executableTarget(
             name: "synod",
             dependencies: [
-                "SynodSimulation",
+                "SynodSimulation", "SynodServer", "SynodClient", "Storage", "KVStore", "Linearizability",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                logging,
             ],
             swiftSettings: strictSettings
         ),
@@ -46,6 +85,12 @@ let package = Package(
         .testTarget(
             name: "SynodSimulationTests",
             dependencies: ["SynodSimulation", "Paxos", "KVStore", "Storage", "Linearizability"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "Paxos", nioCore, nioPosix], swiftSettings: strictSettings),
+        .testTarget(
+            name: "SynodServerTests",
+            dependencies: ["SynodServer", "SynodClient", "Linearizability", "KVStore", "Paxos"],
             swiftSettings: strictSettings
         ),
     ]

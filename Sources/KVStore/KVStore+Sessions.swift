@@ -30,7 +30,7 @@ extension KVStore {
     /// Remembers `result` as the client's last; evicts the least recently used session when a
     /// new client would overflow `KVLimits.sessionsMax`.
     mutating func recordSession(_ requestID: RequestID, result: WriteResult) {
-        precondition(requestID.clientID != 0, "clientID 0 has no session")
+        precondition(requestID.hasSession, "client \(requestID.clientID) has no session")
         let previous = sessions[requestID.clientID]
         if let previous {
             precondition(previous.sequence < requestID.sequence, "sessions only move forward")

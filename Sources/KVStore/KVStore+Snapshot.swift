@@ -117,7 +117,7 @@ extension KVStore {
         }
         var uses: Set<UInt64> = []
         for (clientID, session) in sessions {
-            if clientID == 0 { return "session for clientID 0" }
+            if !RequestID(clientID: clientID, sequence: 0).hasSession { return "session for untracked client \(clientID)" }
             if session.lastUsed == 0 || session.lastUsed > sessionClock {
                 return "session \(clientID) last used at \(session.lastUsed), clock \(sessionClock)"
             }

@@ -63,7 +63,7 @@ public struct KVStore: Sendable {
     /// Applies one command of the log (see the type's comment for exactly-once rules).
     public mutating func apply(_ command: WriteCommand) -> WriteResult {
         let requestID = command.requestID
-        guard requestID.clientID != 0 else { return applyOperation(command.operation) }
+        guard requestID.hasSession else { return applyOperation(command.operation) }
         if let session = sessions[requestID.clientID] {
             if requestID.sequence == session.sequence {
                 touchSession(clientID: requestID.clientID)

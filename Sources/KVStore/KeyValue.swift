@@ -29,10 +29,19 @@ public struct KeyValue: Sendable, Hashable, CustomStringConvertible {
 
 /// Identifies one client write for exactly-once application.
 ///
-/// `clientID == 0` means "no session": the command is always applied and nothing is remembered.
+/// `clientID == 0`, or a client id with its high bit set (`untrackedBit`), means "no
+/// session": the command is always applied and nothing is remembered. A server uses the
+/// latter to tag writes of clients that send no request id of their own (such as
+/// etcdctl), so it can match each applied command to its waiting request.
 public struct RequestID: Sendable, Hashable, Comparable, CustomStringConvertible {
     public var clientID: UInt64
     public var sequence: UInt64
+
+    /// Marks a client id that has no exactly-once session.
+    public static let untrackedBit: UInt64 = 1 << 63
+
+    /// Whether the store remembers this client's last result (exactly-once).
+    public var hasSession: Bool { clientID != 0 && clientID & Self.untrackedBit == 0 }
 
     public init(clientID: UInt64, sequence: UInt64) {
         self.clientID = clientID

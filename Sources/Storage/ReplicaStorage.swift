@@ -83,6 +83,9 @@ public final class ReplicaStorage {
     public private(set) var snapshotThrough: Slot
     /// Bumped by each `beginSnapshotInstall`; an older installer is refused.
     private var installGeneration = 0
+    /// Set by the first failed fsync: every later call throws it again. A failed fsync is
+    /// never retried (the kernel may have dropped the pages); the replica must stop.
+    public private(set) var fsyncFailure: StorageError?
 
     private init(directory: String, fileSystem: FileSystem, options: StorageOptions, log: WriteAheadLog, state: DurableState) {
         self.directory = directory
@@ -103,6 +106,9 @@ public final class ReplicaStorage {
     ) throws -> (ReplicaStorage, RecoveredState) {
         try options.wal.validate()
         try fileSystem.makeDirectory(directory)
+        // The data directory's own entry must be durable, or a crash soon after the first
+        // start could take the whole directory, synced files and all.
+        try fileSystem.syncDirectory(parentDirectory(of: directory))
         var report = RecoveryReport(wal: WALRecoveryReport())
         var names = try fileSystem.listDirectory(directory)
 
@@ -159,8 +165,10 @@ public final class ReplicaStorage {
     /// replica must stop.
     public func persist(_ records: [Record]) throws {
         guard !records.isEmpty else { return }
-        try log.append(records)
-        try log.sync()
+        try checkingFsync {
+            try log.append(records)
+            try log.sync()
+        }
         for record in records {
             switch record {
             case .promised(let ballot): promised = max(promised, ballot)
@@ -180,10 +188,23 @@ public final class ReplicaStorage {
         let header = SnapshotHeader(
             through: slot, promised: promised, chosenThrough: max(chosenThrough, slot),
             bodyBytes: UInt64(stateMachine.count), bodyCRC: CRC32C.checksum(stateMachine))
-        try SnapshotFiles.writeAtomically(
-            header.encoded() + stateMachine, name: SnapshotFiles.name(through: slot), directory: directory,
-            fileSystem: fileSystem)
-        try adoptSnapshot(through: slot)
+        try checkingFsync {
+            try SnapshotFiles.writeAtomically(
+                header.encoded() + stateMachine, name: SnapshotFiles.name(through: slot), directory: directory,
+                fileSystem: fileSystem)
+            try adoptSnapshot(through: slot)
+        }
+    }
+
+    /// Runs `body` unless an fsync failed before; remembers an fsync failure it throws.
+    private func checkingFsync(_ body: () throws -> Void) throws {
+        if let failure = fsyncFailure { throw failure }
+        do {
+            try body()
+        } catch let error as StorageError {
+            if case .fsyncFailed = error { fsyncFailure = error }
+            throw error
+        }
     }
 
     /// The newest snapshot is durable under its name: make it the base of recovery and
@@ -230,6 +251,12 @@ public final class ReplicaStorage {
     }
 
     fileprivate func finishInstall(_ installer: SnapshotInstaller, file: StorageFile) throws -> [UInt8] {
+        var body: [UInt8] = []
+        try checkingFsync { body = try install(installer, file: file) }
+        return body
+    }
+
+    private func install(_ installer: SnapshotInstaller, file: StorageFile) throws -> [UInt8] {
         guard installer.generation == installGeneration else {
             throw StorageError.snapshotTransferInvalid("a newer install superseded this one")
         }
@@ -260,14 +287,12 @@ public final class ReplicaStorage {
     }
 
     /// The bytes of every file in the directory (logical sizes: preallocated segments
-    /// count in full).
+    /// count in full). Best effort, for metrics and logs: a file that cannot be listed or
+    /// measured counts as 0.
     public var diskUsageBytes: UInt64 {
-        get throws {
-            var total: UInt64 = 0
-            for name in try fileSystem.listDirectory(directory) {
-                total += try fileSystem.fileSize(joinPath(directory, name))
-            }
-            return total
+        guard let names = try? fileSystem.listDirectory(directory) else { return 0 }
+        return names.reduce(0) { total, name in
+            total + ((try? fileSystem.fileSize(joinPath(directory, name))) ?? 0)
         }
     }
 

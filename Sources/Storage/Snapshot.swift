@@ -195,4 +195,9 @@ public final class SnapshotReader {
         }
         return chunk
     }
+
+    /// `readChunk(at:maxBytes:)` under the name the server uses.
+    public func read(at offset: UInt64, count: Int) throws -> [UInt8] {
+        try readChunk(at: offset, maxBytes: count)
+    }
 }

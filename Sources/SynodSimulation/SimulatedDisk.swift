@@ -1,4 +1,5 @@
 import Paxos
+import Storage
 
 /// What the simulator needs of a replica's durable storage.
 protocol SimulatedDisk: AnyObject {
@@ -67,4 +68,69 @@ final class MemoryDisk: SimulatedDisk {
     }
 
     var sizeBytes: Int { synced.count * 64 + (snapshot?.bytes.count ?? 0) }
+}
+
+/// A replica's disk through the real `Storage` module (write-ahead log, snapshots,
+/// recovery) over a `SimulatedFileSystem` that loses unsynced data and tears writes at a
+/// crash. A restart runs the same recovery a real replica runs.
+final class StorageDisk: SimulatedDisk {
+    let fileSystem: SimulatedFileSystem
+    let directory: String
+    private var storage: ReplicaStorage?
+    /// Records appended but not yet handed to the storage: what a runtime that never
+    /// fsyncs (the injected `no-fsync` bug) leaves in the page cache.
+    private var buffered: [Record] = []
+
+    init(seed: UInt64, replica: ReplicaID) {
+        fileSystem = SimulatedFileSystem(seed: seed)
+        directory = "/data/r\(replica)"
+        do {
+            storage = try ReplicaStorage.open(directory: directory, fileSystem: fileSystem, options: Self.options).0
+        } catch {
+            preconditionFailure("a new simulated disk cannot be opened: \(error)")
+        }
+    }
+
+    /// Small segments, so that compaction and segment rollover happen within a short run.
+    static let options = StorageOptions.testing(segmentBytesMax: 16 * 1024)
+
+    func append(_ records: [Record]) {
+        buffered.append(contentsOf: records)
+    }
+
+    func sync() {
+        guard !buffered.isEmpty else { return }
+        do {
+            try storage!.persist(buffered)
+        } catch {
+            preconditionFailure("simulated storage failed: \(error)")
+        }
+        buffered.removeAll()
+    }
+
+    func saveSnapshot(through slot: Slot, stateMachine: [UInt8]) {
+        sync()
+        do {
+            try storage!.saveSnapshot(through: slot, stateMachine: stateMachine)
+        } catch {
+            preconditionFailure("simulated snapshot failed: \(error)")
+        }
+    }
+
+    func crash() {
+        buffered.removeAll()
+        storage = nil
+        fileSystem.crash()
+    }
+
+    func recover() throws -> RecoveredDisk {
+        let (storage, recovered) = try ReplicaStorage.open(
+            directory: directory, fileSystem: fileSystem, options: Self.options)
+        self.storage = storage
+        return RecoveredDisk(
+            durable: recovered.durable, stateMachine: recovered.snapshot?.stateMachine,
+            note: "\(recovered.report)")
+    }
+
+    var sizeBytes: Int { Int(storage?.diskUsageBytes ?? 0) }
 }

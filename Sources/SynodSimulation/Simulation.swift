@@ -68,7 +68,9 @@ public final class Simulation {
         trace = TraceRing(capacity: options.traceTailLines)
         let ids = (1...options.replicaCount).map { ReplicaID($0) }
         for id in ids {
-            let disk: SimulatedDisk = MemoryDisk()
+            let disk: SimulatedDisk =
+                options.useStorage
+                ? StorageDisk(seed: options.seed &* 31 &+ UInt64(id), replica: id) : MemoryDisk()
             nodes.append(SimNode(id: id, cluster: ids, disk: disk, seed: options.seed))
         }
         for index in 0..<options.clientCount {

@@ -98,7 +98,7 @@ struct SnapshotTests {
                 try storage.saveSnapshot(through: slot, stateMachine: body)
                 model.compact(through: slot)
             }
-            let usage = try storage.diskUsageBytes
+            let usage = storage.diskUsageBytes
             usageMax = max(usageMax, usage)
             #expect(usage <= bound, "slot \(slot): \(usage) bytes on disk, bound \(bound)")
         }

@@ -280,6 +280,10 @@ struct WriteAheadLogTests {
         #expect(path.hasPrefix(testDirectory + "/wal-"))
         #expect(errno == 5)
         #expect(error.description.contains("fsync failed"))
+        // Never retried: the storage stays failed.
+        #expect(storage.fsyncFailure == error)
+        #expect(throws: error) { try storage.persist([accepted(3)]) }
+        #expect(throws: error) { try storage.saveSnapshot(through: 1, stateMachine: []) }
     }
 
     @Test("oversized records and bad options are refused")

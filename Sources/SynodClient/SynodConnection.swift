@@ -1,0 +1,57 @@
+import EtcdAPI
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+
+/// One HTTP/2 connection to one endpoint, multiplexing every call made through it, with the
+/// generated etcd clients on top. `SynodClient` keeps one per endpoint; `synod bench` uses
+/// several directly. Connects lazily on the first call and reconnects with backoff.
+public final class SynodConnection: Sendable {
+    public typealias Transport = HTTP2ClientTransport.Posix
+
+    public let endpoint: SynodEndpoint
+    public let kv: Etcdserverpb_KV.Client<Transport>
+    public let maintenance: Etcdserverpb_Maintenance.Client<Transport>
+    public let cluster: Etcdserverpb_Cluster.Client<Transport>
+    private let grpc: GRPCClient<Transport>
+    /// Runs `grpc.runConnections()` until `close()`.
+    private let runner: Task<Void, Never>
+
+    /// Opens (lazily) a plaintext connection to `endpoint`.
+    public init(endpoint: SynodEndpoint, options: SynodClientOptions = .init()) throws(SynodClientError) {
+        let config = Transport.Config.defaults { config in
+            config.backoff = .init(
+                initial: options.reconnectBackoffInitial,
+                max: Self.reconnectBackoffMax,
+                multiplier: 1.6,
+                jitter: 0.2
+            )
+            if !options.flushCoalescing { config.connection.flushCoalescing = nil }
+        }
+        let transport: Transport
+        do {
+            transport = try Transport(target: endpoint.target, transportSecurity: .plaintext, config: config)
+        } catch {
+            throw .invalidEndpoint("\(endpoint) (\(error))")
+        }
+        let grpc = GRPCClient(transport: transport)
+        self.endpoint = endpoint
+        self.grpc = grpc
+        self.kv = Etcdserverpb_KV.Client(wrapping: grpc)
+        self.maintenance = Etcdserverpb_Maintenance.Client(wrapping: grpc)
+        self.cluster = Etcdserverpb_Cluster.Client(wrapping: grpc)
+        self.runner = Task {
+            // Returns after `beginGracefulShutdown()` once in-flight calls finish; a transport
+            // failure here leaves the calls to fail with `unavailable`, which they report.
+            try? await grpc.runConnections()
+        }
+    }
+
+    /// A failed endpoint is retried at most this long after its last attempt.
+    static let reconnectBackoffMax: Duration = .seconds(2)
+
+    /// Stops accepting calls, lets in-flight calls finish, then closes the connection.
+    public func close() async {
+        grpc.beginGracefulShutdown()
+        await runner.value
+    }
+}

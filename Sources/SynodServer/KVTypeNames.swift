@@ -1,0 +1,7 @@
+import KVStore
+
+// Foundation also declares `SortOrder`, and the module `KVStore` shares its name with its
+// main struct (so `KVStore.SortOrder` cannot name the type): these aliases, declared in a
+// file that does not import Foundation, disambiguate.
+typealias KVSortOrder = SortOrder
+typealias KVSortTarget = SortTarget

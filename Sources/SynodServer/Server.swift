@@ -1,0 +1,126 @@
+import EtcdAPI
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+import NIOPosix
+import Paxos
+import ServiceLifecycle
+import Transport
+
+/// One Synod replica process: the replica loop, the peer transport and the etcd v3 gRPC
+/// API, run until SIGTERM or SIGINT, then stopped gracefully.
+public final class SynodServer: Sendable {
+    public let configuration: ServerConfiguration
+    let logger: Logger
+
+    public init(configuration: ServerConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Runs until a shutdown signal (or until the task is cancelled).
+    public func run() async throws {
+        let paxos: Configuration
+        do {
+            paxos = try configuration.paxosConfiguration()
+        } catch {
+            throw ServerConfigurationError.invalid(error.description)
+        }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let box = LoopBox()
+        var peers: [ReplicaID: (host: String, port: Int)] = [:]
+        for (id, endpoint) in configuration.peers where id != configuration.replicaID {
+            peers[id] = (endpoint.host, endpoint.port)
+        }
+        let transport = PeerTransport(
+            localID: configuration.replicaID, listenHost: configuration.listenPeer.host,
+            listenPort: configuration.listenPeer.port, peers: peers, group: group, logger: logger,
+            onMessage: { envelope in box.loop?.submit(.message(envelope)) },
+            onSnapshotChunk: { from, chunk in box.loop?.submit(.snapshotChunk(from, chunk)) })
+        let loop = ReplicaLoop(
+            configuration: configuration, paxosConfiguration: paxos, transport: transport, logger: logger)
+        box.loop = loop
+        try loop.start()
+        do {
+            try transport.start()
+        } catch {
+            loop.stop()
+            throw error
+        }
+        logger.notice(
+            "replica r\(configuration.replicaID) serving clients on \(configuration.listenClient), peers on \(configuration.listenPeer), data in \(configuration.dataDirectory)")
+
+        let frontEnd = EtcdFrontEnd(loop: loop, configuration: configuration)
+        let requestBytesMax = configuration.requestBytesMax
+        let grpcTransport = HTTP2ServerTransport.Posix(
+            address: .ipv4(host: configuration.listenClient.host, port: configuration.listenClient.port),
+            transportSecurity: .plaintext,
+            config: .defaults { config in
+                // swift-nio-http2 enforces 100 streams per connection when this is nil, and
+                // etcd clients multiplex everything on one connection.
+                config.http2.maxConcurrentStreams = 4_096
+                // etcdctl pings every 2 s while calls are open.
+                config.connection.keepalive.clientBehavior = .init(
+                    minPingIntervalWithoutCalls: .seconds(1), allowWithoutCalls: true)
+                // etcd's limit plus its 512 KiB allowance for the rest of the message.
+                config.rpc.maxRequestPayloadSize = requestBytesMax + 512 * 1024
+            })
+        let grpcServer = GRPCServer(
+            transport: grpcTransport,
+            services: [
+                KVService(frontEnd: frontEnd), MaintenanceService(frontEnd: frontEnd),
+                ClusterService(frontEnd: frontEnd),
+            ])
+        let service = GRPCService(server: grpcServer, logger: logger)
+        let serviceGroup = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        do {
+            try await serviceGroup.run()
+        } catch {
+            logger.error("client API stopped: \(error)")
+            loop.stop()
+            transport.shutdown()
+            try? await group.shutdownGracefully()
+            throw ServerError.clientAPIFailed("\(error)", configuration.listenClient)
+        }
+        logger.notice("shutting down: stopping the replica loop and the peer transport")
+        loop.stop()
+        transport.shutdown()
+        try? await group.shutdownGracefully()
+    }
+}
+
+public enum ServerError: Error, CustomStringConvertible {
+    case clientAPIFailed(String, Endpoint)
+
+    public var description: String {
+        switch self {
+        case .clientAPIFailed(let reason, let endpoint):
+            return "cannot serve clients on \(endpoint): \(reason)"
+        }
+    }
+}
+
+/// Lets transport callbacks reach the loop created after the transport.
+final class LoopBox: @unchecked Sendable {
+    // Written once before the transport starts delivering, then only read.
+    nonisolated(unsafe) var loop: ReplicaLoop?
+}
+
+/// Runs the gRPC server as a lifecycle service: on SIGTERM/SIGINT it stops accepting
+/// calls and lets the ones in flight finish.
+struct GRPCService: Service {
+    let server: GRPCServer<HTTP2ServerTransport.Posix>
+    let logger: Logger
+
+    func run() async throws {
+        try await withGracefulShutdownHandler {
+            try await server.serve()
+        } onGracefulShutdown: {
+            logger.notice("shutdown signal received: draining client calls")
+            server.beginGracefulShutdown()
+        }
+    }
+}

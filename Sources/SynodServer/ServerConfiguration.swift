@@ -1,0 +1,155 @@
+import Paxos
+
+/// A host and port.
+public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Parses `host:port`, with one clear line on error.
+    public init(parsing text: String, what: String) throws(ServerConfigurationError) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+            (1...65_535).contains(port), colon != text.startIndex
+        else {
+            throw .invalid("\(what) '\(text)' is not host:port (port 1–65535)")
+        }
+        self.init(host: String(text[..<colon]), port: port)
+    }
+
+    public var description: String { "\(host):\(port)" }
+}
+
+public enum ServerConfigurationError: Error, CustomStringConvertible, Equatable {
+    case invalid(String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let text): return text
+        }
+    }
+}
+
+/// How reads are served when the request does not say.
+public enum ReadConsistency: String, Sendable, CaseIterable {
+    /// Read index through the leader: never stale.
+    case linearizable
+    /// Served from this replica's state machine: fast, possibly stale.
+    case serializable
+}
+
+/// Everything `synod serve` needs, validated at construction.
+public struct ServerConfiguration: Sendable {
+    public var replicaID: ReplicaID
+    /// Every replica's peer address, this one's included.
+    public var peers: [ReplicaID: Endpoint]
+    /// Every replica's client address where known (for MemberList).
+    public var clientEndpoints: [ReplicaID: Endpoint]
+    public var listenClient: Endpoint
+    public var listenPeer: Endpoint
+    public var dataDirectory: String
+    public var defaultConsistency: ReadConsistency
+    /// Real time per Paxos tick.
+    public var tickMilliseconds: Int
+    public var heartbeatIntervalTicks: Int
+    public var electionTimeoutTicks: Int
+    /// A client request waits at most this long for its answer.
+    public var requestTimeoutMilliseconds: Int
+    /// Snapshot the state machine and compact the log every this many applied slots.
+    public var snapshotEverySlots: Int
+    /// Largest request accepted, like etcd's `--max-request-bytes` (1.5 MiB).
+    public var requestBytesMax: Int
+    /// The seed's random acceptor failures: probability per Paxos message handled.
+    public var failRate: Double
+    /// The longest a failed acceptor stays down, in milliseconds.
+    public var failDowntimeMilliseconds: Int
+    public var randomSeed: UInt64
+
+    public init(
+        replicaID: ReplicaID,
+        peers: [ReplicaID: Endpoint],
+        clientEndpoints: [ReplicaID: Endpoint] = [:],
+        listenClient: Endpoint,
+        listenPeer: Endpoint,
+        dataDirectory: String,
+        defaultConsistency: ReadConsistency = .linearizable,
+        tickMilliseconds: Int = 10,
+        heartbeatIntervalTicks: Int = 5,
+        electionTimeoutTicks: Int = 50,
+        requestTimeoutMilliseconds: Int = 5_000,
+        snapshotEverySlots: Int = 10_000,
+        requestBytesMax: Int = 1_572_864,
+        failRate: Double = 0,
+        failDowntimeMilliseconds: Int = 2_000,
+        randomSeed: UInt64 = UInt64.random(in: 1...UInt64.max)
+    ) throws(ServerConfigurationError) {
+        self.replicaID = replicaID
+        self.peers = peers
+        self.clientEndpoints = clientEndpoints
+        self.listenClient = listenClient
+        self.listenPeer = listenPeer
+        self.dataDirectory = dataDirectory
+        self.defaultConsistency = defaultConsistency
+        self.tickMilliseconds = tickMilliseconds
+        self.heartbeatIntervalTicks = heartbeatIntervalTicks
+        self.electionTimeoutTicks = electionTimeoutTicks
+        self.requestTimeoutMilliseconds = requestTimeoutMilliseconds
+        self.snapshotEverySlots = snapshotEverySlots
+        self.requestBytesMax = requestBytesMax
+        self.failRate = failRate
+        self.failDowntimeMilliseconds = failDowntimeMilliseconds
+        self.randomSeed = randomSeed
+        guard peers[replicaID] != nil else {
+            throw .invalid("--peers must include this replica's own id \(replicaID)")
+        }
+        guard !dataDirectory.isEmpty else { throw .invalid("--data-dir must not be empty") }
+        guard (0...1).contains(failRate) else { throw .invalid("--fail-rate must be between 0 and 1, not \(failRate)") }
+        guard failDowntimeMilliseconds >= 0 else { throw .invalid("--fail-downtime must not be negative") }
+        guard tickMilliseconds >= 1 else { throw .invalid("tick must be at least 1 ms") }
+        guard snapshotEverySlots >= 1 else { throw .invalid("--snapshot-every must be at least 1") }
+        guard requestTimeoutMilliseconds >= 1 else { throw .invalid("request timeout must be positive") }
+        do {
+            _ = try paxosConfiguration()
+        } catch {
+            throw .invalid(error.description)
+        }
+    }
+
+    /// The consensus core's configuration for this replica.
+    public func paxosConfiguration() throws(ConfigurationError) -> Configuration {
+        try Configuration(
+            replicaID: replicaID, replicas: Array(peers.keys), heartbeatIntervalTicks: heartbeatIntervalTicks,
+            electionTimeoutTicks: electionTimeoutTicks, randomSeed: randomSeed)
+    }
+
+    /// A stable id of this cluster, from its membership (etcd's `cluster_id`).
+    public var clusterID: UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for id in peers.keys.sorted() {
+            for byte in "\(id)=\(peers[id]!)".utf8 {
+                hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+            }
+        }
+        return hash
+    }
+
+    /// Parses `1=127.0.0.1:2380,2=127.0.0.1:2382`.
+    public static func parseMembers(_ text: String, what: String) throws(ServerConfigurationError)
+        -> [ReplicaID: Endpoint]
+    {
+        var members: [ReplicaID: Endpoint] = [:]
+        for item in text.split(separator: ",") where !item.isEmpty {
+            let parts = item.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, let id = ReplicaID(parts[0]), id >= 1 else {
+                throw .invalid("\(what) entry '\(item)' is not id=host:port with an id ≥ 1")
+            }
+            guard members[id] == nil else { throw .invalid("\(what) names replica \(id) twice") }
+            members[id] = try Endpoint(parsing: String(parts[1]), what: "\(what) address")
+        }
+        guard !members.isEmpty else { throw .invalid("\(what) is empty") }
+        return members
+    }
+}

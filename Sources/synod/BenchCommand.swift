@@ -1,0 +1,204 @@
+import ArgumentParser
+import EtcdAPI
+import Foundation
+import GRPCCore
+import SynodClient
+
+/// `synod bench`: a load generator speaking the etcd v3 API, so the same command drives Synod
+/// or etcd. Each of `--concurrency` slots is one task that sends its next request when the
+/// previous one is answered; requests go round-robin over `--connections` HTTP/2 connections.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Load-test a Synod or etcd cluster through the etcd v3 API.",
+        discussion: """
+            Runs for --warmup, then measures for --duration or --requests, whichever ends first. \
+            Writes carry a synod-request-id header (one client ID per in-flight slot), which etcd \
+            ignores. Latency is measured per request from send to answer, in microseconds.
+            """
+    )
+
+    @Option(name: .long, help: "Comma-separated host:port client endpoints.")
+    var endpoints: String = ClientDefaults.endpoints
+
+    @Flag(name: .long, help: "Send every request to the current leader (found with Maintenance.Status).")
+    var leader = false
+
+    @Option(name: .long, help: "put, get, get-serializable, mixed or txn-cas.")
+    var workload: BenchWorkloadKind = .put
+
+    @Option(name: .long, help: "Size of the key space.")
+    var keys: Int = 100_000
+
+    @Option(name: .customLong("key-size"), help: "Key size in bytes.")
+    var keySize: Int = 16
+
+    @Option(name: .customLong("value-size"), help: "Value size in bytes.")
+    var valueSize: Int = 256
+
+    @Option(name: .long, help: "Requests in flight.")
+    var concurrency: Int = 64
+
+    @Option(name: .long, help: "HTTP/2 connections, spread over the endpoints.")
+    var connections: Int = 1
+
+    @Option(name: .long, help: "Measurement time (e.g. 10s).")
+    var duration: DurationArgument = DurationArgument(.seconds(10))
+
+    @Option(name: .long, help: "Stop after this many measured requests (0: only --duration bounds the run).")
+    var requests: Int = 0
+
+    @Option(name: .long, help: "Unmeasured time before measuring.")
+    var warmup: DurationArgument = DurationArgument(.seconds(1))
+
+    @Option(name: .long, help: "Deadline of one request.")
+    var timeout: DurationArgument = DurationArgument(.seconds(5))
+
+    @Option(name: .customLong("read-fraction"), help: "Share of gets in the mixed workload.")
+    var readFraction: Double = 0.5
+
+    @Flag(name: .customLong("no-prepopulate"), help: "Skip writing the key space before read workloads.")
+    var noPrepopulate = false
+
+    @Flag(name: .customLong("flush-coalescing"), help: "Let gRPC delay flushes to batch writes (grpc-swift's default).")
+    var flushCoalescing = false
+
+    @Flag(name: .long, help: "Print the report as JSON.")
+    var json = false
+
+    func validate() throws {
+        guard (1...BenchLimits.keysMax).contains(keys) else {
+            throw ValidationError("--keys must be in 1...\(BenchLimits.keysMax)")
+        }
+        let digits = String(keys - 1).count
+        guard keySize >= digits + 1, keySize <= BenchLimits.keySizeBytesMax else {
+            throw ValidationError("--key-size must be in \(digits + 1)...\(BenchLimits.keySizeBytesMax) for \(keys) keys")
+        }
+        guard (0...BenchLimits.valueSizeBytesMax).contains(valueSize) else {
+            throw ValidationError("--value-size must be in 0...\(BenchLimits.valueSizeBytesMax)")
+        }
+        guard (1...BenchLimits.concurrencyMax).contains(concurrency) else {
+            throw ValidationError("--concurrency must be in 1...\(BenchLimits.concurrencyMax)")
+        }
+        guard (1...BenchLimits.connectionsMax).contains(connections) else {
+            throw ValidationError("--connections must be in 1...\(BenchLimits.connectionsMax)")
+        }
+        guard duration.duration > .zero, duration.duration <= BenchLimits.durationMax else {
+            throw ValidationError("--duration must be in (0, 1h]")
+        }
+        guard warmup.duration >= .zero, warmup.duration <= BenchLimits.durationMax else {
+            throw ValidationError("--warmup must be in [0, 1h]")
+        }
+        guard timeout.duration > .zero else { throw ValidationError("--timeout must be positive") }
+        guard requests >= 0 else { throw ValidationError("--requests must be >= 0") }
+        guard (0...1).contains(readFraction) else { throw ValidationError("--read-fraction must be in [0, 1]") }
+        do { _ = try SynodEndpoint.parseList(endpoints) } catch { throw ValidationError("--endpoints: \(error)") }
+    }
+
+    func run() async throws {
+        var endpointList = try SynodEndpoint.parseList(endpoints)
+        var options = SynodClientOptions()
+        options.requestTimeout = timeout.duration
+        options.flushCoalescing = flushCoalescing
+        if leader { endpointList = [try await findLeader(endpointList, options: options)] }
+        let opened = try (0..<connections).map { index in
+            try SynodConnection(endpoint: endpointList[index % endpointList.count], options: options)
+        }
+
+        var callOptions = CallOptions.defaults
+        callOptions.timeout = timeout.duration
+        callOptions.waitForReady = false
+        var plan = BenchPlan(
+            workload: workload,
+            keys: BenchPlan.makeKeys(count: keys, sizeBytes: keySize),
+            value: Data((0..<valueSize).map { UInt8(ascii: "a") + UInt8($0 % 26) }),
+            connections: opened,
+            readFraction: readFraction,
+            callOptions: callOptions,
+            requestsMax: requests == 0 ? Int.max : requests,
+            measureStartNanoseconds: 0,
+            stopNanoseconds: 0,
+            concurrency: concurrency,
+            clientIDBase: SynodClientOptions.randomClientID()
+        )
+        let progress = BenchProgress(enabled: isatty(STDERR_FILENO) != 0 && !json)
+        if workload.needsPrepopulation && !noPrepopulate {
+            progress.note("writing \(keys) keys (txns of \(BenchLimits.prepopulateBatchMax) puts)…")
+            do {
+                try await BenchPrepopulation.run(plan: plan, count: keys)
+            } catch {
+                throw CommandFailure.report("pre-population failed: \(benchDescribe(error))")
+            }
+        }
+
+        let start = BenchClock.nanoseconds()
+        plan.measureStartNanoseconds = start + UInt64(warmup.seconds * 1e9)
+        plan.stopNanoseconds = plan.measureStartNanoseconds + UInt64(duration.seconds * 1e9)
+        let counters = BenchCounters()
+        let usageBefore = ProcessCPU.now()
+        let progressTask = progress.start(plan: plan, counters: counters, startNanoseconds: start)
+        let finalPlan = plan
+        let merged = await withTaskGroup(of: BenchSlotResult.self) { group in
+            for index in 0..<concurrency {
+                group.addTask {
+                    var slot = BenchSlot(plan: finalPlan, index: index, counters: counters)
+                    return await slot.run()
+                }
+            }
+            var merged = BenchSlotResult()
+            for await result in group { merged.merge(result) }
+            return merged
+        }
+        let end = BenchClock.nanoseconds()
+        progressTask?.cancel()
+        await progressTask?.value
+        progress.finish()
+
+        let measuredEnd = min(max(merged.lastFinishNanoseconds, plan.measureStartNanoseconds), end)
+        let report = BenchReport(
+            workload: workload.rawValue,
+            endpoints: opened.map { $0.endpoint.description },
+            concurrency: concurrency,
+            connections: connections,
+            keys: keys,
+            keySizeBytes: keySize,
+            valueSizeBytes: valueSize,
+            result: merged,
+            measuredSeconds: Double(max(measuredEnd, plan.measureStartNanoseconds) - plan.measureStartNanoseconds) / 1e9,
+            clientCPUSeconds: ProcessCPU.now() - usageBefore,
+            wallSeconds: Double(end - start) / 1e9
+        )
+        for connection in opened { await connection.close() }
+        print(json ? report.json : report.text)
+    }
+
+    /// The endpoint whose Status names itself leader.
+    private func findLeader(_ endpoints: [SynodEndpoint], options: SynodClientOptions) async throws -> SynodEndpoint {
+        let client = try SynodClient(endpoints: endpoints, options: options)
+        let statuses = await client.statusAll()
+        await client.close()
+        for (endpoint, result) in statuses {
+            if case .success(let status) = result, status.isLeader { return endpoint }
+        }
+        throw CommandFailure.report("--leader: no endpoint reports itself leader")
+    }
+}
+
+func benchDescribe(_ error: any Error) -> String {
+    if let error = error as? RPCError { return "\(error.code): \(error.message)" }
+    return "\(error)"
+}
+
+/// CPU time (user + system) of this process, to tell how much of the machine the client used.
+enum ProcessCPU {
+    static func now() -> Double {
+        var usage = rusage()
+        #if os(Linux)
+        getrusage(__rusage_who_t(RUSAGE_SELF.rawValue), &usage)
+        #else
+        getrusage(RUSAGE_SELF, &usage)
+        #endif
+        func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+    }
+}

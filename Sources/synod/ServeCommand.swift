@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Paxos
+import SynodServer
+
+/// `synod serve`: one replica.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run one Synod replica (the etcd v3 API for clients, Paxos with its peers).",
+        discussion: """
+            Example, replica 1 of 3:
+              synod serve --id 1 --peers 1=127.0.0.1:2380,2=127.0.0.1:2382,3=127.0.0.1:2384 \\
+                --listen-client 127.0.0.1:2379 --listen-peer 127.0.0.1:2380 --data-dir ./synod-data/r1
+            """
+    )
+
+    @Option(help: "This replica's id (1-based).")
+    var id: UInt32
+
+    @Option(help: "Every replica's peer address, this one's included: id=host:port,…")
+    var peers: String
+
+    @Option(help: "Every replica's client address (for member list): id=host:port,…")
+    var clientUrls: String?
+
+    @Option(help: "Where this replica keeps its write-ahead log and snapshots.")
+    var dataDir: String
+
+    @Option(help: "Address for clients (the etcd v3 gRPC API).")
+    var listenClient: String = "127.0.0.1:2379"
+
+    @Option(help: "Address for the other replicas.")
+    var listenPeer: String?
+
+    @Option(help: "Default read consistency: linearizable or serializable.")
+    var consistency: String = "linearizable"
+
+    @Option(help: "Random acceptor failures: probability per Paxos message handled (0 = off).")
+    var failRate: Double = 0
+
+    @Option(help: "Longest downtime of a random acceptor failure, in milliseconds.")
+    var failDowntime: Int = 2_000
+
+    @Option(help: "Snapshot the state machine and compact the log every this many slots.")
+    var snapshotEvery: Int = 10_000
+
+    @Option(help: "Milliseconds per Paxos tick (heartbeat = 5 ticks, election timeout = 50–100 ticks).")
+    var tickMs: Int = 10
+
+    func run() async throws {
+        let configuration: ServerConfiguration
+        do {
+            let members = try ServerConfiguration.parseMembers(peers, what: "--peers")
+            let clients = try clientUrls.map { try ServerConfiguration.parseMembers($0, what: "--client-urls") } ?? [:]
+            guard let consistency = ReadConsistency(rawValue: consistency) else {
+                throw ServerConfigurationError.invalid(
+                    "--consistency must be linearizable or serializable, not '\(self.consistency)'")
+            }
+            let listenPeer = try listenPeer.map { try Endpoint(parsing: $0, what: "--listen-peer") }
+            guard let ownPeer = members[id] else {
+                throw ServerConfigurationError.invalid("--peers must include this replica's own id \(id)")
+            }
+            configuration = try ServerConfiguration(
+                replicaID: id, peers: members, clientEndpoints: clients,
+                listenClient: try Endpoint(parsing: listenClient, what: "--listen-client"),
+                listenPeer: listenPeer ?? ownPeer, dataDirectory: dataDir, defaultConsistency: consistency,
+                tickMilliseconds: tickMs, snapshotEverySlots: snapshotEvery, failRate: failRate,
+                failDowntimeMilliseconds: failDowntime)
+        } catch let error as ServerConfigurationError {
+            throw ValidationError(error.description)
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = .info
+            return handler
+        }
+        let logger = Logger(label: "synod.r\(id)")
+        do {
+            try await SynodServer(configuration: configuration, logger: logger).run()
+        } catch {
+            logger.critical("\(error)")
+            throw ExitCode(1)
+        }
+    }
+}
