@@ -71,7 +71,8 @@ let package = Package(
         .executableTarget(
             name: "synod",
             dependencies: [
-                "SynodSimulation", "SynodServer", "SynodClient", "Storage", "KVStore", "Linearizability",
+                "SynodSimulation", "SynodServer", "SynodClient", "Storage", "KVStore", "Linearizability", "EtcdAPI",
+                grpcCore, grpcPosix,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 logging,
@@ -87,7 +88,7 @@ let package = Package(
             dependencies: ["SynodSimulation", "Paxos", "KVStore", "Storage", "Linearizability"],
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "TransportTests", dependencies: ["Transport", "Paxos", nioCore, nioPosix], swiftSettings: strictSettings),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "Paxos", nioCore, nioPosix, logging], swiftSettings: strictSettings),
         .testTarget(
             name: "SynodServerTests",
             dependencies: ["SynodServer", "SynodClient", "Linearizability", "KVStore", "Paxos"],

@@ -112,6 +112,9 @@ public enum Event: Sendable {
     case propose([Command])
     /// A linearizable read; answered through `Output.readsReleased` or `readsFailed`.
     case read(ReadID)
+    /// Several linearizable reads that share one confirmation round (what a runtime that
+    /// batches by loop turn sends).
+    case reads([ReadID])
     /// One unit of logical time passed.
     case tick
     /// The state machine's snapshot through `slot` is durable; the log at or below it

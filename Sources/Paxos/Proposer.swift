@@ -88,6 +88,9 @@ struct Leadership: Sendable {
     var snapshotOfferedAt: [ReplicaID: Int] = [:]
     var heartbeatElapsed = 0
     var quorumCheckElapsed = 0
+    /// The chosen prefix last sent to the followers; when it advances the leader tells
+    /// them at once, so a follower answers its clients without waiting for a heartbeat.
+    var chosenAnnounced: Slot = 0
 
     init(ballot: Ballot, nextSlot: Slot, recoveryEnd: Slot) {
         self.ballot = ballot

@@ -94,12 +94,24 @@ extension Replica {
         }
     }
 
+    /// Tells the followers of a chosen prefix that advanced in this step (one heartbeat
+    /// per step, however many slots were chosen).
+    mutating func announceChosen() {
+        guard learner.chosenThrough > proposer.leadership!.chosenAnnounced else { return }
+        proposer.leadership!.chosenAnnounced = learner.chosenThrough
+        broadcast(
+            .heartbeat(
+                ballot: proposer.leadership!.ballot, chosenThrough: learner.chosenThrough,
+                readRound: proposer.leadership!.readRoundSent))
+    }
+
     mutating func leaderTick() {
         let ballot = proposer.leadership!.ballot
         ticksSinceLeaderContact = 0
         proposer.leadership!.heartbeatElapsed += 1
         if proposer.leadership!.heartbeatElapsed >= configuration.heartbeatIntervalTicks {
             proposer.leadership!.heartbeatElapsed = 0
+            proposer.leadership!.chosenAnnounced = learner.chosenThrough
             broadcast(
                 .heartbeat(
                     ballot: ballot, chosenThrough: learner.chosenThrough,
@@ -185,10 +197,15 @@ extension Replica {
         }
         let last = min(learner.chosenThrough, first + Slot(configuration.learnEntriesMax) - 1)
         var entries: [SlotEntry] = []
+        var bytes = 0
         for slot in first...last {
             guard let entry = acceptor.entry(at: slot) else {
                 preconditionFailure("chosen slot \(slot) has no entry (chosen through \(learner.chosenThrough))")
             }
+            // Bounded in bytes too, so that a learn message fits a transport frame.
+            let size = entry.value.commands.reduce(0) { $0 + $1.bytes.count }
+            if !entries.isEmpty && bytes + size > configuration.batchBytesMax { break }
+            bytes += size
             entries.append(SlotEntry(slot: slot, entry: LogEntry(ballot: .chosen, value: entry.value)))
         }
         emit(.learn(ballot: ballot ?? leaderBallot, entries: entries, chosenThrough: learner.chosenThrough), to: peer)

@@ -65,6 +65,7 @@ extension Replica {
         }
         if proposer.leadership!.readRoundRequested {
             proposer.leadership!.readRoundRequested = false
+            proposer.leadership!.chosenAnnounced = learner.chosenThrough
             proposer.leadership!.readRoundSent += 1
             proposer.leadership!.heartbeatElapsed = 0
             broadcast(

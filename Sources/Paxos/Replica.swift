@@ -56,6 +56,8 @@ public struct Replica: Sendable {
             propose(commands)
         case .read(let id):
             read(id)
+        case .reads(let ids):
+            for id in ids { read(id) }
         case .tick:
             tick()
         case .compacted(let slot):
@@ -168,6 +170,7 @@ public struct Replica: Sendable {
         if isLeader {
             flushProposals()
             flushReads()
+            announceChosen()
         }
         if learner.chosenThrough > learner.chosenThroughPersisted {
             output.records.append(.chosenThrough(learner.chosenThrough))

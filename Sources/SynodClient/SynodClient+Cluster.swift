@@ -38,19 +38,25 @@ extension SynodClient {
 
     /// `Maintenance.Status` of every endpoint, concurrently, in `endpoints` order.
     public func statusAll() async -> [(SynodEndpoint, Result<SynodEndpointStatus, SynodClientError>)] {
-        await withTaskGroup(of: (Int, Result<SynodEndpointStatus, SynodClientError>).self) { group in
-            for (index, endpoint) in endpoints.enumerated() {
-                group.addTask {
-                    do throws(SynodClientError) {
-                        return (index, .success(try await self.status(endpoint: endpoint)))
-                    } catch {
-                        return (index, .failure(error))
-                    }
-                }
+        typealias Outcome = Result<SynodEndpointStatus, SynodClientError>
+        let outcomes = await withTaskGroup(of: (SynodEndpoint, Outcome).self) { group in
+            for endpoint in endpoints {
+                group.addTask { (endpoint, await self.statusOutcome(endpoint: endpoint)) }
             }
-            var results: [Result<SynodEndpointStatus, SynodClientError>?] = Array(repeating: nil, count: endpoints.count)
-            for await (index, result) in group { results[index] = result }
-            return zip(endpoints, results).map { ($0, $1!) }
+            var outcomes: [SynodEndpoint: Outcome] = [:]
+            for await (endpoint, outcome) in group { outcomes[endpoint] = outcome }
+            return outcomes
+        }
+        return endpoints.map { endpoint in
+            (endpoint, outcomes[endpoint] ?? .failure(.unexpectedResponse("no status task for \(endpoint)")))
+        }
+    }
+
+    private func statusOutcome(endpoint: SynodEndpoint) async -> Result<SynodEndpointStatus, SynodClientError> {
+        do {
+            return .success(try await status(endpoint: endpoint))
+        } catch {
+            return .failure(error)
         }
     }
 

@@ -113,11 +113,13 @@ extension SynodClient {
     ) async throws(SynodClientError) -> SynodResponse<TxnResponse> {
         let txn = TxnRequest(compare: compare, success: success, failure: failure)
         let message = Etcdserverpb_TxnRequest(txn)
-        let call: @Sendable (SynodConnection, Metadata, CallOptions) async throws -> (TxnResponse, SynodResponseHeader) =
-            { connection, metadata, callOptions in
-                let response = try await connection.kv.txn(message, metadata: metadata, options: callOptions)
-                return (try TxnResponse(response), SynodResponseHeader(response.header))
-            }
+        typealias Call = @Sendable (SynodConnection, Metadata, CallOptions) async throws -> (
+            TxnResponse, SynodResponseHeader
+        )
+        let call: Call = { connection, metadata, callOptions in
+            let response = try await connection.kv.txn(message, metadata: metadata, options: callOptions)
+            return (try TxnResponse(response), SynodResponseHeader(response.header))
+        }
         // A txn that cannot write needs no identity, like any read.
         return txn.writes ? try await performWrite(call) : try await perform(call)
     }

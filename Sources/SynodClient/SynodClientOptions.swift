@@ -29,6 +29,10 @@ public struct SynodClientOptions: Sendable {
     /// more latency per call when lightly loaded.
     public var flushCoalescing: Bool
 
+    /// Client IDs at or above this leave room for the identity pool below 2^63: the server treats
+    /// an ID with the high bit set as having no session.
+    public static let clientIDLimit: UInt64 = 1 << 62
+
     /// Bound on `retriesMax`, so a misconfiguration cannot retry forever (STYLE §9).
     public static let retriesMaxLimit = 100
 
@@ -52,9 +56,11 @@ public struct SynodClientOptions: Sendable {
         self.flushCoalescing = flushCoalescing
     }
 
-    /// A random non-zero client ID (0 means "no session" to the server).
+    /// A random non-zero identity (0 means "no session" to the server) with the two high bits
+    /// clear: the server treats a client id with the high bit set as having no exactly-once
+    /// session, and the pool of identities counts up from this one.
     public static func randomClientID() -> UInt64 {
-        UInt64.random(in: 1...UInt64.max)
+        UInt64.random(in: 1..<clientIDLimit)
     }
 
     func validate() throws(SynodClientError) {
@@ -66,6 +72,9 @@ public struct SynodClientOptions: Sendable {
             throw .invalidOptions("need 0 <= retryBackoffInitial <= retryBackoffMax")
         }
         guard clientID != 0 else { throw .invalidOptions("clientID 0 is reserved for writes without a session") }
+        guard clientID < Self.clientIDLimit else {
+            throw .invalidOptions("clientID must be below 2^62 (high bits mean no exactly-once session)")
+        }
         guard reconnectBackoffInitial > .zero else { throw .invalidOptions("reconnectBackoffInitial must be positive") }
     }
 }

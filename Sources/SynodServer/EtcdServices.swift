@@ -64,8 +64,12 @@ final class EtcdFrontEnd: Sendable {
             throw EtcdConversions.rpcError(error)
         }
         let command = WriteCommand(requestID: try requestID(from: metadata), operation: operation)
+        let encoded = Command(command.encode())
+        guard encoded.bytes.count <= min(WireLimits.commandBytesMax, configuration.requestBytesMax + 64 * 1024) else {
+            throw RPCError(code: .invalidArgument, message: "etcdserver: request is too large")
+        }
         let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<RequestOutcome<WriteResult>, Never>) in
-            let accepted = loop.submit(.write(command, deadline: deadline) { continuation.resume(returning: $0) })
+            let accepted = loop.submit(.write(command, encoded, deadline: deadline) { continuation.resume(returning: $0) })
             if !accepted { continuation.resume(returning: .failure(.timedOut)) }
         }
         switch outcome {

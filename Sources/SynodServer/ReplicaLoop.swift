@@ -42,7 +42,8 @@ struct ReplicaStatus: Sendable {
 enum LoopEvent: Sendable {
     case message(Envelope)
     case snapshotChunk(ReplicaID, SnapshotChunk)
-    case write(WriteCommand, deadline: ContinuousClock.Instant, reply: @Sendable (RequestOutcome<WriteResult>) -> Void)
+    /// A write with its encoding (done on the caller's thread, off the loop).
+    case write(WriteCommand, Command, deadline: ContinuousClock.Instant, reply: @Sendable (RequestOutcome<WriteResult>) -> Void)
     case read(
         RangeRequest, serializable: Bool, deadline: ContinuousClock.Instant,
         reply: @Sendable (RequestOutcome<RangeResponse>) -> Void)
@@ -168,8 +169,18 @@ final class ReplicaLoop: @unchecked Sendable {
     /// One turn: step every event, then carry out the merged output once.
     func turn(_ batch: [LoopEvent], tickDue: Bool) {
         var output = Output()
+        var proposals: [Command] = []
+        var reads: [ReadID] = []
         for event in batch {
-            handle(event, into: &output)
+            handle(event, into: &output, proposals: &proposals, reads: &reads)
+        }
+        // All writes of a turn go to the core together, so they batch into as few slots
+        // as the bounds allow; all reads share one read-index confirmation round.
+        if replica != nil && !proposals.isEmpty {
+            output.append(replica!.step(.propose(proposals)))
+        }
+        if replica != nil && !reads.isEmpty {
+            output.append(replica!.step(.reads(reads)))
         }
         if tickDue {
             if replica == nil {
@@ -190,11 +201,16 @@ final class ReplicaLoop: @unchecked Sendable {
         noteLeadershipChanges()
     }
 
-    func handle(_ event: LoopEvent, into output: inout Output) {
+    func handle(_ event: LoopEvent, into output: inout Output, proposals: inout [Command], reads: inout [ReadID]) {
         switch event {
         case .message(let envelope):
             guard replica != nil else { return }
             if faults.shouldFail(now: clock.now) {
+                // Like a real crash: what this turn stepped so far is neither persisted
+                // nor sent, and its waiting clients are failed.
+                output = Output()
+                proposals.removeAll()
+                reads.removeAll()
                 crashForFault()
                 return
             }
@@ -202,10 +218,10 @@ final class ReplicaLoop: @unchecked Sendable {
         case .snapshotChunk(let from, let chunk):
             guard replica != nil else { return }
             receiveSnapshotChunk(chunk, from: from, into: &output)
-        case .write(let command, let deadline, let reply):
+        case .write(let command, let encoded, let deadline, let reply):
             guard replica != nil else { return reply(.failure(.recovering)) }
             writesWaiting[command.requestID, default: []].append((deadline, reply))
-            output.append(replica!.step(.propose([Command(command.encode())])))
+            proposals.append(encoded)
         case .read(let request, let serializable, let deadline, let reply):
             guard replica != nil else { return reply(.failure(.recovering)) }
             if serializable {
@@ -214,7 +230,7 @@ final class ReplicaLoop: @unchecked Sendable {
                 let readID = nextReadID
                 nextReadID += 1
                 readsWaiting[readID] = (request, deadline, reply)
-                output.append(replica!.step(.read(readID)))
+                reads.append(readID)
             }
         case .status(let reply):
             reply(status)
@@ -236,7 +252,10 @@ final class ReplicaLoop: @unchecked Sendable {
 
     func serve(_ request: RangeRequest) -> RequestOutcome<RangeResponse> {
         do {
-            return .success(try kv.range(request), position)
+            let response = try kv.range(request)
+            var answered = position
+            answered.revision = response.revision
+            return .success(response, answered)
         } catch {
             return .failure(.store(error))
         }
@@ -259,8 +278,10 @@ final class ReplicaLoop: @unchecked Sendable {
             for command in item.entry.value.commands {
                 let (requestID, result) = kv.apply(encoded: command.bytes)
                 guard let requestID, let waiting = writesWaiting.removeValue(forKey: requestID) else { continue }
+                var answered = position
+                answered.revision = result.revision
                 for waiter in waiting {
-                    waiter.reply(.success(result, position))
+                    waiter.reply(.success(result, answered))
                 }
             }
         }
@@ -375,10 +396,14 @@ final class ReplicaLoop: @unchecked Sendable {
 
     // MARK: - Recovery and failures
 
+    /// 16 MiB segments: small enough that compaction frees disk soon after a snapshot,
+    /// large enough that segment rollover (and its directory fsync) is rare.
+    static let storageOptions = StorageOptions(wal: WALOptions(segmentBytesMax: 16 << 20))
+
     /// Opens the data directory and rebuilds the replica exactly as after a crash.
     func recover() throws {
         let (storage, recovered) = try ReplicaStorage.open(
-            directory: configuration.dataDirectory, fileSystem: PosixFileSystem())
+            directory: configuration.dataDirectory, fileSystem: PosixFileSystem(), options: Self.storageOptions)
         self.storage = storage
         if let snapshot = recovered.snapshot {
             kv = try KVStore(snapshot: snapshot.stateMachine)
@@ -422,7 +447,7 @@ final class ReplicaLoop: @unchecked Sendable {
     private func shutdown(failing batch: [LoopEvent]) {
         for event in batch {
             switch event {
-            case .write(_, _, let reply): reply(.failure(.stopping))
+            case .write(_, _, _, let reply): reply(.failure(.stopping))
             case .read(_, _, _, let reply): reply(.failure(.stopping))
             case .status(let reply): reply(status)
             default: break

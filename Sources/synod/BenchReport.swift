@@ -44,10 +44,14 @@ struct BenchReport {
                 + " → \(benchFormat(throughput, 0)) req/s"
         )
         let latencyText = latencies.map { "\($0.0) \(milliseconds($0.1))" }.joined(separator: "  ")
-        lines.append("  latency    \(latencyText)  (ms; mean \(benchFormat(result.latencyMicroseconds.mean / 1000, 3)))")
+        let mean = benchFormat(result.latencyMicroseconds.mean / 1000, 3)
+        lines.append("  latency    \(latencyText)  (ms; mean \(mean))")
         if !result.errorsByCode.isEmpty {
             let byCode = result.errorsByCode.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }
             lines.append("  errors     " + byCode.joined(separator: ", "))
+            for (code, message) in result.errorExamples.sorted(by: { $0.key < $1.key }) {
+                lines.append("    \(code): \(message)")
+            }
         }
         if workload == BenchWorkloadKind.txnCAS.rawValue {
             lines.append("  conflicts  \(result.casConflicts) compare-and-swaps found a newer revision")
@@ -74,6 +78,8 @@ struct BenchReport {
             "\"succeeded\":\(result.succeeded)",
             "\"failed\":\(errors)",
             "\"errors\":{" + errorFields.joined(separator: ",") + "}",
+            "\"errorExamples\":{" + result.errorExamples.sorted { $0.key < $1.key }
+                .map { "\"\(escape($0.key))\":\"\(escape($0.value))\"" }.joined(separator: ",") + "}",
             "\"casConflicts\":\(result.casConflicts)",
             "\"measuredSeconds\":\(benchFormat(measuredSeconds, 3))",
             "\"throughput\":\(benchFormat(throughput, 1))",

@@ -75,6 +75,8 @@ struct BenchSlotResult: Sendable {
     var succeeded = 0
     var warmupSucceeded = 0
     var errorsByCode: [String: Int] = [:]
+    /// The first error message seen per code, to tell what went wrong.
+    var errorExamples: [String: String] = [:]
     var casConflicts = 0
     /// When this slot's last measured request finished.
     var lastFinishNanoseconds: UInt64 = 0
@@ -84,6 +86,7 @@ struct BenchSlotResult: Sendable {
         succeeded += other.succeeded
         warmupSucceeded += other.warmupSucceeded
         for (code, count) in other.errorsByCode { errorsByCode[code, default: 0] += count }
+        for (code, message) in other.errorExamples where errorExamples[code] == nil { errorExamples[code] = message }
         casConflicts += other.casConflicts
         lastFinishNanoseconds = max(lastFinishNanoseconds, other.lastFinishNanoseconds)
     }
@@ -173,11 +176,14 @@ struct BenchSlot {
             }
             let connection = plan.connections[requestNumber % plan.connections.count]
             requestNumber += 1
-            let failureCode = await issue(on: connection)
+            let failure = await issue(on: connection)
             let finish = BenchClock.nanoseconds()
-            if let failureCode {
+            if let (code, message) = failure {
                 counters.failed.add(1, ordering: .relaxed)
-                if measured { result.errorsByCode[failureCode, default: 0] += 1 }
+                if measured {
+                    result.errorsByCode[code, default: 0] += 1
+                    if result.errorExamples[code] == nil { result.errorExamples[code] = message }
+                }
                 continue
             }
             counters.completed.add(1, ordering: .relaxed)
@@ -192,8 +198,8 @@ struct BenchSlot {
         return result
     }
 
-    /// Sends one request; nil on success, else the gRPC code's name.
-    private mutating func issue(on connection: SynodConnection) async -> String? {
+    /// Sends one request; nil on success, else the gRPC code's name and the message.
+    private mutating func issue(on connection: SynodConnection) async -> (String, String)? {
         let keyIndex = random.next(below: plan.keys.count)
         do {
             switch plan.workload {
@@ -212,9 +218,9 @@ struct BenchSlot {
             }
             return nil
         } catch let error as RPCError {
-            return "\(error.code)"
+            return ("\(error.code)", error.message)
         } catch {
-            return "client: \(type(of: error))"
+            return ("client: \(type(of: error))", "\(error)")
         }
     }
 
@@ -295,11 +301,32 @@ enum BenchPrepopulation {
                             operation.request = .requestPut(put)
                             return operation
                         }
-                        _ = try await connection.kv.txn(txn, options: plan.callOptions)
+                        try await sendWithRetries(txn, on: connection, options: plan.callOptions)
                     }
                 }
             }
             try await group.waitForAll()
+        }
+    }
+
+    /// Bound on attempts per batch: its puts are idempotent, so transient errors
+    /// (`unavailable`, e.g. a stream reset) are retried.
+    static let attemptsMax = 5
+
+    private static func sendWithRetries(
+        _ txn: Etcdserverpb_TxnRequest,
+        on connection: SynodConnection,
+        options: CallOptions
+    ) async throws {
+        var attempt = 1
+        while true {
+            do {
+                _ = try await connection.kv.txn(txn, options: options)
+                return
+            } catch let error as RPCError where error.code == .unavailable && attempt < attemptsMax {
+                attempt += 1
+                try await Task.sleep(for: .milliseconds(50 * attempt))
+            }
         }
     }
 }

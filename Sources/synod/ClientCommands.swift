@@ -70,7 +70,10 @@ struct DurationArgument: ExpressibleByArgument, Sendable, CustomStringConvertibl
     init(_ duration: Duration) { self.duration = duration }
 
     init?(argument: String) {
-        let units: [(String, Double)] = [("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("ns", 1e-9), ("s", 1), ("m", 60), ("h", 3600)]
+        // Longer suffixes first: "ms" before "s" and "m".
+        let units: [(String, Double)] = [
+            ("ms", 1e-3), ("us", 1e-6), ("µs", 1e-6), ("ns", 1e-9), ("s", 1), ("m", 60), ("h", 3600),
+        ]
         var number = Substring(argument)
         var scale = 1.0
         for (suffix, factor) in units where argument.hasSuffix(suffix) {
@@ -268,7 +271,8 @@ struct TxnCommand: AsyncParsableCommand {
         let interactive = isatty(STDIN_FILENO) != 0
         let parsed: TxnRequest
         do {
-            parsed = try TxnScript.read(prompt: interactive ? { FileHandle.standardError.write(Data("\($0)\n".utf8)) } : nil)
+            let prompt: ((String) -> Void)? = { FileHandle.standardError.write(Data("\($0)\n".utf8)) }
+            parsed = try TxnScript.read(prompt: interactive ? prompt : nil)
         } catch {
             throw CommandFailure.report("\(error)")
         }
@@ -457,13 +461,19 @@ struct StatusCommand: AsyncParsableCommand {
         try await connection.withClient { client in
             let results = await client.statusAll()
             var output = OutputBuffer()
-            var rows: [[String]] = [["ENDPOINT", "ID", "LEADER", "IS LEADER", "REVISION", "TERM", "RAFT INDEX", "APPLIED", "VERSION", "ERRORS"]]
+            var rows: [[String]] = [
+                [
+                    "ENDPOINT", "ID", "LEADER", "IS LEADER", "REVISION", "TERM", "RAFT INDEX", "APPLIED",
+                    "VERSION", "ERRORS",
+                ]
+            ]
             var json: [String] = []
             for (endpoint, result) in results {
                 switch result {
                 case .success(let status):
                     rows.append([
-                        "\(endpoint)", memberIDHex(status.memberID), memberIDHex(status.leader), status.isLeader ? "true" : "false",
+                        "\(endpoint)", memberIDHex(status.memberID), memberIDHex(status.leader),
+                        status.isLeader ? "true" : "false",
                         String(status.header.revision), String(status.raftTerm), String(status.raftIndex),
                         String(status.raftAppliedIndex), status.version, status.errors.joined(separator: "; "),
                     ])
@@ -555,7 +565,9 @@ enum EtcdJSON {
 
     static func range(_ response: SynodResponse<RangeResponse>) -> String {
         var fields = ["\"header\":\(header(response.header))"]
-        if !response.kvs.isEmpty { fields.append("\"kvs\":[" + response.kvs.map(keyValue).joined(separator: ",") + "]") }
+        if !response.kvs.isEmpty {
+            fields.append("\"kvs\":[" + response.kvs.map(keyValue).joined(separator: ",") + "]")
+        }
         if response.more { fields.append("\"more\":true") }
         if response.count != 0 { fields.append("\"count\":\(response.count)") }
         return "{" + fields.joined(separator: ",") + "}"

@@ -1,0 +1,124 @@
+import Foundation
+import Testing
+
+extension SynodProcessTests {
+    @Test(
+        "random acceptor failures (--fail-rate 0.02 --fail-downtime 300): 200 puts with retries are all acknowledged and the replicas agree",
+        .timeLimit(.minutes(3)))
+    func randomAcceptorFailures() async throws {
+        let puts = 200
+        let keys = (0..<20).map { "chaos/k\($0)" }
+        try await LocalCluster.with(
+            name: "acceptor-failures", replicas: 3, extraArguments: ["--fail-rate", "0.02", "--fail-downtime", "300"]
+        ) { cluster in
+            try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
+                let started = ContinuousClock.now
+                var requestIDs = RequestIDGenerator()
+                var expected: [String: String] = [:]
+                var attempts = 0
+                var lastError = "none"
+                var replica = 0
+                for index in 0..<puts {
+                    let key = keys[index % keys.count]
+                    let value = "v\(index)"
+                    let requestID = requestIDs.next()
+                    // One put, retried with the same request id on the next replica until
+                    // acknowledged; bounded per put and by the test's overall deadline.
+                    let acknowledged = await eventually(timeout: .seconds(20), interval: .milliseconds(20)) {
+                        attempts += 1
+                        do {
+                            _ = try await connections.connections[replica].put(
+                                key, value, requestID: requestID, timeout: .seconds(2))
+                            return true
+                        } catch {
+                            lastError = "\(connections.connections[replica].endpoint): \(describe(error))"
+                            replica = (replica + 1) % connections.connections.count
+                            return false
+                        }
+                    }
+                    guard acknowledged else {
+                        cluster.fail("put #\(index) (\(key) = \(value)) not acknowledged within 20 s; last error \(lastError)")
+                        return
+                    }
+                    expected[key] = value
+                    guard ContinuousClock.now - started < .seconds(120) else {
+                        cluster.fail("only \(index + 1) of \(puts) puts acknowledged within 120 s")
+                        return
+                    }
+                }
+                print("acceptor-failures: \(puts) puts acknowledged in \(ContinuousClock.now - started), \(attempts) attempts")
+
+                // Every replica (each of them failing at random meanwhile) comes to hold the
+                // last value of every key.
+                var disagreements: [String] = []
+                let converged = await eventually(timeout: .seconds(30), interval: .milliseconds(200)) {
+                    disagreements = []
+                    for connection in connections.connections {
+                        for key in keys {
+                            do {
+                                let read = try await connection.value(key, serializable: true, timeout: .seconds(1))
+                                if read != expected[key] {
+                                    disagreements.append("\(connection.endpoint) \(key) = \(read ?? "absent"), expected \(expected[key]!)")
+                                }
+                            } catch {
+                                disagreements.append("\(connection.endpoint) \(key): \(describe(error))")
+                            }
+                        }
+                    }
+                    return disagreements.isEmpty
+                }
+                cluster.expect(
+                    converged,
+                    "replicas did not agree on the last values within 30 s:\n" + disagreements.prefix(20).joined(separator: "\n"))
+                // And a linearizable read through each replica sees them too.
+                for connection in connections.connections {
+                    for key in keys.prefix(5) {
+                        let read = await readWithRetries(connection, key)
+                        cluster.expect(
+                            (try? read.get()) == expected[key],
+                            "\(connection.endpoint): linearizable \(key) = \(read.shown), expected \(expected[key] ?? "absent")")
+                    }
+                }
+            }
+            let logs = cluster.replicas.map { $0.log() }.joined(separator: "\n")
+            let crashes = logs.components(separatedBy: "fault injector: acceptor crashed").count - 1
+            let recoveries = logs.components(separatedBy: "fault injector: acceptor recovered").count - 1
+            print("acceptor-failures: \(crashes) injected crashes, \(recoveries) recoveries logged")
+            cluster.expect(crashes > 0, "no log line says \"fault injector: acceptor crashed\"")
+            cluster.expect(recoveries > 0, "no log line says \"fault injector: acceptor recovered\"")
+            cluster.expect(logs.contains("recovered"), "no log line says \"recovered\"")
+            for replica in cluster.replicas where !replica.isRunning {
+                cluster.fail("r\(replica.id) is not running at the end (\(replica.terminationDescription ?? "?"))")
+            }
+        }
+    }
+}
+
+/// A linearizable read, retried (bounded) while the replica is down or electing: the
+/// value (nil when absent), or a description of the last error.
+func readWithRetries(_ connection: ReplicaConnection, _ key: String, timeout: Duration = .seconds(15)) async
+    -> Result<String?, ProcessTestError>
+{
+    var result = Result<String?, ProcessTestError>.failure(ProcessTestError("no read attempted"))
+    _ = await eventually(timeout: timeout, interval: .milliseconds(50)) {
+        do {
+            result = .success(try await connection.value(key, timeout: .seconds(2)))
+            return true
+        } catch {
+            result = .failure(ProcessTestError("\(connection.endpoint): \(describe(error))"))
+            return false
+        }
+    }
+    return result
+}
+
+extension Result<String?, ProcessTestError> {
+    /// The value read, for messages: `"v"`, `absent` or the error.
+    var shown: String {
+        switch self {
+        case .success(let value?): return "\"\(value)\""
+        case .success(nil): return "absent"
+        case .failure(let error): return "error (\(error))"
+        }
+    }
+}

@@ -1,0 +1,369 @@
+import Foundation
+import Synchronization
+import Testing
+
+// Process-level test support: finding the `synod` binary, choosing free ports, and running
+// replicas as real `synod serve` processes that can be killed with SIGKILL and restarted.
+
+/// Why a process-level test cannot go on; the description is the whole message.
+struct ProcessTestError: Error, CustomStringConvertible {
+    let description: String
+
+    init(_ description: String) {
+        self.description = description
+    }
+}
+
+// MARK: - The binary
+
+enum SynodBinary {
+    /// The `synod` executable built next to this test bundle, or `$SYNOD_BINARY`.
+    static func locate() throws -> String {
+        let fileManager = FileManager.default
+        if let path = ProcessInfo.processInfo.environment["SYNOD_BINARY"], !path.isEmpty {
+            guard fileManager.isExecutableFile(atPath: path) else {
+                throw ProcessTestError("SYNOD_BINARY=\(path) is not an executable file")
+            }
+            return path
+        }
+        var searched: [String] = []
+        var directory = URL(fileURLWithPath: testExecutablePath()).deletingLastPathComponent()
+        // Walk up from the test bundle: .build/debug/X.xctest/…, .build/<triple>/debug/…
+        for _ in 0..<6 {
+            let candidate = directory.appendingPathComponent("synod").path
+            searched.append(candidate)
+            if fileManager.isExecutableFile(atPath: candidate), !isDirectory(candidate) { return candidate }
+            if directory.path == "/" { break }
+            directory = directory.deletingLastPathComponent()
+        }
+        throw ProcessTestError(
+            "the synod executable was not found (looked at \(searched.joined(separator: ", "))); build it with "
+                + "`swift build` (or `swift test`, which builds it) or set SYNOD_BINARY")
+    }
+
+    static func testExecutablePath() -> String {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    }
+
+    private static func isDirectory(_ path: String) -> Bool {
+        var isDirectory: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) && isDirectory.boolValue
+    }
+}
+
+// MARK: - Ports
+
+/// Hands out blocks of loopback ports in 20000–30999 (below Linux's ephemeral range, as
+/// DESIGN §1 asks). Within one test process blocks never repeat; the starting block comes
+/// from the process id so that two test processes on one machine are unlikely to meet, and
+/// every port of a block is checked free (bindable) before it is handed out.
+enum PortAllocator {
+    static let rangeStart = 20_000
+    static let rangeEnd = 31_000
+    static let blockSize = 20
+    private static let next = Mutex<Int?>(nil)
+
+    /// `count` (≤ blockSize) consecutive free ports.
+    static func ports(_ count: Int) throws -> [Int] {
+        precondition(count >= 1 && count <= blockSize, "a port block holds 1…\(blockSize) ports")
+        let blocks = (rangeEnd - rangeStart) / blockSize
+        for _ in 0..<blocks {
+            let block = next.withLock { next -> Int in
+                let block = next ?? Int(getpid()) % blocks
+                next = (block + 1) % blocks
+                return block
+            }
+            let base = rangeStart + block * blockSize
+            let ports = Array(base..<(base + count))
+            if ports.allSatisfy(isFree) { return ports }
+        }
+        throw ProcessTestError("no free block of \(count) ports in \(rangeStart)–\(rangeEnd - 1)")
+    }
+
+    /// Whether a listener could bind 127.0.0.1:port (with SO_REUSEADDR, as the servers do).
+    static func isFree(_ port: Int) -> Bool {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var one: Int32 = 1
+        setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        return bound == 0
+    }
+}
+
+// MARK: - Time
+
+/// Monotonic nanoseconds, the time base of recorded histories.
+func monotonicNanoseconds() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
+/// Polls `condition` every `interval` until it holds or `timeout` passes; returns whether
+/// it held.
+func eventually(
+    timeout: Duration, interval: Duration = .milliseconds(100), _ condition: () async throws -> Bool
+) async rethrows -> Bool {
+    let deadline = ContinuousClock.now.advanced(by: timeout)
+    while true {
+        if try await condition() { return true }
+        if ContinuousClock.now >= deadline { return false }
+        try? await Task.sleep(for: interval)
+    }
+}
+
+// MARK: - Child processes
+
+/// Runs a program to completion with a bounded wait; SIGKILLs it at the deadline.
+struct ProgramRun: Sendable {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var timedOut: Bool
+
+    static func run(
+        _ executable: String, _ arguments: [String], stdin: String? = nil, environment: [String: String]? = nil,
+        timeout: Duration = .seconds(15)
+    ) async throws -> ProgramRun {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        if let environment {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
+        // Files, not pipes: nothing can block on a full pipe, and no reader threads.
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("synod-run-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let outURL = directory.appendingPathComponent("stdout")
+        let errURL = directory.appendingPathComponent("stderr")
+        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
+        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
+        let out = try FileHandle(forWritingTo: outURL)
+        let err = try FileHandle(forWritingTo: errURL)
+        process.standardOutput = out
+        process.standardError = err
+        if let stdin {
+            let inURL = directory.appendingPathComponent("stdin")
+            _ = FileManager.default.createFile(atPath: inURL.path, contents: Data(stdin.utf8))
+            process.standardInput = try FileHandle(forReadingFrom: inURL)
+        } else {
+            process.standardInput = FileHandle.nullDevice
+        }
+        try process.run()
+        let exited = await waitForExit(process, timeout: timeout)
+        if !exited {
+            kill(process.processIdentifier, SIGKILL)
+            _ = await waitForExit(process, timeout: .seconds(5))
+        }
+        try? out.close()
+        try? err.close()
+        let stdout = (try? String(contentsOf: outURL, encoding: .utf8)) ?? ""
+        let stderr = (try? String(contentsOf: errURL, encoding: .utf8)) ?? ""
+        return ProgramRun(
+            status: process.isRunning ? -1 : process.terminationStatus, stdout: stdout, stderr: stderr,
+            timedOut: !exited)
+    }
+
+    static func waitForExit(_ process: Process, timeout: Duration) async -> Bool {
+        await eventually(timeout: timeout, interval: .milliseconds(10)) { !process.isRunning }
+    }
+}
+
+// MARK: - Replicas
+
+/// One `synod serve` process with its own data directory and log file; it can be killed
+/// with SIGKILL and started again on the same data directory.
+final class ReplicaProcess: @unchecked Sendable {
+    let id: Int
+    let clientPort: Int
+    let peerPort: Int
+    let dataDirectory: String
+    let logPath: String
+    private let binary: String
+    private let baseArguments: [String]
+    // Guarded by `lock`.
+    private let lock = NSLock()
+    private var process: Process?
+    private var starts = 0
+
+    init(id: Int, clientPort: Int, peerPort: Int, directory: String, binary: String, arguments: [String]) {
+        self.id = id
+        self.clientPort = clientPort
+        self.peerPort = peerPort
+        self.binary = binary
+        dataDirectory = (directory as NSString).appendingPathComponent("r\(id)")
+        logPath = (directory as NSString).appendingPathComponent("r\(id).log")
+        baseArguments = arguments + ["--data-dir", dataDirectory]
+    }
+
+    var clientEndpoint: String { "127.0.0.1:\(clientPort)" }
+
+    var isRunning: Bool { lock.withLock { process?.isRunning ?? false } }
+
+    /// Starts the process, appending its stdout and stderr to the log file.
+    func start() throws {
+        try lock.withLock {
+            precondition(process?.isRunning != true, "r\(id) is already running")
+            if !FileManager.default.fileExists(atPath: logPath) {
+                _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+            }
+            let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+            try log.seekToEnd()
+            starts += 1
+            try log.write(contentsOf: Data("---- test harness: start #\(starts) of r\(id) at \(Date()) ----\n".utf8))
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = baseArguments
+            process.standardOutput = log
+            process.standardError = log
+            process.standardInput = FileHandle.nullDevice
+            try process.run()
+            try? log.close()
+            self.process = process
+        }
+    }
+
+    /// SIGKILL, then waits (bounded) until the process is gone.
+    func kill9() async {
+        guard let process = lock.withLock({ self.process }), process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        if !(await ProgramRun.waitForExit(process, timeout: .seconds(10))) {
+            Issue.record("r\(id) (pid \(process.processIdentifier)) still running 10 s after SIGKILL")
+        }
+        appendToLog("---- test harness: r\(id) killed with SIGKILL at \(Date()) ----\n")
+    }
+
+    /// The exit status if the process has stopped on its own (not by this harness).
+    var terminationDescription: String? {
+        lock.withLock {
+            guard let process, !process.isRunning else { return nil }
+            let how = process.terminationReason == .uncaughtSignal ? "signal" : "status"
+            return "\(how) \(process.terminationStatus)"
+        }
+    }
+
+    func log() -> String {
+        (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "(no log at \(logPath))"
+    }
+
+    func logTail(lines: Int = 40) -> String {
+        log().split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
+    }
+
+    private func appendToLog(_ text: String) {
+        guard let handle = FileHandle(forWritingAtPath: logPath) else { return }
+        _ = try? handle.seekToEnd()
+        try? handle.write(contentsOf: Data(text.utf8))
+        try? handle.close()
+    }
+}
+
+/// N replicas as separate `synod serve` processes on 127.0.0.1, each with its own data
+/// directory under one fresh temporary directory.
+final class LocalCluster: @unchecked Sendable {
+    let name: String
+    let directory: String
+    let replicas: [ReplicaProcess]
+    private let failureReported = Mutex(false)
+
+    /// Creates (does not start) `count` replicas; `extraArguments` go to every `synod serve`.
+    init(name: String, replicas count: Int, extraArguments: [String] = []) throws {
+        self.name = name
+        let binary = try SynodBinary.locate()
+        let ports = try PortAllocator.ports(2 * count)
+        let directory = FileManager.default.temporaryDirectory
+            .appendingPathComponent("synod-\(name)-\(UUID().uuidString.prefix(8))").path
+        self.directory = directory
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let ids = Array(1...count)
+        let clientPort = { (id: Int) in ports[2 * (id - 1)] }
+        let peerPort = { (id: Int) in ports[2 * (id - 1) + 1] }
+        let peers = ids.map { "\($0)=127.0.0.1:\(peerPort($0))" }.joined(separator: ",")
+        let clients = ids.map { "\($0)=127.0.0.1:\(clientPort($0))" }.joined(separator: ",")
+        replicas = ids.map { id in
+            ReplicaProcess(
+                id: id, clientPort: clientPort(id), peerPort: peerPort(id), directory: directory, binary: binary,
+                arguments: [
+                    "serve", "--id", "\(id)", "--peers", peers, "--client-urls", clients,
+                    "--listen-client", "127.0.0.1:\(clientPort(id))", "--listen-peer", "127.0.0.1:\(peerPort(id))",
+                ] + extraArguments)
+        }
+    }
+
+    var endpoints: [String] { replicas.map(\.clientEndpoint) }
+
+    func replica(_ id: Int) -> ReplicaProcess { replicas[id - 1] }
+
+    func startAll() throws {
+        for replica in replicas { try replica.start() }
+    }
+
+    /// SIGKILLs every replica at once, then waits for all of them to be gone.
+    func killAll() async {
+        await withTaskGroup(of: Void.self) { group in
+            for replica in replicas { group.addTask { await replica.kill9() } }
+        }
+    }
+
+    /// Kills everything; removes the data unless a failure was reported.
+    func tearDown() async {
+        await killAll()
+        if !failureReported.withLock({ $0 }) {
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+    }
+
+    /// Records an issue and, the first time, prints every replica's log tail.
+    func fail(_ message: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        Issue.record(Comment(rawValue: message), sourceLocation: sourceLocation)
+        dumpLogsOnce(reason: message)
+    }
+
+    func expect(_ condition: Bool, _ message: @autoclosure () -> String, sourceLocation: SourceLocation = #_sourceLocation) {
+        if !condition { fail(message(), sourceLocation: sourceLocation) }
+    }
+
+    func dumpLogsOnce(reason: String) {
+        let first = failureReported.withLock { reported -> Bool in
+            defer { reported = true }
+            return !reported
+        }
+        guard first else { return }
+        var text = "==== \(name) failed: \(reason)\n==== data and full logs kept in \(directory)\n"
+        for replica in replicas {
+            let state = replica.isRunning ? "running" : (replica.terminationDescription.map { "exited, \($0)" } ?? "stopped")
+            text += "==== r\(replica.id) (\(state)), last lines of \(replica.logPath):\n\(replica.logTail())\n"
+        }
+        print(text)
+    }
+
+    /// Runs `body` with the cluster started; always kills the replicas afterwards and prints
+    /// their logs if `body` throws.
+    static func with<Result>(
+        name: String, replicas: Int, extraArguments: [String] = [],
+        _ body: (LocalCluster) async throws -> Result
+    ) async throws -> Result {
+        let cluster = try LocalCluster(name: name, replicas: replicas, extraArguments: extraArguments)
+        do {
+            try cluster.startAll()
+            let result = try await body(cluster)
+            await cluster.tearDown()
+            return result
+        } catch {
+            cluster.dumpLogsOnce(reason: "\(error)")
+            await cluster.tearDown()
+            throw error
+        }
+    }
+}
