@@ -71,7 +71,7 @@ let package = Package(
         .executableTarget(
             name: "synod",
             dependencies: [
-                "SynodSimulation", "SynodServer", "SynodClient", "Storage", "KVStore", "Linearizability", "EtcdAPI",
+                "SynodSimulation", "SynodServer", "SynodClient", "Storage", "KVStore", "Linearizability", "EtcdAPI", "Paxos",
                 grpcCore, grpcPosix,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),

@@ -13,7 +13,7 @@ public struct Replica: Sendable {
     /// The leader this replica follows (itself when leading), if it knows one.
     public internal(set) var leader: ReplicaID?
     /// The ballot of `leader`.
-    var leaderBallot: Ballot = .zero
+    public internal(set) var leaderBallot: Ballot = .zero
     /// Ticks since a leader's heartbeat or accept; doubles as the candidate's election
     /// clock.
     var ticksSinceLeaderContact = 0

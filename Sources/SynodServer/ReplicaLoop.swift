@@ -322,7 +322,7 @@ final class ReplicaLoop: @unchecked Sendable {
         if replica.leader != lastLeader {
             lastLeader = replica.leader
             if let leader = replica.leader {
-                let ballot = replica.isLeader ? "\(replica.ballot!)" : "round \(currentRound)"
+                let ballot = replica.leaderBallot
                 logger.notice(
                     "leader is r\(leader) (\(ballot))\(leader == replica.id ? " — this replica leads" : "")",
                     metadata: ["chosen": "\(replica.learner.chosenThrough)"])

@@ -33,9 +33,12 @@ public final class SynodServer: Sendable {
         for (id, endpoint) in configuration.peers where id != configuration.replicaID {
             peers[id] = (endpoint.host, endpoint.port)
         }
+        var transportConfiguration = PeerTransport.Configuration()
+        transportConfiguration.clusterID = UInt32(truncatingIfNeeded: configuration.clusterID)
         let transport = PeerTransport(
             localID: configuration.replicaID, listenHost: configuration.listenPeer.host,
             listenPort: configuration.listenPeer.port, peers: peers, group: group, logger: logger,
+            configuration: transportConfiguration,
             onMessage: { envelope in box.loop?.submit(.message(envelope)) },
             onSnapshotChunk: { from, chunk in box.loop?.submit(.snapshotChunk(from, chunk)) })
         let loop = ReplicaLoop(

@@ -22,6 +22,8 @@ public struct SimulationResult: Sendable {
     public var traceDigest: UInt64
     public var faultPlan: String
     public var ticks: Int
+    /// The `synod simulate` arguments that replay this run.
+    public var replayArguments: String
 }
 
 /// A deterministic simulation of a whole cluster in one process: every replica's
@@ -109,7 +111,16 @@ public final class Simulation {
             seed: options.seed, replicaCount: options.replicaCount, violations: violations,
             operationsChecked: history.count, faultsInjected: faults, messagesDelivered: delivered,
             messagesDropped: dropped, checkerGaveUp: !checked, traceTail: trace.lines(),
-            traceDigest: trace.digest, faultPlan: plan.description, ticks: Int(time / Self.tickUnits))
+            traceDigest: trace.digest, faultPlan: plan.description, ticks: Int(time / Self.tickUnits),
+            replayArguments: replayArguments)
+    }
+
+    var replayArguments: String {
+        var arguments = "--seed \(options.seed) --replicas \(options.replicaCount) --ops \(options.operationCount) "
+            + "--clients \(options.clientCount)"
+        if let bug = options.bug { arguments += " --inject-bug \(bug.rawValue)" }
+        if !options.useStorage { arguments += " --memory-disk" }
+        return arguments
     }
 
     func schedule(_ event: SimEvent, after delay: UInt64) {

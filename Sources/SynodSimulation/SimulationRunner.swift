@@ -31,7 +31,7 @@ extension SimulationResult {
     public var report: String {
         var lines = [
             "seed \(seed) failed (replicas=\(replicaCount), \(faultPlan)); replay with: "
-                + "synod simulate --seed \(seed) --replicas \(replicaCount)"
+                + "synod simulate \(replayArguments)"
         ]
         lines += violations.map { "  violation: \($0)" }
         lines.append("  trace tail:")

@@ -4,8 +4,9 @@ import Foundation
 import GRPCCore
 import Histogram
 import KVStore
-import SynodClient
+import Paxos
 import Synchronization
+import SynodClient
 
 /// What `synod bench` sends.
 enum BenchWorkloadKind: String, ExpressibleByArgument, CaseIterable, Sendable {
@@ -105,17 +106,8 @@ enum BenchLimits {
     static let prepopulateBatchMax = 128
 }
 
-/// A small fast PRNG per slot (SplitMix64): the system generator is a syscall away.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// A small fast PRNG per slot (the core's SplitMix64): the system generator is a syscall away.
+extension SplitMix64 {
 
     /// Uniform in `0..<bound` (Lemire's multiply-shift; the bias is negligible for a benchmark).
     mutating func next(below bound: Int) -> Int {

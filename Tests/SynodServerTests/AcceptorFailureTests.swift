@@ -11,12 +11,13 @@ extension SynodProcessTests {
         try await LocalCluster.with(
             name: "acceptor-failures", replicas: 3, extraArguments: ["--fail-rate", "0.02", "--fail-downtime", "300"]
         ) { cluster in
+            let started = ContinuousClock.now
             try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
-                let started = ContinuousClock.now
                 var requestIDs = RequestIDGenerator()
-                var expected: [String: String] = [:]
+                var expected: [String: String?] = [:]
                 var attempts = 0
                 var lastError = "none"
+                var failures: [String: Int] = [:]
                 var replica = 0
                 for index in 0..<puts {
                     let key = keys[index % keys.count]
@@ -31,6 +32,7 @@ extension SynodProcessTests {
                                 key, value, requestID: requestID, timeout: .seconds(2))
                             return true
                         } catch {
+                            failures[describe(error), default: 0] += 1
                             lastError = "\(connections.connections[replica].endpoint): \(describe(error))"
                             replica = (replica + 1) % connections.connections.count
                             return false
@@ -47,39 +49,30 @@ extension SynodProcessTests {
                     }
                 }
                 print("acceptor-failures: \(puts) puts acknowledged in \(ContinuousClock.now - started), \(attempts) attempts")
+                for (failure, count) in failures.sorted(by: { $0.value > $1.value }) {
+                    print("acceptor-failures: \(count) × \(failure)")
+                }
 
                 // Every replica (each of them failing at random meanwhile) comes to hold the
                 // last value of every key.
-                var disagreements: [String] = []
-                let converged = await eventually(timeout: .seconds(30), interval: .milliseconds(200)) {
-                    disagreements = []
-                    for connection in connections.connections {
-                        for key in keys {
-                            do {
-                                let read = try await connection.value(key, serializable: true, timeout: .seconds(1))
-                                if read != expected[key] {
-                                    disagreements.append("\(connection.endpoint) \(key) = \(read ?? "absent"), expected \(expected[key]!)")
-                                }
-                            } catch {
-                                disagreements.append("\(connection.endpoint) \(key): \(describe(error))")
-                            }
-                        }
-                    }
-                    return disagreements.isEmpty
-                }
+                let convergeStarted = ContinuousClock.now
+                let disagreements = await connections.awaitAgreement(on: expected, timeout: .seconds(30))
+                print("acceptor-failures: replicas agree: \(disagreements.isEmpty) after \(ContinuousClock.now - convergeStarted)")
                 cluster.expect(
-                    converged,
+                    disagreements.isEmpty,
                     "replicas did not agree on the last values within 30 s:\n" + disagreements.prefix(20).joined(separator: "\n"))
                 // And a linearizable read through each replica sees them too.
-                for connection in connections.connections {
-                    for key in keys.prefix(5) {
+                for (index, connection) in connections.connections.enumerated() {
+                    for key in [keys[index], keys[keys.count - 1 - index]] {
+                        let want = expected[key]!
                         let read = await readWithRetries(connection, key)
                         cluster.expect(
-                            (try? read.get()) == expected[key],
-                            "\(connection.endpoint): linearizable \(key) = \(read.shown), expected \(expected[key] ?? "absent")")
+                            read.isValue(want),
+                            "\(connection.endpoint): linearizable \(key) = \(read.shown), expected \(want ?? "absent")")
                     }
                 }
             }
+            print("acceptor-failures: checks done after \(ContinuousClock.now - started)")
             let logs = cluster.replicas.map { $0.log() }.joined(separator: "\n")
             let crashes = logs.components(separatedBy: "fault injector: acceptor crashed").count - 1
             let recoveries = logs.components(separatedBy: "fault injector: acceptor recovered").count - 1
@@ -113,6 +106,12 @@ func readWithRetries(_ connection: ReplicaConnection, _ key: String, timeout: Du
 }
 
 extension Result<String?, ProcessTestError> {
+    /// Whether the read succeeded with `value`.
+    func isValue(_ value: String?) -> Bool {
+        if case .success(let read) = self { return read == value }
+        return false
+    }
+
     /// The value read, for messages: `"v"`, `absent` or the error.
     var shown: String {
         switch self {

@@ -24,7 +24,7 @@ extension SynodProcessTests {
                 }
                 cluster.expect(written, "r1 takes no writes after garbage on its peer port")
                 let read = await readWithRetries(connections.replica(2), "bad/after-garbage")
-                cluster.expect((try? read.get()) == "ok", "r2 reads bad/after-garbage = \(read.shown)")
+                cluster.expect(read.isValue("ok"), "r2 reads bad/after-garbage = \(read.shown)")
                 let log = cluster.replica(1).log()
                 cluster.expect(log.contains("rejected"), "r1 logged no rejected peer connection")
             }
@@ -97,7 +97,7 @@ extension SynodProcessTests {
             "nonsense", "0123456789abcdef", "0123456789abcdef-", "0123456789abcdef-x", "0123456789abcde-1",
             "0123456789abcdefa-1", "0000000000000000-1", "8000000000000001-1", "0123456789abcdeg-1", "-1",
             "0123456789abcdef-1-2", "0123456789abcdef--1", "0123456789abcdef-1-", "0123456789abcdef-+1",
-            "+123456789abcdef-1", "0123456789ABCDEF-1",
+            "+123456789abcdef-1",
         ]
         for header in malformed {
             await expectRPCError("a put with synod-request-id '\(header)'", code: .invalidArgument, cluster: cluster) {

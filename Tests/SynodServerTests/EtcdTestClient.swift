@@ -167,6 +167,37 @@ struct ClusterConnections: Sendable {
     }
 }
 
+extension ClusterConnections {
+    /// Polls serializable (local) reads of every key on every replica until each has
+    /// returned its expected value (nil: absent) or `timeout` passes. Once a replica returned
+    /// the expected value of a key it is not asked again: no writes run meanwhile. Returns
+    /// the pairs that never did, with what they returned last.
+    func awaitAgreement(on expected: [String: String?], timeout: Duration) async -> [String] {
+        var pending: [(connection: ReplicaConnection, key: String)] = []
+        for connection in connections {
+            for key in expected.keys.sorted() { pending.append((connection, key)) }
+        }
+        var lastSeen: [String: String] = [:]
+        _ = await eventually(timeout: timeout, interval: .milliseconds(100)) {
+            var stillPending: [(connection: ReplicaConnection, key: String)] = []
+            for (connection, key) in pending {
+                let name = "\(connection.endpoint) \(key)"
+                do {
+                    let read = try await connection.value(key, serializable: true, timeout: .seconds(1))
+                    if read == expected[key]! { continue }
+                    lastSeen[name] = "\(name) = \(read.map { "\"\($0)\"" } ?? "absent"), expected \(expected[key]!.map { "\"\($0)\"" } ?? "absent")"
+                } catch {
+                    lastSeen[name] = "\(name): \(describe(error))"
+                }
+                stillPending.append((connection, key))
+            }
+            pending = stillPending
+            return pending.isEmpty
+        }
+        return pending.map { lastSeen["\($0.connection.endpoint) \($0.key)"] ?? "\($0.connection.endpoint) \($0.key): not read" }
+    }
+}
+
 /// Exactly-once request ids: a random client id (high bit clear, nonzero) and a sequence
 /// that moves forward by one per write.
 struct RequestIDGenerator: Sendable {

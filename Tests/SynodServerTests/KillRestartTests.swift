@@ -148,7 +148,11 @@ extension SynodProcessTests {
         let replicaCount = 5
         let lanes = 5
         let keys = ["k0", "k1", "k2", "k3"]
-        try await LocalCluster.with(name: "kill-restart", replicas: replicaCount) { cluster in
+        // Frequent snapshots, so that restarts recover from snapshot + log and replicas that
+        // fall behind a compacted log catch up by snapshot transfer.
+        try await LocalCluster.with(
+            name: "kill-restart", replicas: replicaCount, extraArguments: ["--snapshot-every", "150"]
+        ) { cluster in
             try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
                 let started = ContinuousClock.now
                 guard await connections.awaitWritable(timeout: .seconds(30)) else {
@@ -162,7 +166,7 @@ extension SynodProcessTests {
                         let worker = ClientLane(lane: lane, keys: keys, connections: connections, recorder: recorder)
                         group.addTask { await worker.run(until: stop) }
                     }
-                    await Self.killRestartSchedule(cluster)
+                    await Self.killRestartSchedule(cluster, connections: connections)
                     stop.set()
                     var total = LoadCounts()
                     for await counts in group { total.add(counts) }
@@ -236,15 +240,18 @@ extension SynodProcessTests {
     }
 
     /// Minority kills with restarts on the same data directory, then all five at once.
-    static func killRestartSchedule(_ cluster: LocalCluster) async {
+    static func killRestartSchedule(_ cluster: LocalCluster, connections: ClusterConnections) async {
         let count = cluster.replicas.count
         try? await Task.sleep(for: .seconds(1))
         for round in 1...6 {
             try? await Task.sleep(for: .milliseconds(Int.random(in: 1_000...2_000)))
-            // A minority: one replica, sometimes two.
-            let victims = Array((1...count).shuffled().prefix(round % 3 == 0 ? 2 : 1))
+            // A minority: one replica, sometimes two; in some rounds the leader among them.
+            var victims = Array((1...count).shuffled().prefix(round % 3 == 0 ? 2 : 1))
+            if round % 2 == 0, let leader = await currentLeader(connections), !victims.contains(leader) {
+                victims[0] = leader
+            }
             for id in victims { await cluster.replica(id).kill9() }
-            print("kill-restart: round \(round): killed \(victims.map { "r\($0)" }.joined(separator: ", "))")
+            print("kill-restart: round \(round): killed \(victims.map { "r\($0)" }.joined(separator: ", ")) at \(Date())")
             try? await Task.sleep(for: .milliseconds(Int.random(in: 500...1_000)))
             for id in victims {
                 do { try cluster.replica(id).start() } catch { cluster.fail("cannot restart r\(id): \(error)") }
@@ -257,6 +264,16 @@ extension SynodProcessTests {
         do { try cluster.startAll() } catch { cluster.fail("cannot restart the cluster: \(error)") }
         // Load continues a little after the whole-cluster restart.
         try? await Task.sleep(for: .seconds(6))
+    }
+
+    /// The leader named by the first replica that answers Status, if any.
+    static func currentLeader(_ connections: ClusterConnections) async -> Int? {
+        for connection in connections.connections {
+            if let status = try? await connection.status(timeout: .milliseconds(300)), status.leader != 0 {
+                return Int(status.leader)
+            }
+        }
+        return nil
     }
 
     /// Where a put (or successful CAS) was acknowledged and every other write to its key had
@@ -318,26 +335,11 @@ extension SynodProcessTests {
     static func checkReplicasConverge(
         connections: ClusterConnections, keys: [String], expected: [String: String?], cluster: LocalCluster
     ) async {
-        var lastSeen: [String] = []
-        let converged = await eventually(timeout: .seconds(20), interval: .milliseconds(200)) {
-            lastSeen = []
-            for connection in connections.connections {
-                for key in keys {
-                    let read: String?
-                    do {
-                        read = try await connection.value(key, serializable: true, timeout: .seconds(1))
-                    } catch {
-                        lastSeen.append("\(connection.endpoint) \(key): \(describe(error))")
-                        continue
-                    }
-                    if read != expected[key]! {
-                        lastSeen.append("\(connection.endpoint) \(key) = \(read ?? "absent"), expected \(expected[key]! ?? "absent")")
-                    }
-                }
-            }
-            return lastSeen.isEmpty
-        }
+        let started = ContinuousClock.now
+        let disagreements = await connections.awaitAgreement(on: expected, timeout: .seconds(20))
+        print("kill-restart: replicas converged: \(disagreements.isEmpty) after \(ContinuousClock.now - started)")
         cluster.expect(
-            converged, "replicas did not converge within 20 s (serializable reads):\n" + lastSeen.joined(separator: "\n"))
+            disagreements.isEmpty,
+            "replicas did not converge within 20 s (serializable reads):\n" + disagreements.joined(separator: "\n"))
     }
 }

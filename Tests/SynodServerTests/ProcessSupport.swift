@@ -316,10 +316,11 @@ final class LocalCluster: @unchecked Sendable {
         }
     }
 
-    /// Kills everything; removes the data unless a failure was reported.
+    /// Kills everything; removes the data unless a failure was reported (or
+    /// SYNOD_TEST_KEEP_DATA is set).
     func tearDown() async {
         await killAll()
-        if !failureReported.withLock({ $0 }) {
+        if !failureReported.withLock({ $0 }), ProcessInfo.processInfo.environment["SYNOD_TEST_KEEP_DATA"] == nil {
             try? FileManager.default.removeItem(atPath: directory)
         }
     }

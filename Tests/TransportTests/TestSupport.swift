@@ -7,18 +7,8 @@ import Synchronization
 
 @testable import Transport
 
-/// SplitMix64, so every random case is a function of its printed seed.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+/// SplitMix64 (the core's), so every random case is a function of its printed seed.
+typealias SeededRandom = SplitMix64
 
 /// Envelopes of every message kind with random contents.
 struct EnvelopeGenerator {
