@@ -37,9 +37,13 @@ final class EtcdFrontEnd: Sendable {
 
     func requestID(from metadata: Metadata) throws -> RequestID {
         if let text = metadata[stringValues: Self.requestIDHeader].first(where: { _ in true }) {
-            let parts = text.split(separator: "-")
-            guard parts.count == 2, parts[0].count == 16, let client = UInt64(parts[0], radix: 16),
-                let sequence = UInt64(parts[1]), client != 0, client & untrackedBit == 0
+            let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+            let hexDigits = Set("0123456789abcdef")
+            let decimalDigits = Set("0123456789")
+            guard parts.count == 2, parts[0].count == 16, parts[0].allSatisfy(hexDigits.contains),
+                !parts[1].isEmpty, parts[1].count <= 20, parts[1].allSatisfy(decimalDigits.contains),
+                let client = UInt64(parts[0], radix: 16), let sequence = UInt64(parts[1]), sequence >= 1,
+                client != 0, client & untrackedBit == 0
             else {
                 throw RPCError(
                     code: .invalidArgument,

@@ -66,8 +66,10 @@ public final class SynodServer: Sendable {
                 // etcdctl pings every 2 s while calls are open.
                 config.connection.keepalive.clientBehavior = .init(
                     minPingIntervalWithoutCalls: .seconds(1), allowWithoutCalls: true)
-                // etcd's limit plus its 512 KiB allowance for the rest of the message.
-                config.rpc.maxRequestPayloadSize = requestBytesMax + 512 * 1024
+                // Far above etcd's limit, which the front end enforces itself with etcd's
+                // InvalidArgument "request is too large": over this bound the transport
+                // resets the stream, which clients would read as "unavailable, retry".
+                config.rpc.maxRequestPayloadSize = max(8 << 20, 4 * requestBytesMax)
             })
         let grpcServer = GRPCServer(
             transport: grpcTransport,

@@ -69,7 +69,9 @@ struct ServeCommand: AsyncParsableCommand {
                 tickMilliseconds: tickMs, snapshotEverySlots: snapshotEvery, failRate: failRate,
                 failDowntimeMilliseconds: failDowntime)
         } catch let error as ServerConfigurationError {
-            throw ValidationError(error.description)
+            // One line naming the problem, no usage block.
+            FileHandle.standardError.write(Data("synod serve: \(error.description)\n".utf8))
+            throw ExitCode.validationFailure
         }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

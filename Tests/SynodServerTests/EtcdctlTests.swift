@@ -59,7 +59,7 @@ enum JSONField {
 }
 
 extension SynodProcessTests {
-    @Test("etcdctl 3.4 works unchanged against every replica of a 3-replica cluster", .timeLimit(.minutes(3)))
+    @Test("etcdctl 3.4 works unchanged against every replica of a 3-replica cluster", .timeLimit(.minutes(10)))
     func etcdctlWorksUnchanged() async throws {
         let executable = try Etcdctl.locate()
         try await LocalCluster.with(name: "etcdctl", replicas: 3) { cluster in

@@ -143,7 +143,7 @@ struct ClientLane: Sendable {
 extension SynodProcessTests {
     @Test(
         "kill -9 of minorities, then of all five replicas, with restarts: no acknowledged write is lost and the history is linearizable",
-        .timeLimit(.minutes(3)))
+        .timeLimit(.minutes(10)))
     func killAndRestart() async throws {
         let replicaCount = 5
         let lanes = 5

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import SynodServer
 import Testing
 
 // Process-level test support: finding the `synod` binary, choosing free ports, and running
@@ -302,6 +303,19 @@ final class LocalCluster: @unchecked Sendable {
     }
 
     var endpoints: [String] { replicas.map(\.clientEndpoint) }
+
+    /// The cluster id the replicas put in their peer hellos: the server's own derivation
+    /// from the membership, truncated to the hello's 32 bits.
+    func peerClusterID() throws -> UInt32 {
+        var peers: [UInt32: Endpoint] = [:]
+        for replica in replicas {
+            peers[UInt32(replica.id)] = Endpoint(host: "127.0.0.1", port: replica.peerPort)
+        }
+        let configuration = try ServerConfiguration(
+            replicaID: 1, peers: peers, listenClient: Endpoint(host: "127.0.0.1", port: replicas[0].clientPort),
+            listenPeer: peers[1]!, dataDirectory: replicas[0].dataDirectory)
+        return UInt32(truncatingIfNeeded: configuration.clusterID)
+    }
 
     func replica(_ id: Int) -> ReplicaProcess { replicas[id - 1] }
 
