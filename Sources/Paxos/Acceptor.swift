@@ -15,12 +15,18 @@ public struct Acceptor: Sendable {
     public private(set) var snapshotThrough: Slot
     /// The highest slot with an entry (or `snapshotThrough`).
     public private(set) var highestSlot: Slot
+    /// The lowest slot whose entry is still held. Compaction keeps a tail of chosen
+    /// entries below the snapshot point, so that learners only slightly behind get `learn`
+    /// messages rather than a whole snapshot. Invariant: every slot from here through the
+    /// learner's chosen prefix has an entry.
+    public private(set) var firstRetainedSlot: Slot
 
     init(durable: DurableState) {
         promised = durable.promised
         entries = durable.entries
         snapshotThrough = durable.snapshotThrough
         highestSlot = max(durable.snapshotThrough, durable.entries.keys.max() ?? 0)
+        firstRetainedSlot = durable.snapshotThrough + 1
     }
 
     /// What a prepare leads to.
@@ -99,11 +105,14 @@ public struct Acceptor: Sendable {
 
     func entry(at slot: Slot) -> LogEntry? { entries[slot] }
 
-    /// Drops entries a durable snapshot through `slot` covers.
-    mutating func compact(through slot: Slot) {
+    /// Drops entries a durable snapshot through `slot` covers, but for the last
+    /// `tailSlots` of them (a tail for catching up slightly lagging learners).
+    mutating func compact(through slot: Slot, keepingTail tailSlots: Int) {
         guard slot > snapshotThrough else { return }
         snapshotThrough = slot
-        entries = entries.filter { $0.key > slot }
+        let keepFrom = slot >= Slot(tailSlots) ? slot - Slot(tailSlots) + 1 : 1
+        firstRetainedSlot = max(firstRetainedSlot, keepFrom)
+        entries = entries.filter { $0.key >= firstRetainedSlot }
         highestSlot = max(highestSlot, slot)
     }
 }

@@ -34,6 +34,9 @@ public struct Configuration: Sendable, Hashable {
     public var readTimeoutTicks: Int
     /// Ticks between two snapshot offers to the same lagging peer.
     public var snapshotResendTicks: Int
+    /// Chosen entries kept below a compaction point, so that a learner only slightly
+    /// behind is sent entries instead of a whole snapshot.
+    public var compactionTailSlots: Int
     /// Seed of the replica's private PRNG (only election timeouts use it).
     public var randomSeed: UInt64
 
@@ -51,6 +54,7 @@ public struct Configuration: Sendable, Hashable {
         promiseLagSlotsMax: Int = 1_024,
         readTimeoutTicks: Int? = nil,
         snapshotResendTicks: Int? = nil,
+        compactionTailSlots: Int = 1_024,
         randomSeed: UInt64 = 0
     ) throws(ConfigurationError) {
         self.replicaID = replicaID
@@ -66,6 +70,7 @@ public struct Configuration: Sendable, Hashable {
         self.promiseLagSlotsMax = promiseLagSlotsMax
         self.readTimeoutTicks = readTimeoutTicks ?? 3 * electionTimeoutTicks
         self.snapshotResendTicks = snapshotResendTicks ?? 2 * electionTimeoutTicks
+        self.compactionTailSlots = compactionTailSlots
         self.randomSeed = randomSeed
         try validate()
     }
@@ -102,6 +107,7 @@ public struct Configuration: Sendable, Hashable {
         guard promiseLagSlotsMax > slotsInFlightMax else {
             throw .invalid("promiseLagSlotsMax must exceed slotsInFlightMax")
         }
+        guard compactionTailSlots >= 0 else { throw .invalid("compactionTailSlots must not be negative") }
         guard readTimeoutTicks >= electionTimeoutTicks else {
             throw .invalid("readTimeoutTicks must be at least the election timeout")
         }

@@ -65,7 +65,7 @@ extension Replica {
         // A candidate that lags too far, or behind this replica's snapshot, gets what it
         // lacks instead of a promise: the promise would be huge or incomplete.
         let lagsTooFar = learner.chosenThrough >= fromSlot + Slot(configuration.promiseLagSlotsMax)
-        if fromSlot <= acceptor.snapshotThrough || lagsTooFar {
+        if fromSlot < acceptor.firstRetainedSlot || lagsTooFar {
             sendChosen(to: from, from: fromSlot)
             return
         }

@@ -187,7 +187,7 @@ extension Replica {
     /// runtime to send a snapshot when they were compacted away.
     mutating func sendChosen(to peer: ReplicaID, from first: Slot) {
         guard first <= learner.chosenThrough else { return }
-        if first <= acceptor.snapshotThrough {
+        if first < acceptor.firstRetainedSlot {
             let last = snapshotOfferedAt[peer]
             if last == nil || now - last! >= configuration.snapshotResendTicks {
                 snapshotOfferedAt[peer] = now

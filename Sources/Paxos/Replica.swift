@@ -62,7 +62,7 @@ public struct Replica: Sendable {
             tick()
         case .compacted(let slot):
             precondition(slot <= learner.appliedThrough, "compacted past the apply point: \(slot)")
-            acceptor.compact(through: slot)
+            acceptor.compact(through: slot, keepingTail: configuration.compactionTailSlots)
         case .snapshotInstalled(let slot):
             installSnapshot(through: slot)
         }
@@ -182,7 +182,7 @@ public struct Replica: Sendable {
 
     mutating func installSnapshot(through slot: Slot) {
         guard slot > learner.appliedThrough else { return }  // stale: already past it
-        acceptor.compact(through: slot)
+        acceptor.compact(through: slot, keepingTail: 0)
         learner.chosenThrough = max(learner.chosenThrough, slot)
         learner.chosenThroughPersisted = max(learner.chosenThroughPersisted, slot)
         learner.appliedThrough = slot

@@ -26,6 +26,7 @@ final class SimNode {
             configuration = try Configuration(
                 replicaID: id, replicas: cluster, heartbeatIntervalTicks: 2, electionTimeoutTicks: 12,
                 slotsInFlightMax: 8, batchCommandsMax: 16, learnEntriesMax: 16, promiseLagSlotsMax: 64,
+                compactionTailSlots: Int(seed % 3) * 4,
                 randomSeed: seed)
         } catch {
             preconditionFailure("simulator configuration is invalid: \(error)")

@@ -12,12 +12,12 @@ struct ScriptedCluster {
     var outputs: [ReplicaID: [Output]] = [:]
     var trace: [String] = []
 
-    init(size: Int, electionTimeoutTicks: Int = 10, seed: UInt64 = 7) throws {
+    init(size: Int, electionTimeoutTicks: Int = 10, seed: UInt64 = 7, compactionTailSlots: Int = 1_024) throws {
         let ids = (1...size).map { ReplicaID($0) }
         for id in ids {
             let configuration = try Configuration(
                 replicaID: id, replicas: ids, heartbeatIntervalTicks: 1, electionTimeoutTicks: electionTimeoutTicks,
-                slotsInFlightMax: 4, batchCommandsMax: 3, randomSeed: seed)
+                slotsInFlightMax: 4, batchCommandsMax: 3, compactionTailSlots: compactionTailSlots, randomSeed: seed)
             replicas[id] = Replica(configuration: configuration)
         }
     }
@@ -218,6 +218,26 @@ struct ReplicaScenarioTests {
         cluster.step(1, .tick)
         cluster.deliverAll()
         #expect(cluster.committed(3).map(\.entry.value) == cluster.committed(1).map(\.entry.value))
+    }
+
+    @Test(
+        "After compaction a lagging learner gets entries from the retained tail, or a snapshot without one",
+        arguments: [(1_024, false), (0, true)])
+    func compactionTail(tailSlots: Int, expectSnapshot: Bool) throws {
+        var cluster = try ScriptedCluster(size: 3, compactionTailSlots: tailSlots)
+        cluster.elect(1)
+        for index in 0..<6 {
+            cluster.step(1, .propose([command("w\(index)")]))
+            cluster.deliverAll(drop: { $0.to == 3 || $0.from == 3 })
+        }
+        let applied = cluster.replicas[1]!.learner.appliedThrough
+        #expect(applied >= 6)
+        cluster.step(1, .compacted(through: applied))
+        let ballot = cluster.replicas[1]!.ballot!
+        let output = cluster.step(
+            1, .receive(Envelope(from: 3, to: 1, message: .heartbeatAck(ballot: ballot, readRound: 0, chosenThrough: 0))))
+        #expect(output.snapshotsNeeded == (expectSnapshot ? [3] : []))
+        #expect(output.messages.contains { $0.message.kind == "learn" } == !expectSnapshot)
     }
 
     @Test("Restart: a replica rebuilt from its records keeps its promise and its chosen log")
