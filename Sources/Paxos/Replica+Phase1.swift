@@ -56,6 +56,9 @@ extension Replica {
     }
 
     mutating func onPrepare(from: ReplicaID, ballot: Ballot, fromSlot: Slot) {
+        // A malformed prepare from the network (no proposer uses the zero ballot) is
+        // dropped here rather than reaching the acceptor's precondition.
+        guard ballot != .zero, ballot != .chosen, fromSlot >= 1 else { return }
         proposer.roundSeen = max(proposer.roundSeen, ballot.round)
         guard !ignoresPrepare(from: from) else { return }
         guard ballot >= acceptor.promised else {

@@ -64,6 +64,9 @@ extension Replica {
     }
 
     mutating func onAccept(from: ReplicaID, ballot: Ballot, slot: Slot, value: Value, chosenThrough: Slot) {
+        // Slot 0 and the sentinel ballots never come from a correct proposer: drop them
+        // instead of letting network input reach the acceptor's preconditions.
+        guard slot >= 1, ballot != .zero, ballot != .chosen else { return }
         proposer.roundSeen = max(proposer.roundSeen, ballot.round)
         guard let records = acceptor.accept(ballot: ballot, slot: slot, value: value) else {
             emit(.reject(promised: acceptor.promised), to: from)

@@ -306,7 +306,8 @@ final class ReplicaLoop: @unchecked Sendable {
 
     func expireRequests() {
         let now = clock.now
-        for (requestID, waiting) in writesWaiting {
+        // Runs every tick on the loop thread: allocate only for requests that did expire.
+        for (requestID, waiting) in writesWaiting where waiting.contains(where: { $0.deadline <= now }) {
             let (expired, alive) = (waiting.filter { $0.deadline <= now }, waiting.filter { $0.deadline > now })
             for waiter in expired { waiter.reply(.failure(.timedOut)) }
             writesWaiting[requestID] = alive.isEmpty ? nil : alive
