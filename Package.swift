@@ -17,6 +17,7 @@ let grpcProtobuf = Target.Dependency.product(name: "GRPCProtobuf", package: "grp
 let swiftProtobuf = Target.Dependency.product(name: "SwiftProtobuf", package: "swift-protobuf")
 let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let nioHTTP2 = Target.Dependency.product(name: "NIOHTTP2", package: "swift-nio-http2")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 
 let package = Package(
@@ -32,6 +33,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.3"),
@@ -53,11 +55,14 @@ let package = Package(
         ),
         // The network: peer frames on SwiftNIO, the etcd v3 API on grpc-swift-2.
         .target(name: "Transport", dependencies: ["Paxos", nioCore, nioPosix, logging], swiftSettings: strictSettings),
+        // Unary gRPC straight on swift-nio-http2 frames: the client API's hot path
+        // (grpc-swift-2's server costs ~300 µs of CPU per call here; docs/BENCHMARKS.md).
+        .target(name: "UnaryGRPC", dependencies: [nioCore, nioPosix, nioHTTP2], swiftSettings: strictSettings),
         .target(name: "EtcdAPI", dependencies: [swiftProtobuf, grpcCore, grpcProtobuf], swiftSettings: strictSettings),
         .target(
             name: "SynodServer",
             dependencies: [
-                "Paxos", "KVStore", "Storage", "Transport", "EtcdAPI", grpcCore, grpcPosix, grpcProtobuf,
+                "Paxos", "KVStore", "Storage", "Transport", "EtcdAPI", "UnaryGRPC", grpcCore, swiftProtobuf,
                 nioCore, nioPosix, logging,
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -72,7 +77,7 @@ let package = Package(
             name: "synod",
             dependencies: [
                 "SynodSimulation", "SynodServer", "SynodClient", "Storage", "KVStore", "Linearizability", "EtcdAPI", "Paxos",
-                grpcCore, grpcPosix,
+                "UnaryGRPC", grpcCore, grpcPosix, swiftProtobuf, nioCore, nioPosix,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 logging,

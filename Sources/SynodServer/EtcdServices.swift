@@ -2,8 +2,11 @@ import EtcdAPI
 import Foundation
 import GRPCCore
 import KVStore
+import NIOHPACK
 import Paxos
+import SwiftProtobuf
 import Synchronization
+import UnaryGRPC
 
 /// The etcd v3 API over one replica. Any replica serves any request: writes go through
 /// the log (the core forwards them to the leader), linearizable reads through the read
@@ -35,8 +38,8 @@ final class EtcdFrontEnd: Sendable {
         return header
     }
 
-    func requestID(from metadata: Metadata) throws -> RequestID {
-        if let text = metadata[stringValues: Self.requestIDHeader].first(where: { _ in true }) {
+    func requestID(from metadata: HPACKHeaders) throws -> RequestID {
+        if let text = metadata.first(name: Self.requestIDHeader) {
             let parts = text.split(separator: "-", omittingEmptySubsequences: false)
             let hexDigits = Set("0123456789abcdef")
             let decimalDigits = Set("0123456789")
@@ -57,59 +60,65 @@ final class EtcdFrontEnd: Sendable {
 
     var untrackedBit: UInt64 { RequestID.untrackedBit }
 
-    var deadline: ContinuousClock.Instant {
-        ContinuousClock.now.advanced(by: .milliseconds(configuration.requestTimeoutMilliseconds))
+    /// The server's request timeout, shortened to the client's `grpc-timeout` if that is
+    /// sooner: nobody waits for an answer after it.
+    func deadline(_ call: UnaryCall) -> ContinuousClock.Instant {
+        var timeout = Duration.milliseconds(configuration.requestTimeoutMilliseconds)
+        if let clientTimeout = call.timeout, clientTimeout < timeout { timeout = clientTimeout }
+        return ContinuousClock.now.advanced(by: timeout)
     }
 
-    func write(_ operation: WriteOperation, metadata: Metadata) async throws -> (WriteResult, LoopSnapshot) {
+    /// Hands a write to the loop; `reply` runs on the loop thread.
+    func write(
+        _ operation: WriteOperation, call: UnaryCall,
+        reply: @escaping @Sendable (RequestOutcome<WriteResult>) -> Void
+    ) throws {
         do {
             try KVStore.validate(operation)
         } catch {
             throw EtcdConversions.rpcError(error)
         }
-        let command = WriteCommand(requestID: try requestID(from: metadata), operation: operation)
+        let command = WriteCommand(requestID: try requestID(from: call.metadata), operation: operation)
         let encoded = Command(command.encode())
         guard encoded.bytes.count <= min(WireLimits.commandBytesMax, configuration.requestBytesMax + 64 * 1024) else {
             throw RPCError(code: .invalidArgument, message: "etcdserver: request is too large")
         }
-        let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<RequestOutcome<WriteResult>, Never>) in
-            let accepted = loop.submit(.write(command, encoded, deadline: deadline) { continuation.resume(returning: $0) })
-            if !accepted { continuation.resume(returning: .failure(.timedOut)) }
+        if !loop.submit(.write(command, encoded, deadline: deadline(call), reply: reply)) {
+            reply(.failure(.timedOut))
         }
+    }
+
+    /// Hands a read to the loop (or serves it there at once if serializable).
+    func read(
+        _ request: RangeRequest, call: UnaryCall,
+        reply: @escaping @Sendable (RequestOutcome<RangeResponse>) -> Void
+    ) throws {
+        if request.key.isEmpty {
+            throw RPCError(code: .invalidArgument, message: "etcdserver: key is not provided")
+        }
+        let serializable = request.serializable || configuration.defaultConsistency == .serializable
+        if !loop.submit(.read(request, serializable: serializable, deadline: deadline(call), reply: reply)) {
+            reply(.failure(.timedOut))
+        }
+    }
+
+    func status(reply: @escaping @Sendable (ReplicaStatus) -> Void) {
+        if !loop.submit(.status(reply)) {
+            reply(
+                ReplicaStatus(
+                    revision: 0, leader: nil, ballotRound: 0, chosenThrough: 0, appliedThrough: 0, diskBytes: 0,
+                    isDown: true))
+        }
+    }
+
+    /// The write's result, or the etcd error it maps to.
+    static func unwrap(_ outcome: RequestOutcome<WriteResult>) throws -> (WriteResult, LoopSnapshot) {
         switch outcome {
         case .success(let result, let position):
             if let error = result.error { throw EtcdConversions.rpcError(error) }
             return (result, position)
         case .failure(let failure):
-            throw Self.rpcError(failure)
-        }
-    }
-
-    func read(_ request: RangeRequest) async throws -> (RangeResponse, LoopSnapshot) {
-        if request.key.isEmpty {
-            throw RPCError(code: .invalidArgument, message: "etcdserver: key is not provided")
-        }
-        let serializable = request.serializable || configuration.defaultConsistency == .serializable
-        let outcome = await withCheckedContinuation { (continuation: CheckedContinuation<RequestOutcome<RangeResponse>, Never>) in
-            let accepted = loop.submit(
-                .read(request, serializable: serializable, deadline: deadline) { continuation.resume(returning: $0) })
-            if !accepted { continuation.resume(returning: .failure(.timedOut)) }
-        }
-        switch outcome {
-        case .success(let response, let position): return (response, position)
-        case .failure(let failure): throw Self.rpcError(failure)
-        }
-    }
-
-    func status() async -> ReplicaStatus {
-        await withCheckedContinuation { continuation in
-            let accepted = loop.submit(.status { continuation.resume(returning: $0) })
-            if !accepted {
-                continuation.resume(
-                    returning: ReplicaStatus(
-                        revision: 0, leader: nil, ballotRound: 0, chosenThrough: 0, appliedThrough: 0, diskBytes: 0,
-                        isDown: true))
-            }
+            throw rpcError(failure)
         }
     }
 
@@ -124,68 +133,89 @@ final class EtcdFrontEnd: Sendable {
         case .store(let error): return EtcdConversions.rpcError(error)
         }
     }
-}
 
-struct KVService: Etcdserverpb_KV.ServiceProtocol {
-    let frontEnd: EtcdFrontEnd
-
-    func range(request: ServerRequest<Etcdserverpb_RangeRequest>, context: ServerContext) async throws
-        -> ServerResponse<Etcdserverpb_RangeResponse>
-    {
-        let (response, position) = try await frontEnd.read(EtcdConversions.range(request.message))
-        return ServerResponse(message: EtcdConversions.rangeResponse(response, header: frontEnd.header(position)))
-    }
-
-    func put(request: ServerRequest<Etcdserverpb_PutRequest>, context: ServerContext) async throws
-        -> ServerResponse<Etcdserverpb_PutResponse>
-    {
-        let put = try EtcdConversions.put(request.message)
-        let (result, position) = try await frontEnd.write(.put(put), metadata: request.metadata)
-        guard case .put(let response) = result else { throw unexpected(result) }
-        return ServerResponse(message: EtcdConversions.putResponse(response, header: frontEnd.header(position)))
-    }
-
-    func deleteRange(request: ServerRequest<Etcdserverpb_DeleteRangeRequest>, context: ServerContext) async throws
-        -> ServerResponse<Etcdserverpb_DeleteRangeResponse>
-    {
-        let delete = EtcdConversions.deleteRange(request.message)
-        let (result, position) = try await frontEnd.write(.deleteRange(delete), metadata: request.metadata)
-        guard case .deleteRange(let response) = result else { throw unexpected(result) }
-        return ServerResponse(message: EtcdConversions.deleteResponse(response, header: frontEnd.header(position)))
-    }
-
-    func txn(request: ServerRequest<Etcdserverpb_TxnRequest>, context: ServerContext) async throws
-        -> ServerResponse<Etcdserverpb_TxnResponse>
-    {
-        let txn = try EtcdConversions.txn(request.message)
-        let (result, position) = try await frontEnd.write(.txn(txn), metadata: request.metadata)
-        guard case .txn(let response) = result else { throw unexpected(result) }
-        return ServerResponse(message: EtcdConversions.txnResponse(response, header: frontEnd.header(position)))
-    }
-
-    func compact(request: ServerRequest<Etcdserverpb_CompactionRequest>, context: ServerContext) async throws
-        -> ServerResponse<Etcdserverpb_CompactionResponse>
-    {
-        // Synod keeps only the latest revision (snapshots bound the disk instead), so every
-        // older revision is already compacted.
-        throw RPCError(code: .outOfRange, message: "etcdserver: mvcc: required revision has been compacted")
-    }
-
-    func unexpected(_ result: WriteResult) -> RPCError {
+    static func unexpected(_ result: WriteResult) -> RPCError {
         RPCError(code: .internalError, message: "synod: unexpected state machine result \(result)")
     }
-}
 
-struct MaintenanceService: Etcdserverpb_Maintenance.ServiceProtocol {
-    let frontEnd: EtcdFrontEnd
+    // MARK: - The etcd v3 methods
 
-    func status(request: ServerRequest<Etcdserverpb_StatusRequest>, context: ServerContext) async throws
-        -> ServerResponse<Etcdserverpb_StatusResponse>
-    {
-        let status = await frontEnd.status()
+    /// Every method Synod serves, by gRPC path. Others (Watch, Lease, Auth, …) are answered
+    /// UNIMPLEMENTED, as etcd answers a method it does not know.
+    var methods: [String: UnaryMethod] {
+        [
+            "/etcdserverpb.KV/Range": Self.method(Etcdserverpb_RangeRequest.self) { [self] request, call, respond in
+                try read(EtcdConversions.range(request), call: call) { outcome in
+                    respond {
+                        switch outcome {
+                        case .success(let response, let position):
+                            return EtcdConversions.rangeResponse(response, header: self.header(position))
+                        case .failure(let failure):
+                            throw Self.rpcError(failure)
+                        }
+                    }
+                }
+            },
+            "/etcdserverpb.KV/Put": Self.method(Etcdserverpb_PutRequest.self) { [self] request, call, respond in
+                try write(.put(try EtcdConversions.put(request)), call: call) { outcome in
+                    respond {
+                        let (result, position) = try Self.unwrap(outcome)
+                        guard case .put(let response) = result else { throw Self.unexpected(result) }
+                        return EtcdConversions.putResponse(response, header: self.header(position))
+                    }
+                }
+            },
+            "/etcdserverpb.KV/DeleteRange": Self.method(Etcdserverpb_DeleteRangeRequest.self) { [self] request, call, respond in
+                try write(.deleteRange(EtcdConversions.deleteRange(request)), call: call) { outcome in
+                    respond {
+                        let (result, position) = try Self.unwrap(outcome)
+                        guard case .deleteRange(let response) = result else { throw Self.unexpected(result) }
+                        return EtcdConversions.deleteResponse(response, header: self.header(position))
+                    }
+                }
+            },
+            "/etcdserverpb.KV/Txn": Self.method(Etcdserverpb_TxnRequest.self) { [self] request, call, respond in
+                try write(.txn(try EtcdConversions.txn(request)), call: call) { outcome in
+                    respond {
+                        let (result, position) = try Self.unwrap(outcome)
+                        guard case .txn(let response) = result else { throw Self.unexpected(result) }
+                        return EtcdConversions.txnResponse(response, header: self.header(position))
+                    }
+                }
+            },
+            "/etcdserverpb.KV/Compact": Self.method(Etcdserverpb_CompactionRequest.self) { _, _, respond in
+                // Synod keeps only the latest revision (snapshots bound the disk instead), so
+                // every older revision is already compacted.
+                respond { () throws -> Etcdserverpb_CompactionResponse in
+                    throw RPCError(code: .outOfRange, message: "etcdserver: mvcc: required revision has been compacted")
+                }
+            },
+            "/etcdserverpb.Maintenance/Status": Self.method(Etcdserverpb_StatusRequest.self) { [self] _, _, respond in
+                status { status in respond { self.statusResponse(status) } }
+            },
+            "/etcdserverpb.Maintenance/Alarm": Self.method(Etcdserverpb_AlarmRequest.self) { [self] _, _, respond in
+                // Synod bounds its disk by snapshots and compaction: it raises no NOSPACE alarm.
+                status { status in
+                    respond {
+                        var out = Etcdserverpb_AlarmResponse()
+                        out.header = self.header(status)
+                        return out
+                    }
+                }
+            },
+            "/etcdserverpb.Cluster/MemberList": Self.method(Etcdserverpb_MemberListRequest.self) { [self] _, _, respond in
+                status { status in respond { self.memberListResponse(status) } }
+            },
+        ]
+    }
+
+    func header(_ status: ReplicaStatus) -> Etcdserverpb_ResponseHeader {
+        header(LoopSnapshot(revision: status.revision, leader: status.leader, ballotRound: status.ballotRound))
+    }
+
+    func statusResponse(_ status: ReplicaStatus) -> Etcdserverpb_StatusResponse {
         var out = Etcdserverpb_StatusResponse()
-        out.header = frontEnd.header(
-            LoopSnapshot(revision: status.revision, leader: status.leader, ballotRound: status.ballotRound))
+        out.header = header(status)
         out.version = SynodVersion.etcdCompatible
         out.dbSize = Int64(status.diskBytes)
         out.dbSizeInUse = Int64(status.diskBytes)
@@ -194,32 +224,12 @@ struct MaintenanceService: Etcdserverpb_Maintenance.ServiceProtocol {
         out.raftTerm = status.ballotRound
         out.raftAppliedIndex = status.appliedThrough
         if status.isDown { out.errors = ["replica is recovering from a failure"] }
-        return ServerResponse(message: out)
+        return out
     }
 
-    func alarm(request: ServerRequest<Etcdserverpb_AlarmRequest>, context: ServerContext) async throws
-        -> ServerResponse<Etcdserverpb_AlarmResponse>
-    {
-        // Synod bounds its disk by snapshots and compaction: it raises no NOSPACE alarm.
-        let status = await frontEnd.status()
-        var out = Etcdserverpb_AlarmResponse()
-        out.header = frontEnd.header(
-            LoopSnapshot(revision: status.revision, leader: status.leader, ballotRound: status.ballotRound))
-        return ServerResponse(message: out)
-    }
-}
-
-struct ClusterService: Etcdserverpb_Cluster.ServiceProtocol {
-    let frontEnd: EtcdFrontEnd
-
-    func memberList(request: ServerRequest<Etcdserverpb_MemberListRequest>, context: ServerContext) async throws
-        -> ServerResponse<Etcdserverpb_MemberListResponse>
-    {
-        let configuration = frontEnd.configuration
-        let status = await frontEnd.status()
+    func memberListResponse(_ status: ReplicaStatus) -> Etcdserverpb_MemberListResponse {
         var out = Etcdserverpb_MemberListResponse()
-        out.header = frontEnd.header(
-            LoopSnapshot(revision: status.revision, leader: status.leader, ballotRound: status.ballotRound))
+        out.header = header(status)
         out.members = configuration.peers.keys.sorted().map { id in
             var member = Etcdserverpb_Member()
             member.id = UInt64(id)
@@ -230,7 +240,48 @@ struct ClusterService: Etcdserverpb_Cluster.ServiceProtocol {
             }
             return member
         }
-        return ServerResponse(message: out)
+        return out
+    }
+
+    /// A gRPC method from a typed body: decodes the request (a bad message is INTERNAL, as
+    /// in grpc-go), runs `body`, and encodes whatever `respond` builds. The response is
+    /// built on the connection's event loop, not on the caller's (the replica loop's) thread.
+    static func method<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
+        _ requestType: Request.Type,
+        _ body: @escaping @Sendable (
+            Request, UnaryCall, _ respond: @escaping @Sendable (@escaping @Sendable () throws -> Response) -> Void
+        ) throws -> Void
+    ) -> UnaryMethod {
+        { call in
+            let request: Request
+            do {
+                request = try Request(serializedBytes: call.payload)
+            } catch {
+                return call.responder.fail(
+                    GRPCStatus(
+                        code: GRPCStatus.internalError,
+                        message: "grpc: error unmarshalling request: cannot decode \(Request.protoMessageName): \(error)"))
+            }
+            let respond: @Sendable (@escaping @Sendable () throws -> Response) -> Void = { build in
+                call.responder.respond {
+                    do {
+                        return .success(try build().serializedBytes())
+                    } catch {
+                        return .failure(grpcStatus(error))
+                    }
+                }
+            }
+            do {
+                try body(request, call, respond)
+            } catch {
+                call.responder.fail(grpcStatus(error))
+            }
+        }
+    }
+
+    static func grpcStatus(_ error: any Error) -> GRPCStatus {
+        if let error = error as? RPCError { return GRPCStatus(code: error.code.rawValue, message: error.message) }
+        return GRPCStatus(code: GRPCStatus.internalError, message: "synod: \(error)")
     }
 }
 

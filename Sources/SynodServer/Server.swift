@@ -1,12 +1,12 @@
 import EtcdAPI
 import Foundation
 import GRPCCore
-import GRPCNIOTransportHTTP2Posix
 import Logging
 import NIOPosix
 import Paxos
 import ServiceLifecycle
 import Transport
+import UnaryGRPC
 
 /// One Synod replica process: the replica loop, the peer transport and the etcd v3 gRPC
 /// API, run until SIGTERM or SIGINT, then stopped gracefully.
@@ -28,6 +28,9 @@ public final class SynodServer: Sendable {
             throw ServerConfigurationError.invalid(error.description)
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // The client API's HTTP/2 connections get their own thread, so a burst of client
+        // traffic never delays the peer messages that decide it.
+        let clientGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let box = LoopBox()
         var peers: [ReplicaID: (host: String, port: Int)] = [:]
         for (id, endpoint) in configuration.peers where id != configuration.replicaID {
@@ -55,29 +58,24 @@ public final class SynodServer: Sendable {
             "replica r\(configuration.replicaID) serving clients on \(configuration.listenClient), peers on \(configuration.listenPeer), data in \(configuration.dataDirectory)")
 
         let frontEnd = EtcdFrontEnd(loop: loop, configuration: configuration)
-        let requestBytesMax = configuration.requestBytesMax
-        let grpcTransport = HTTP2ServerTransport.Posix(
-            address: .ipv4(host: configuration.listenClient.host, port: configuration.listenClient.port),
-            transportSecurity: .plaintext,
-            config: .defaults { config in
-                // swift-nio-http2 enforces 100 streams per connection when this is nil, and
-                // etcd clients multiplex everything on one connection.
-                config.http2.maxConcurrentStreams = 4_096
-                // etcdctl pings every 2 s while calls are open.
-                config.connection.keepalive.clientBehavior = .init(
-                    minPingIntervalWithoutCalls: .seconds(1), allowWithoutCalls: true)
-                // Far above etcd's limit, which the front end enforces itself with etcd's
-                // InvalidArgument "request is too large": over this bound the transport
-                // resets the stream, which clients would read as "unavailable, retry".
-                config.rpc.maxRequestPayloadSize = max(8 << 20, 4 * requestBytesMax)
-            })
-        let grpcServer = GRPCServer(
-            transport: grpcTransport,
-            services: [
-                KVService(frontEnd: frontEnd), MaintenanceService(frontEnd: frontEnd),
-                ClusterService(frontEnd: frontEnd),
-            ])
-        let service = GRPCService(server: grpcServer, logger: logger)
+        var options = UnaryServer.Options()
+        // Far above etcd's limit, which the front end enforces itself with etcd's
+        // InvalidArgument "request is too large"; over this bound the server answers
+        // RESOURCE_EXHAUSTED and resets the stream without buffering the rest.
+        options.requestBytesMax = max(8 << 20, 4 * configuration.requestBytesMax)
+        let clientServer: UnaryServer
+        do {
+            clientServer = try await UnaryServer.bind(
+                host: configuration.listenClient.host, port: configuration.listenClient.port, group: clientGroup,
+                methods: frontEnd.methods, options: options)
+        } catch {
+            loop.stop()
+            transport.shutdown()
+            try? await group.shutdownGracefully()
+            try? await clientGroup.shutdownGracefully()
+            throw ServerError.clientAPIFailed("\(error)", configuration.listenClient)
+        }
+        let service = ClientAPIService(server: clientServer, logger: logger)
         let serviceGroup = ServiceGroup(
             configuration: .init(
                 services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -88,12 +86,14 @@ public final class SynodServer: Sendable {
             loop.stop()
             transport.shutdown()
             try? await group.shutdownGracefully()
+            try? await clientGroup.shutdownGracefully()
             throw ServerError.clientAPIFailed("\(error)", configuration.listenClient)
         }
         logger.notice("shutting down: stopping the replica loop and the peer transport")
         loop.stop()
         transport.shutdown()
         try? await group.shutdownGracefully()
+        try? await clientGroup.shutdownGracefully()
     }
 }
 
@@ -114,15 +114,15 @@ final class LoopBox: @unchecked Sendable {
     nonisolated(unsafe) var loop: ReplicaLoop?
 }
 
-/// Runs the gRPC server as a lifecycle service: on SIGTERM/SIGINT it stops accepting
-/// calls and lets the ones in flight finish.
-struct GRPCService: Service {
-    let server: GRPCServer<HTTP2ServerTransport.Posix>
+/// Runs the client API as a lifecycle service: on SIGTERM/SIGINT it stops accepting
+/// connections and lets the calls in flight finish.
+struct ClientAPIService: Service {
+    let server: UnaryServer
     let logger: Logger
 
     func run() async throws {
         try await withGracefulShutdownHandler {
-            try await server.serve()
+            try await server.run()
         } onGracefulShutdown: {
             logger.notice("shutdown signal received: draining client calls")
             server.beginGracefulShutdown()

@@ -2,7 +2,10 @@ import ArgumentParser
 import EtcdAPI
 import Foundation
 import GRPCCore
+import NIOCore
+import NIOPosix
 import SynodClient
+import UnaryGRPC
 
 /// `synod bench`: a load generator speaking the etcd v3 API, so the same command drives Synod
 /// or etcd. Each of `--concurrency` slots is one task that sends its next request when the
@@ -60,9 +63,6 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .customLong("no-prepopulate"), help: "Skip writing the key space before read workloads.")
     var noPrepopulate = false
 
-    @Flag(name: .customLong("flush-coalescing"), help: "Let gRPC delay flushes to batch writes (grpc-swift's default).")
-    var flushCoalescing = false
-
     @Flag(name: .long, help: "Print the report as JSON.")
     var json = false
 
@@ -100,22 +100,26 @@ struct BenchCommand: AsyncParsableCommand {
         var endpointList = try SynodEndpoint.parseList(endpoints)
         var options = SynodClientOptions()
         options.requestTimeout = timeout.duration
-        options.flushCoalescing = flushCoalescing
         if leader { endpointList = [try await findLeader(endpointList, options: options)] }
-        let opened = try (0..<connections).map { index in
-            try SynodConnection(endpoint: endpointList[index % endpointList.count], options: options)
+        // One event-loop thread per core at most: the client shares the machine with the
+        // servers it measures.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: min(connections, System.coreCount))
+        var opened: [UnaryClientConnection] = []
+        for index in 0..<connections {
+            let endpoint = endpointList[index % endpointList.count]
+            do {
+                opened.append(try await UnaryClientConnection.connect(host: endpoint.host, port: endpoint.port, group: group))
+            } catch {
+                throw CommandFailure.report("cannot connect to \(endpoint): \(error)")
+            }
         }
-
-        var callOptions = CallOptions.defaults
-        callOptions.timeout = timeout.duration
-        callOptions.waitForReady = false
         var plan = BenchPlan(
             workload: workload,
             keys: BenchPlan.makeKeys(count: keys, sizeBytes: keySize),
             value: Data((0..<valueSize).map { UInt8(ascii: "a") + UInt8($0 % 26) }),
             connections: opened,
             readFraction: readFraction,
-            callOptions: callOptions,
+            timeout: timeout.duration,
             requestsMax: requests == 0 ? Int.max : requests,
             measureStartNanoseconds: 0,
             stopNanoseconds: 0,
@@ -138,18 +142,7 @@ struct BenchCommand: AsyncParsableCommand {
         let counters = BenchCounters()
         let usageBefore = ProcessCPU.now()
         let progressTask = progress.start(plan: plan, counters: counters, startNanoseconds: start)
-        let finalPlan = plan
-        let merged = await withTaskGroup(of: BenchSlotResult.self) { group in
-            for index in 0..<concurrency {
-                group.addTask {
-                    var slot = BenchSlot(plan: finalPlan, index: index, counters: counters)
-                    return await slot.run()
-                }
-            }
-            var merged = BenchSlotResult()
-            for await result in group { merged.merge(result) }
-            return merged
-        }
+        let merged = await BenchSlots.run(plan: plan, counters: counters)
         let end = BenchClock.nanoseconds()
         progressTask?.cancel()
         await progressTask?.value
@@ -158,7 +151,7 @@ struct BenchCommand: AsyncParsableCommand {
         let measuredEnd = min(max(merged.lastFinishNanoseconds, plan.measureStartNanoseconds), end)
         let report = BenchReport(
             workload: workload.rawValue,
-            endpoints: opened.map { $0.endpoint.description },
+            endpoints: (0..<connections).map { endpointList[$0 % endpointList.count].description },
             concurrency: concurrency,
             connections: connections,
             keys: keys,
@@ -170,6 +163,7 @@ struct BenchCommand: AsyncParsableCommand {
             wallSeconds: Double(end - start) / 1e9
         )
         for connection in opened { await connection.close() }
+        try? await group.shutdownGracefully()
         print(json ? report.json : report.text)
     }
 
@@ -190,6 +184,7 @@ struct BenchCommand: AsyncParsableCommand {
 
 func benchDescribe(_ error: any Error) -> String {
     if let error = error as? RPCError { return "\(error.code): \(error.message)" }
+    if let error = error as? GRPCStatus { return error.description }
     return "\(error)"
 }
 

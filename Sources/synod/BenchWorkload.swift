@@ -1,12 +1,15 @@
 import ArgumentParser
 import EtcdAPI
 import Foundation
-import GRPCCore
 import Histogram
 import KVStore
+import NIOConcurrencyHelpers
+import NIOCore
 import Paxos
+import SwiftProtobuf
 import Synchronization
 import SynodClient
+import UnaryGRPC
 
 /// What `synod bench` sends.
 enum BenchWorkloadKind: String, ExpressibleByArgument, CaseIterable, Sendable {
@@ -36,9 +39,11 @@ struct BenchPlan: Sendable {
     /// Every key of the key space, `b000…0<index>` padded to the key size.
     var keys: [Data]
     var value: Data
-    var connections: [SynodConnection]
+    /// Slot `i` uses connection `i % count` for all its requests.
+    var connections: [UnaryClientConnection]
     var readFraction: Double
-    var callOptions: CallOptions
+    /// Deadline of one request.
+    var timeout: Duration
     /// Requests started after warmup, at most (`Int.max`: no limit).
     var requestsMax: Int
     /// `BenchClock.nanoseconds()` at which warmup ends and measurement starts.
@@ -124,12 +129,23 @@ enum BenchClock {
     }
 }
 
-/// One in-flight slot: issues its next request as soon as the previous one finished, until the
-/// stop time or the request budget. One task per slot, not one per request.
-struct BenchSlot {
+/// The etcd v3 methods the load generator calls.
+enum EtcdPath {
+    static let range = "/etcdserverpb.KV/Range"
+    static let put = "/etcdserverpb.KV/Put"
+    static let txn = "/etcdserverpb.KV/Txn"
+}
+
+/// One in-flight slot: issues its next request from the completion of the previous one, on
+/// its connection's event loop, until the stop time or the request budget. No task and no
+/// thread hop per request: the client's CPU is CPU the measured servers do not get.
+final class BenchSlot: @unchecked Sendable {
+    // Confined to `connection.eventLoop` once started.
     let plan: BenchPlan
     let index: Int
     let counters: BenchCounters
+    let connection: UnaryClientConnection
+    let done: @Sendable (BenchSlotResult) -> Void
     var random: SplitMix64
     var result = BenchSlotResult()
     /// `<clientID hex>-`, the fixed half of this slot's `synod-request-id`.
@@ -139,11 +155,19 @@ struct BenchSlot {
     var modRevisions: [Int: Int64] = [:]
     let put: Etcdserverpb_PutRequest
     let range: Etcdserverpb_RangeRequest
+    /// The request in flight: when it started, whether it counts, its CAS key.
+    var startNanoseconds: UInt64 = 0
+    var measured = false
+    var casKeyIndex: Int?
+    /// After a failure the next request waits this long, so a dead connection does not spin.
+    static let retryDelay = TimeAmount.milliseconds(5)
 
-    init(plan: BenchPlan, index: Int, counters: BenchCounters) {
+    init(plan: BenchPlan, index: Int, counters: BenchCounters, done: @escaping @Sendable (BenchSlotResult) -> Void) {
         self.plan = plan
         self.index = index
         self.counters = counters
+        self.done = done
+        connection = plan.connections[index % plan.connections.count]
         random = SplitMix64(seed: plan.clientIDBase &+ UInt64(index) &* 0x2545_F491_4F6C_DD1D)
         var clientID = plan.clientIDBase &+ UInt64(index)
         if clientID == 0 { clientID = 1 }
@@ -156,87 +180,95 @@ struct BenchSlot {
         self.range = range
     }
 
-    mutating func run() async -> BenchSlotResult {
-        var requestNumber = index
-        while true {
-            let start = BenchClock.nanoseconds()
-            if start >= plan.stopNanoseconds { break }
-            let measured = start >= plan.measureStartNanoseconds
-            if measured && plan.requestsMax != Int.max {
-                let ticket = counters.tickets.add(1, ordering: .relaxed).newValue
-                if ticket > plan.requestsMax { break }
-            }
-            let connection = plan.connections[requestNumber % plan.connections.count]
-            requestNumber += 1
-            let failure = await issue(on: connection)
-            let finish = BenchClock.nanoseconds()
-            if let (code, message) = failure {
-                counters.failed.add(1, ordering: .relaxed)
-                if measured {
-                    result.errorsByCode[code, default: 0] += 1
-                    if result.errorExamples[code] == nil { result.errorExamples[code] = message }
-                }
-                continue
-            }
-            counters.completed.add(1, ordering: .relaxed)
-            if measured {
-                result.succeeded += 1
-                _ = result.latencyMicroseconds.record(min((finish - start) / 1000, BenchLimits.latencyMicrosecondsMax))
-                result.lastFinishNanoseconds = finish
-            } else {
-                result.warmupSucceeded += 1
-            }
-        }
-        return result
+    func start() {
+        connection.eventLoop.execute { self.issueNext() }
     }
 
-    /// Sends one request; nil on success, else the gRPC code's name and the message.
-    private mutating func issue(on connection: SynodConnection) async -> (String, String)? {
+    private func issueNext() {
+        let now = BenchClock.nanoseconds()
+        if now >= plan.stopNanoseconds { return done(result) }
+        measured = now >= plan.measureStartNanoseconds
+        if measured && plan.requestsMax != Int.max {
+            let ticket = counters.tickets.add(1, ordering: .relaxed).newValue
+            if ticket > plan.requestsMax { return done(result) }
+        }
+        startNanoseconds = now
+        casKeyIndex = nil
         let keyIndex = random.next(below: plan.keys.count)
-        do {
-            switch plan.workload {
-            case .put:
-                try await sendPut(keyIndex: keyIndex, on: connection)
-            case .get, .getSerializable:
-                try await sendGet(keyIndex: keyIndex, on: connection)
-            case .mixed:
-                if Double(random.next() >> 11) * 0x1p-53 < plan.readFraction {
-                    try await sendGet(keyIndex: keyIndex, on: connection)
-                } else {
-                    try await sendPut(keyIndex: keyIndex, on: connection)
-                }
-            case .txnCAS:
-                try await sendCompareAndSwap(on: connection)
+        switch plan.workload {
+        case .put:
+            sendPut(keyIndex: keyIndex)
+        case .get, .getSerializable:
+            sendGet(keyIndex: keyIndex)
+        case .mixed:
+            if Double(random.next() >> 11) * 0x1p-53 < plan.readFraction {
+                sendGet(keyIndex: keyIndex)
+            } else {
+                sendPut(keyIndex: keyIndex)
             }
-            return nil
-        } catch let error as RPCError {
-            return ("\(error.code)", error.message)
-        } catch {
-            return ("client: \(type(of: error))", "\(error)")
+        case .txnCAS:
+            sendCompareAndSwap()
         }
     }
 
-    private mutating func nextRequestMetadata() -> Metadata {
-        var metadata: Metadata = [:]
-        metadata.addString(requestIDPrefix + String(nextSequence), forKey: SynodRequestID.metadataKey)
-        nextSequence += 1
-        return metadata
+    private func send(_ path: String, _ message: some SwiftProtobuf.Message, write: Bool) {
+        let bytes: [UInt8]
+        do {
+            bytes = try message.serializedBytes()
+        } catch {
+            return completed(.failure(GRPCStatus(code: GRPCStatus.internalError, message: "cannot encode: \(error)")))
+        }
+        var metadata: [(String, String)] = []
+        if write {
+            metadata.append((SynodRequestID.metadataKey, requestIDPrefix + String(nextSequence)))
+            nextSequence += 1
+        }
+        connection.call(path: path, message: bytes, metadata: metadata, timeout: plan.timeout) { response in
+            self.completed(response)
+        }
     }
 
-    private mutating func sendPut(keyIndex: Int, on connection: SynodConnection) async throws {
+    private func completed(_ response: Result<[UInt8], GRPCStatus>) {
+        let finish = BenchClock.nanoseconds()
+        switch response {
+        case .failure(let status):
+            counters.failed.add(1, ordering: .relaxed)
+            if measured {
+                result.errorsByCode[status.codeName, default: 0] += 1
+                if result.errorExamples[status.codeName] == nil { result.errorExamples[status.codeName] = status.message }
+            }
+            // Never recurse from a failure: a closed connection fails calls at once.
+            connection.eventLoop.scheduleTask(in: Self.retryDelay) { self.issueNext() }
+            return
+        case .success(let bytes):
+            if let keyIndex = casKeyIndex { noteCompareAndSwap(bytes, keyIndex: keyIndex) }
+        }
+        counters.completed.add(1, ordering: .relaxed)
+        if measured {
+            result.succeeded += 1
+            _ = result.latencyMicroseconds.record(
+                min((finish - startNanoseconds) / 1000, BenchLimits.latencyMicrosecondsMax))
+            result.lastFinishNanoseconds = finish
+        } else {
+            result.warmupSucceeded += 1
+        }
+        issueNext()
+    }
+
+    private func sendPut(keyIndex: Int) {
         var request = put
         request.key = plan.keys[keyIndex]
-        _ = try await connection.kv.put(request, metadata: nextRequestMetadata(), options: plan.callOptions)
+        send(EtcdPath.put, request, write: true)
     }
 
-    private func sendGet(keyIndex: Int, on connection: SynodConnection) async throws {
+    private func sendGet(keyIndex: Int) {
         var request = range
         request.key = plan.keys[keyIndex]
-        _ = try await connection.kv.range(request, options: plan.callOptions)
+        send(EtcdPath.range, request, write: false)
     }
 
     /// The slot's keys are those with `index % concurrency == slot`, so slots rarely conflict.
-    private mutating func sendCompareAndSwap(on connection: SynodConnection) async throws {
+    private func sendCompareAndSwap() {
         let share = max(1, (plan.keys.count - index + plan.concurrency - 1) / plan.concurrency)
         var keyIndex = index + random.next(below: share) * plan.concurrency
         if keyIndex >= plan.keys.count { keyIndex = index % plan.keys.count }
@@ -258,13 +290,37 @@ struct BenchSlot {
         txn.compare = [compare]
         txn.success = [success]
         txn.failure = [failure]
-        let response = try await connection.kv.txn(txn, metadata: nextRequestMetadata(), options: plan.callOptions)
+        casKeyIndex = keyIndex
+        send(EtcdPath.txn, txn, write: true)
+    }
+
+    private func noteCompareAndSwap(_ bytes: [UInt8], keyIndex: Int) {
+        guard let response = try? Etcdserverpb_TxnResponse(serializedBytes: bytes) else { return }
         if response.succeeded {
             modRevisions[keyIndex] = response.header.revision
         } else {
             result.casConflicts += 1
             if case .responseRange(let current)? = response.responses.first?.response {
                 modRevisions[keyIndex] = current.kvs.first?.modRevision ?? 0
+            }
+        }
+    }
+}
+
+/// Runs every slot to its end and merges what they measured.
+enum BenchSlots {
+    static func run(plan: BenchPlan, counters: BenchCounters) async -> BenchSlotResult {
+        await withCheckedContinuation { continuation in
+            let collector = NIOLockedValueBox((merged: BenchSlotResult(), remaining: plan.concurrency))
+            for index in 0..<plan.concurrency {
+                BenchSlot(plan: plan, index: index, counters: counters) { result in
+                    let finished: BenchSlotResult? = collector.withLockedValue { state in
+                        state.merged.merge(result)
+                        state.remaining -= 1
+                        return state.remaining == 0 ? state.merged : nil
+                    }
+                    if let finished { continuation.resume(returning: finished) }
+                }.start()
             }
         }
     }
@@ -293,7 +349,7 @@ enum BenchPrepopulation {
                             operation.request = .requestPut(put)
                             return operation
                         }
-                        try await sendWithRetries(txn, on: connection, options: plan.callOptions)
+                        try await sendWithRetries(try txn.serializedBytes(), on: connection, timeout: plan.timeout)
                     }
                 }
             }
@@ -305,17 +361,15 @@ enum BenchPrepopulation {
     /// (`unavailable`, e.g. a stream reset) are retried.
     static let attemptsMax = 5
 
-    private static func sendWithRetries(
-        _ txn: Etcdserverpb_TxnRequest,
-        on connection: SynodConnection,
-        options: CallOptions
-    ) async throws {
+    private static func sendWithRetries(_ txn: [UInt8], on connection: UnaryClientConnection, timeout: Duration)
+        async throws
+    {
         var attempt = 1
         while true {
             do {
-                _ = try await connection.kv.txn(txn, options: options)
+                _ = try await connection.call(path: EtcdPath.txn, message: txn, timeout: timeout)
                 return
-            } catch let error as RPCError where error.code == .unavailable && attempt < attemptsMax {
+            } catch let error as GRPCStatus where error.code == GRPCStatus.unavailable && attempt < attemptsMax {
                 attempt += 1
                 try await Task.sleep(for: .milliseconds(50 * attempt))
             }
