@@ -60,9 +60,11 @@ public struct DurableState: Hashable, Sendable {
 /// Everything one `step` asks of the runtime.
 ///
 /// **Contract — in this order:**
-/// 1. append `records` to the write-ahead log and **fsync** them;
+/// 1. append `records` to the write-ahead log and **fsync** them (unless
+///    `recordsNeedSync` is false: then appending suffices, a later fsync covers them);
 /// 2. only then send `messages` (a promise or an accepted reply that left before its
-///    record was durable could be forgotten by a crash, and Paxos would be unsafe);
+///    record was durable could be forgotten by a crash, and Paxos would be unsafe) —
+///    except those with `Envelope.mayLeaveBeforePersist`, which may go before step 1;
 /// 3. apply `committed` to the state machine in slot order;
 /// 4. then serve `readsReleased` from the state machine and answer `readsFailed` with a
 ///    retryable error, and act on `snapshotsNeeded` and `proposalsDropped`.
@@ -87,6 +89,19 @@ public struct Output: Sendable {
 
     public init() {}
 
+    /// Whether `records` must be fsynced before `messages` leave. Only `promised` and
+    /// `accepted` records carry an acceptor's vote (or a learned value). A `chosenThrough`
+    /// record only caches a fact a majority has already made durable: a replica that loses
+    /// it in a crash still has the entries, and learns again from its peers that they were
+    /// chosen. So an output with nothing else to persist costs no fsync on the commit path,
+    /// and its records reach the disk with the next fsync.
+    public var recordsNeedSync: Bool {
+        records.contains { record in
+            if case .chosenThrough = record { return false }
+            return true
+        }
+    }
+
     public var isEmpty: Bool {
         records.isEmpty && messages.isEmpty && committed.isEmpty && readsReleased.isEmpty
             && readsFailed.isEmpty && snapshotsNeeded.isEmpty && proposalsDropped.isEmpty
@@ -101,6 +116,27 @@ public struct Output: Sendable {
         readsFailed.append(contentsOf: other.readsFailed)
         snapshotsNeeded.append(contentsOf: other.snapshotsNeeded)
         proposalsDropped.append(contentsOf: other.proposalsDropped)
+    }
+}
+
+extension Envelope {
+    /// A leader's Phase 2a `accept` may leave before the output's records are durable, so
+    /// the acceptors' fsyncs overlap the leader's own (as in etcd-raft, where the leader
+    /// appends to its log in parallel with replicating). Why this is safe:
+    /// - it asks for a vote and carries none: the leader's own vote is a record of the
+    ///   same output, and it counts toward a quorum only when the acceptors' `accepted`
+    ///   replies are stepped — in a later turn, after this output's fsync (a runtime must
+    ///   not step a reply before the fsync of the output that caused it);
+    /// - its ballot was promised durably before the `prepare`s of that ballot left, and a
+    ///   restarted replica never leads again with a ballot it had before (it campaigns above
+    ///   its durable promise), so no slot ever gets two values under one ballot even if the
+    ///   leader crashes before its own `accepted` record is durable;
+    /// - its `chosenThrough` is a fact a majority has already made durable.
+    /// Everything else waits: promises, accepted replies, rejects and acks speak for the
+    /// acceptor's durable state, and a `prepare`'s ballot must be durable before anyone sees it.
+    public var mayLeaveBeforePersist: Bool {
+        if case .accept = message { return true }
+        return false
     }
 }
 

@@ -162,12 +162,13 @@ public final class ReplicaStorage {
     /// Appends `records` to the log and makes them durable with ONE fdatasync (group
     /// commit; plus a directory fsync when a new segment was started). Only after this
     /// returns may the output's messages be sent. A `StorageError.fsyncFailed` means the
-    /// replica must stop.
-    public func persist(_ records: [Record]) throws {
+    /// replica must stop. With `sync: false` (`Output.recordsNeedSync`) the records are
+    /// only appended; the next synced call makes them durable too.
+    public func persist(_ records: [Record], sync: Bool = true) throws {
         guard !records.isEmpty else { return }
         try checkingFsync {
             try log.append(records)
-            try log.sync()
+            if sync { try log.sync() }
         }
         for record in records {
             switch record {

@@ -264,15 +264,24 @@ final class ReplicaLoop: @unchecked Sendable {
     /// Carries out an output in the contract's order: persist and fsync, send, apply,
     /// answer.
     func carryOut(_ output: Output) {
+        var messages = output.messages
         if !output.records.isEmpty {
+            // Accept requests first: the acceptors' fsyncs overlap ours
+            // (`Envelope.mayLeaveBeforePersist`). Replies they cause wait in the inbox and
+            // are stepped in a later turn, after this fsync.
+            let early = messages.filter(\.mayLeaveBeforePersist)
+            if !early.isEmpty {
+                transport.send(early)
+                messages.removeAll(where: \.mayLeaveBeforePersist)
+            }
             do {
-                try storage!.persist(output.records)
+                try storage!.persist(output.records, sync: output.recordsNeedSync)
             } catch {
                 fatal("cannot persist to the write-ahead log, stopping: \(error)")
             }
         }
-        if !output.messages.isEmpty {
-            transport.send(output.messages)
+        if !messages.isEmpty {
+            transport.send(messages)
         }
         for item in output.committed {
             for command in item.entry.value.commands {

@@ -48,13 +48,30 @@ extension Simulation {
     }
 
     func carryOut(_ output: Output, at node: SimNode) {
-        // 1. Persist, then fsync (unless the injected bug defers the fsync to the next tick).
+        var messages = output.messages
         if !output.records.isEmpty {
+            // 0. Accept requests may leave before the fsync (`Envelope.mayLeaveBeforePersist`);
+            // now and then the replica crashes right after them, before its records are durable.
+            let early = messages.filter(leavesBeforePersist)
+            if !early.isEmpty {
+                messages.removeAll(where: leavesBeforePersist)
+                for envelope in early {
+                    monitorPromises(envelope)
+                    send(envelope)
+                }
+                if !inLivenessPhase && random.next() % 10_000 < plan.crashPerTenThousand {
+                    trace.note(time, "r\(node.id) crashes after sending accepts, before its fsync")
+                    crash(node)
+                    return
+                }
+            }
+            // 1. Persist, then fsync (unless the injected bug defers the fsync to the next
+            // tick, or the output holds only `chosenThrough` records, which a crash may lose).
             node.disk.append(output.records)
-            if options.bug != .noFsync { node.disk.sync() }
+            if options.bug != .noFsync && output.recordsNeedSync { node.disk.sync() }
         }
         // 2. Only then send.
-        for envelope in output.messages {
+        for envelope in messages {
             monitorPromises(envelope)
             send(envelope)
         }
@@ -82,6 +99,12 @@ extension Simulation {
             reply(.retry, to: waiting.client, operation: waiting.operation)
         }
         compactIfDue(node)
+    }
+
+    /// `Envelope.mayLeaveBeforePersist`, or with the injected bug also `accepted` replies.
+    func leavesBeforePersist(_ envelope: Envelope) -> Bool {
+        if options.bug == .acceptedBeforeFsync, case .accepted = envelope.message { return true }
+        return envelope.mayLeaveBeforePersist
     }
 
     func apply(_ item: SlotEntry, at node: SimNode) {

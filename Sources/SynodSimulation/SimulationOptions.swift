@@ -10,6 +10,9 @@ public enum InjectedBug: String, CaseIterable, Sendable {
     /// simulated OS writes dirty pages back (about every 30 ticks), so a crash forgets
     /// promises and acceptances already announced.
     case noFsync = "no-fsync"
+    /// The runtime lets acceptors' `accepted` replies leave before their fsync, as it may
+    /// a leader's `accept` requests: a crash in that window forgets a vote that counted.
+    case acceptedBeforeFsync = "accepted-before-fsync"
 }
 
 /// Everything one simulated run depends on. Same options ⇒ identical run.

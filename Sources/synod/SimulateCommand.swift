@@ -31,7 +31,7 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: "Concurrent simulated clients per run.")
     var clients: Int = 4
 
-    @Option(name: .customLong("inject-bug"), help: "Break the replica on purpose: forget-promise or no-fsync.")
+    @Option(name: .customLong("inject-bug"), help: "Break the replica on purpose: forget-promise, no-fsync or accepted-before-fsync.")
     var injectBug: String?
 
     @Flag(help: "Use the in-memory disk model instead of the Storage module over a simulated file system.")
