@@ -17,6 +17,8 @@ final class EtcdFrontEnd: Sendable {
     /// Ids for writes that carry no `synod-request-id`: the high bit marks them
     /// untracked (no exactly-once session), the rest only make them unique.
     private let untrackedSession: UInt64
+    /// `configuration.clusterID`, computed once (it hashes the membership).
+    private let clusterID: UInt64
     private let untrackedSequence = Atomic<UInt64>(0)
 
     /// The metadata header a retrying client uses to make a write exactly-once:
@@ -26,12 +28,13 @@ final class EtcdFrontEnd: Sendable {
     init(loop: ReplicaLoop, configuration: ServerConfiguration) {
         self.loop = loop
         self.configuration = configuration
+        clusterID = configuration.clusterID
         untrackedSession = (UInt64(configuration.replicaID) << 40) ^ (configuration.randomSeed & 0xFF_FFFF_FFFF)
     }
 
     func header(_ position: LoopSnapshot) -> Etcdserverpb_ResponseHeader {
         var header = Etcdserverpb_ResponseHeader()
-        header.clusterID = configuration.clusterID
+        header.clusterID = clusterID
         header.memberID = UInt64(configuration.replicaID)
         header.revision = position.revision
         header.raftTerm = position.ballotRound
@@ -40,22 +43,45 @@ final class EtcdFrontEnd: Sendable {
 
     func requestID(from metadata: HPACKHeaders) throws -> RequestID {
         if let text = metadata.first(name: Self.requestIDHeader) {
-            let parts = text.split(separator: "-", omittingEmptySubsequences: false)
-            let hexDigits = Set("0123456789abcdef")
-            let decimalDigits = Set("0123456789")
-            guard parts.count == 2, parts[0].count == 16, parts[0].allSatisfy(hexDigits.contains),
-                !parts[1].isEmpty, parts[1].count <= 20, parts[1].allSatisfy(decimalDigits.contains),
-                let client = UInt64(parts[0], radix: 16), let sequence = UInt64(parts[1]), sequence >= 1,
-                client != 0, client & untrackedBit == 0
-            else {
+            guard let requestID = Self.parseRequestID(text.utf8), requestID.clientID & untrackedBit == 0 else {
                 throw RPCError(
                     code: .invalidArgument,
                     message: "synod: bad \(Self.requestIDHeader) '\(text)'; expected <16 hex digits>-<sequence>")
             }
-            return RequestID(clientID: client, sequence: sequence)
+            return requestID
         }
         let sequence = untrackedSequence.add(1, ordering: .relaxed).newValue
         return RequestID(clientID: untrackedBit | untrackedSession, sequence: sequence)
+    }
+
+    /// `<16 lower-case hex digits>-<decimal sequence ≥ 1>` with a client id other than 0,
+    /// parsed byte by byte (it is on every write's path).
+    static func parseRequestID(_ utf8: String.UTF8View) -> RequestID? {
+        var client: UInt64 = 0
+        var sequence: UInt64 = 0
+        var position = 0
+        var sequenceDigits = 0
+        for byte in utf8 {
+            if position < 16 {
+                switch byte {
+                case UInt8(ascii: "0")...UInt8(ascii: "9"): client = client << 4 | UInt64(byte - UInt8(ascii: "0"))
+                case UInt8(ascii: "a")...UInt8(ascii: "f"): client = client << 4 | UInt64(byte - UInt8(ascii: "a") + 10)
+                default: return nil
+                }
+            } else if position == 16 {
+                guard byte == UInt8(ascii: "-") else { return nil }
+            } else {
+                guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9"), sequenceDigits < 20 else { return nil }
+                let (times10, overflow1) = sequence.multipliedReportingOverflow(by: 10)
+                let (sum, overflow2) = times10.addingReportingOverflow(UInt64(byte - UInt8(ascii: "0")))
+                guard !overflow1, !overflow2 else { return nil }
+                sequence = sum
+                sequenceDigits += 1
+            }
+            position += 1
+        }
+        guard sequenceDigits > 0, sequence >= 1, client != 0 else { return nil }
+        return RequestID(clientID: client, sequence: sequence)
     }
 
     var untrackedBit: UInt64 { RequestID.untrackedBit }
