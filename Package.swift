@@ -93,6 +93,14 @@ let package = Package(
             dependencies: ["SynodSimulation", "Paxos", "KVStore", "Storage", "Linearizability"],
             swiftSettings: strictSettings
         ),
+        .testTarget(
+            name: "UnaryGRPCTests",
+            dependencies: [
+                "UnaryGRPC", nioCore, nioPosix, nioHTTP2,
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Paxos", nioCore, nioPosix, logging], swiftSettings: strictSettings),
         .testTarget(
             name: "SynodServerTests",

@@ -193,6 +193,7 @@ final class UnaryServerHandler: ChannelInboundHandler {
     private var context: ChannelHandlerContext?
     private var flushPending = false
     private var draining = false
+    private var closeScheduled = false
     private var lastStreamID: HTTP2StreamID = .rootStream
 
     init(methods: [String: UnaryMethod], requestBytesMax: Int, outbox: ConnectionOutbox) {
@@ -375,8 +376,14 @@ final class UnaryServerHandler: ChannelInboundHandler {
         flushPending = true
     }
 
+    /// Closes a draining connection once its last call was answered — on the next
+    /// event-loop pass: this can run inside NIOHTTP2Handler's flush (a stream-closed event),
+    /// before the answer's frames reached the socket, and closing then would drop them.
     private func closeIfDrained(context: ChannelHandlerContext) {
-        if draining && streams.isEmpty { context.close(promise: nil) }
+        guard draining && streams.isEmpty && !closeScheduled else { return }
+        closeScheduled = true
+        let channel = context.channel
+        context.eventLoop.execute { channel.close(promise: nil) }
     }
 
     static let responseHeaders: HPACKHeaders = [":status": "200", "content-type": GRPCWire.contentType]
