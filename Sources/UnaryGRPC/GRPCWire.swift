@@ -76,9 +76,14 @@ public enum GRPCWire {
 
 /// Inbound flow control of a frame-level HTTP/2 endpoint: without swift-nio-http2's stream
 /// multiplexer nobody returns credit, so this does. Unary bodies are consumed as they
-/// arrive (the caller bounds their size), so credit goes back as soon as half a window was
-/// used: per connection, and per stream for bodies larger than half the stream window.
-struct InboundCredit {
+/// arrive (the caller bounds their size).
+///
+/// The connection window follows the window swift-nio-http2 itself tracks (its
+/// `NIOHTTP2WindowUpdatedEvent` for the root stream), not our own count of DATA frames: frames
+/// on streams it already closed or reset still use connection credit but never reach this
+/// handler, and counting only what we see would leak credit until the connection stalls.
+/// Streams get credit back once half their window was used, for bodies larger than that.
+enum InboundCredit {
     /// Connection window we keep open: far above a single small request, so a client with
     /// hundreds of puts in flight never waits for credit.
     static let connectionWindowBytes = 1 << 20
@@ -87,8 +92,6 @@ struct InboundCredit {
     /// The protocol's initial connection window, before our first WINDOW_UPDATE.
     static let initialConnectionWindowBytes = 65_535
 
-    private var connectionUnacknowledgedBytes = 0
-
     /// The WINDOW_UPDATE that opens the connection window to `connectionWindowBytes`.
     static var openingUpdate: HTTP2Frame {
         HTTP2Frame(
@@ -96,26 +99,25 @@ struct InboundCredit {
             payload: .windowUpdate(windowSizeIncrement: connectionWindowBytes - initialConnectionWindowBytes))
     }
 
-    /// Accounts a received DATA frame; returns the WINDOW_UPDATE frames to send.
-    mutating func received(
-        _ flowControlledBytes: Int, on streamID: HTTP2StreamID, streamUnacknowledged: inout Int, streamOpen: Bool
-    ) -> [HTTP2Frame] {
-        var updates: [HTTP2Frame] = []
-        connectionUnacknowledgedBytes += flowControlledBytes
-        if connectionUnacknowledgedBytes >= Self.connectionWindowBytes / 2 {
-            updates.append(
-                HTTP2Frame(
-                    streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionUnacknowledgedBytes)))
-            connectionUnacknowledgedBytes = 0
-        }
-        streamUnacknowledged += flowControlledBytes
-        if streamOpen && streamUnacknowledged >= Self.streamWindowBytes / 2 {
-            updates.append(HTTP2Frame(streamID: streamID, payload: .windowUpdate(windowSizeIncrement: streamUnacknowledged)))
-            streamUnacknowledged = 0
-        }
-        return updates
+    /// The WINDOW_UPDATE to send after swift-nio-http2 reported the connection's inbound
+    /// window, if it fell to half of `connectionWindowBytes` or below.
+    static func connectionUpdate(_ event: NIOHTTP2WindowUpdatedEvent) -> HTTP2Frame? {
+        guard event.streamID == .rootStream, let window = event.inboundWindowSize,
+            window <= connectionWindowBytes / 2
+        else { return nil }
+        return HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionWindowBytes - window))
     }
 
+    /// Accounts a received DATA frame on a stream this endpoint is reading; returns the
+    /// stream's WINDOW_UPDATE if one is due.
+    static func received(
+        _ flowControlledBytes: Int, on streamID: HTTP2StreamID, streamUnacknowledged: inout Int, streamOpen: Bool
+    ) -> HTTP2Frame? {
+        streamUnacknowledged += flowControlledBytes
+        guard streamOpen && streamUnacknowledged >= streamWindowBytes / 2 else { return nil }
+        defer { streamUnacknowledged = 0 }
+        return HTTP2Frame(streamID: streamID, payload: .windowUpdate(windowSizeIncrement: streamUnacknowledged))
+    }
 }
 
 extension NIOHTTP2Handler {

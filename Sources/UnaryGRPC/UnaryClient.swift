@@ -100,7 +100,6 @@ final class UnaryClientHandler: ChannelInboundHandler {
 
     private var calls: [HTTP2StreamID: Call] = [:]
     private var nextStreamID = HTTP2StreamID(1)
-    private var credit = InboundCredit()
     private var context: ChannelHandlerContext?
     private var reading = false
     private var flushPending = false
@@ -176,15 +175,17 @@ final class UnaryClientHandler: ChannelInboundHandler {
         case .data(let data):
             var bytes = ByteBuffer()
             if case .byteBuffer(let buffer) = data.data { bytes = buffer }
-            var streamUnacknowledged = calls[streamID]?.unacknowledgedBytes ?? 0
-            calls[streamID]?.body.writeImmutableBuffer(bytes)
-            let updates = credit.received(
-                bytes.readableBytes + (data.paddingBytes ?? 0), on: streamID,
-                streamUnacknowledged: &streamUnacknowledged, streamOpen: !data.endStream && calls[streamID] != nil)
-            calls[streamID]?.unacknowledgedBytes = streamUnacknowledged
-            for update in updates {
-                context.write(wrapOutboundOut(update), promise: nil)
-                flushPending = true
+            if calls[streamID] != nil {
+                var streamUnacknowledged = calls[streamID]!.unacknowledgedBytes
+                calls[streamID]!.body.writeImmutableBuffer(bytes)
+                let update = InboundCredit.received(
+                    bytes.readableBytes + (data.paddingBytes ?? 0), on: streamID,
+                    streamUnacknowledged: &streamUnacknowledged, streamOpen: !data.endStream)
+                calls[streamID]!.unacknowledgedBytes = streamUnacknowledged
+                if let update {
+                    context.write(wrapOutboundOut(update), promise: nil)
+                    flushPending = true
+                }
             }
             if data.endStream { finish(streamID) }
         case .rstStream(let code):
@@ -199,6 +200,14 @@ final class UnaryClientHandler: ChannelInboundHandler {
         default:
             break
         }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let window = event as? NIOHTTP2WindowUpdatedEvent, let update = InboundCredit.connectionUpdate(window) {
+            context.write(wrapOutboundOut(update), promise: nil)
+            if reading { flushPending = true } else { context.flush() }
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

@@ -46,6 +46,12 @@ public final class UnaryServer: Sendable {
     public struct Options: Sendable {
         /// Largest request message; larger ones get RESOURCE_EXHAUSTED and the stream is reset.
         public var requestBytesMax = 8 << 20
+        /// Bound on the request bytes one connection may hold while bodies are still
+        /// arriving. A stream whose data would exceed it is answered RESOURCE_EXHAUSTED at
+        /// once (never by withholding flow-control credit, which could deadlock streams
+        /// that all wait for more), so a client cannot make the server buffer
+        /// `concurrentStreamsMax × requestBytesMax`.
+        public var connectionBufferedBytesMax = 64 << 20
         /// SETTINGS_MAX_CONCURRENT_STREAMS: etcd clients multiplex every call on one connection.
         public var concurrentStreamsMax = 4096
         /// Bound on a graceful shutdown's wait for calls in flight.
@@ -76,6 +82,7 @@ public final class UnaryServer: Sendable {
         let connections = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
         let concurrentStreamsMax = options.concurrentStreamsMax
         let requestBytesMax = options.requestBytesMax
+        let connectionBufferedBytesMax = max(options.connectionBufferedBytesMax, options.requestBytesMax)
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -91,6 +98,7 @@ public final class UnaryServer: Sendable {
                     try sync.addHandler(
                         UnaryServerHandler(
                             methods: methods, requestBytesMax: requestBytesMax,
+                            connectionBufferedBytesMax: connectionBufferedBytesMax,
                             outbox: ConnectionOutbox(eventLoop: channel.eventLoop)))
                 }
             }
@@ -187,18 +195,24 @@ final class UnaryServerHandler: ChannelInboundHandler {
 
     let methods: [String: UnaryMethod]
     let requestBytesMax: Int
+    let connectionBufferedBytesMax: Int
+    /// Sum of the bodies in `streams`. Invariant: ≤ connectionBufferedBytesMax.
+    private var bufferedBytes = 0
     let outbox: ConnectionOutbox
     private var streams: [HTTP2StreamID: Stream] = [:]
-    private var credit = InboundCredit()
     private var context: ChannelHandlerContext?
     private var flushPending = false
     private var draining = false
     private var closeScheduled = false
     private var lastStreamID: HTTP2StreamID = .rootStream
 
-    init(methods: [String: UnaryMethod], requestBytesMax: Int, outbox: ConnectionOutbox) {
+    init(
+        methods: [String: UnaryMethod], requestBytesMax: Int, connectionBufferedBytesMax: Int,
+        outbox: ConnectionOutbox
+    ) {
         self.methods = methods
         self.requestBytesMax = requestBytesMax
+        self.connectionBufferedBytesMax = connectionBufferedBytesMax
         self.outbox = outbox
     }
 
@@ -247,26 +261,38 @@ final class UnaryServerHandler: ChannelInboundHandler {
             if streams[streamID] != nil {
                 if !streams[streamID]!.answered {
                     if streams[streamID]!.body.readableBytes + bytes.readableBytes > requestBytesMax + GRPCWire.prefixBytes {
-                        streams[streamID]!.body = ByteBuffer()
+                        dropBody(streamID)
                         answerEarly(
                             streamID,
                             GRPCStatus(
                                 code: GRPCStatus.resourceExhausted,
                                 message: "request message larger than the server's limit of \(requestBytesMax) bytes"))
+                    } else if bufferedBytes + bytes.readableBytes > connectionBufferedBytesMax {
+                        dropBody(streamID)
+                        answerEarly(
+                            streamID,
+                            GRPCStatus(
+                                code: GRPCStatus.resourceExhausted,
+                                message:
+                                    "this connection is sending more than \(connectionBufferedBytesMax) bytes of requests at once; retry"
+                            ))
                     } else {
                         streams[streamID]!.body.writeImmutableBuffer(bytes)
+                        bufferedBytes += bytes.readableBytes
                     }
                 }
                 streamUnacknowledged = streams[streamID]?.unacknowledgedBytes ?? 0
             }
-            let updates = credit.received(
-                flowControlled, on: streamID, streamUnacknowledged: &streamUnacknowledged,
-                streamOpen: !data.endStream && streams[streamID] != nil)
-            if streams[streamID] != nil { streams[streamID]!.unacknowledgedBytes = streamUnacknowledged }
-            for update in updates { write(update, context: context) }
+            if streams[streamID] != nil {
+                let update = InboundCredit.received(
+                    flowControlled, on: streamID, streamUnacknowledged: &streamUnacknowledged,
+                    streamOpen: !data.endStream)
+                streams[streamID]!.unacknowledgedBytes = streamUnacknowledged
+                if let update { write(update, context: context) }
+            }
             if data.endStream { end(streamID) }
         case .rstStream:
-            streams.removeValue(forKey: streamID)
+            removeStream(streamID)
             closeIfDrained(context: context)
         default:
             // SETTINGS, PING, GOAWAY, WINDOW_UPDATE, PRIORITY: NIOHTTP2Handler handled them.
@@ -283,8 +309,10 @@ final class UnaryServerHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let closed = event as? StreamClosedEvent {
-            streams.removeValue(forKey: closed.streamID)
+        if let window = event as? NIOHTTP2WindowUpdatedEvent {
+            if let update = InboundCredit.connectionUpdate(window) { write(update, context: context) }
+        } else if let closed = event as? StreamClosedEvent {
+            removeStream(closed.streamID)
             closeIfDrained(context: context)
         } else if event is Drain {
             draining = true
@@ -309,11 +337,10 @@ final class UnaryServerHandler: ChannelInboundHandler {
 
     /// The client finished the request: check it and hand it to its method.
     private func end(_ streamID: HTTP2StreamID) {
-        guard var stream = streams[streamID] else { return }
-        stream.ended = true
-        let body = stream.body
-        stream.body = ByteBuffer()
-        streams[streamID] = stream
+        guard let body = streams[streamID]?.body else { return }
+        dropBody(streamID)
+        streams[streamID]!.ended = true
+        let stream = streams[streamID]!
         guard !stream.answered else { return }
         let responder = UnaryResponder(outbox: outbox, streamID: streamID)
         let headers = stream.headers
@@ -335,6 +362,18 @@ final class UnaryServerHandler: ChannelInboundHandler {
             let timeout = headers.firstValue("grpc-timeout").flatMap(GRPCWire.timeout)
             method(UnaryCall(path: path, metadata: headers, payload: payload, timeout: timeout, responder: responder))
         }
+    }
+
+    private func dropBody(_ streamID: HTTP2StreamID) {
+        guard let bytes = streams[streamID]?.body.readableBytes else { return }
+        bufferedBytes -= bytes
+        streams[streamID]!.body = ByteBuffer()
+        assert(bufferedBytes >= 0, "buffered request bytes went negative")
+    }
+
+    private func removeStream(_ streamID: HTTP2StreamID) {
+        dropBody(streamID)
+        streams.removeValue(forKey: streamID)
     }
 
     /// Answers before the body ended (e.g. too large): the answer goes out and the stream is
@@ -364,7 +403,7 @@ final class UnaryServerHandler: ChannelInboundHandler {
             if !stream.ended {
                 write(HTTP2Frame(streamID: streamID, payload: .rstStream(.noError)), context: context)
             }
-            streams.removeValue(forKey: streamID)
+            removeStream(streamID)
         }
         flushPending = false
         context.flush()

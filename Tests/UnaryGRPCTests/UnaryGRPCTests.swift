@@ -89,11 +89,13 @@ struct UnaryRoundTripTests {
 
     func withServer(
         requestBytesMax: Int = 8 << 20,
+        connectionBufferedBytesMax: Int = 64 << 20,
         _ body: (UnaryServer, UnaryClientConnection) async throws -> Void
     ) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         var options = UnaryServer.Options()
         options.requestBytesMax = requestBytesMax
+        options.connectionBufferedBytesMax = connectionBufferedBytesMax
         let server = try await UnaryServer.bind(
             host: "127.0.0.1", port: 0, group: group, methods: Self.methods, options: options)
         let port = try #require(server.localAddress?.port)
@@ -186,6 +188,36 @@ struct UnaryRoundTripTests {
             let atLimit = try await client.call(
                 path: Self.echo, message: [UInt8](repeating: 1, count: 1024), timeout: .seconds(5))
             #expect(atLimit.count == 1024)
+        }
+    }
+
+    @Test("concurrent large requests beyond the connection's buffer bound are refused, never stalled", .timeLimit(.minutes(1)))
+    func connectionBufferBound() async throws {
+        try await withServer(requestBytesMax: 1 << 20, connectionBufferedBytesMax: 3 << 19) { _, client in
+            let request = [UInt8](repeating: 3, count: (1 << 20) - 64)
+            let outcomes = try await withThrowingTaskGroup(of: GRPCStatus?.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        do {
+                            let answer = try await client.call(path: Self.echo, message: request, timeout: .seconds(20))
+                            #expect(answer == request)
+                            return nil
+                        } catch let status as GRPCStatus {
+                            return status
+                        }
+                    }
+                }
+                var outcomes: [GRPCStatus?] = []
+                for try await outcome in group { outcomes.append(outcome) }
+                return outcomes
+            }
+            #expect(outcomes.count == 8)
+            for case let status? in outcomes {
+                #expect(status.code == GRPCStatus.resourceExhausted)
+                #expect(status.message.contains("at once"))
+            }
+            // Alone, the same request fits; the connection is intact.
+            #expect(try await client.call(path: Self.echo, message: request, timeout: .seconds(20)) == request)
         }
     }
 
