@@ -149,10 +149,3 @@ extension NIOHTTP2Handler {
     static let resetFramesPerSecondMax = 5_000
 }
 
-extension HPACKHeaders {
-    /// The first value of `name` (lower-case), without splitting on commas.
-    func firstValue(_ name: String) -> String? {
-        for (headerName, value, _) in self where headerName == name { return value }
-        return nil
-    }
-}

@@ -164,11 +164,11 @@ final class UnaryClientHandler: ChannelInboundHandler {
         switch frame.payload {
         case .headers(let headers):
             guard calls[streamID] != nil else { return }
-            if calls[streamID]!.httpStatus == nil, let status = headers.headers.firstValue(":status") {
+            if calls[streamID]!.httpStatus == nil, let status = headers.headers.first(name: ":status") {
                 calls[streamID]!.httpStatus = status
             }
-            if let code = headers.headers.firstValue("grpc-status") {
-                let message = headers.headers.firstValue("grpc-message").map(GRPCMessageEncoding.decode) ?? ""
+            if let code = headers.headers.first(name: "grpc-status") {
+                let message = headers.headers.first(name: "grpc-message").map(GRPCMessageEncoding.decode) ?? ""
                 calls[streamID]!.status = GRPCStatus(code: Int(code).flatMap { (0...16).contains($0) ? $0 : nil } ?? GRPCStatus.unknown, message: message)
             }
             if headers.endStream { finish(streamID) }

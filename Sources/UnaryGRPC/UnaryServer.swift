@@ -344,14 +344,14 @@ final class UnaryServerHandler: ChannelInboundHandler {
         guard !stream.answered else { return }
         let responder = UnaryResponder(outbox: outbox, streamID: streamID)
         let headers = stream.headers
-        guard headers.firstValue(":method") == "POST" else {
+        guard headers.first(name: ":method") == "POST" else {
             return responder.fail(GRPCStatus(code: GRPCStatus.unimplemented, message: "gRPC requires POST"))
         }
-        guard let contentType = headers.firstValue("content-type"), contentType.hasPrefix(GRPCWire.contentType) else {
+        guard let contentType = headers.first(name: "content-type"), contentType.hasPrefix(GRPCWire.contentType) else {
             return responder.fail(
                 GRPCStatus(code: GRPCStatus.invalidArgument, message: "content-type is not application/grpc"))
         }
-        let path = headers.firstValue(":path") ?? ""
+        let path = headers.first(name: ":path") ?? ""
         guard let method = methods[path] else {
             return responder.fail(GRPCStatus(code: GRPCStatus.unimplemented, message: "unknown method \(path)"))
         }
@@ -359,7 +359,7 @@ final class UnaryServerHandler: ChannelInboundHandler {
         case .failure(let status):
             responder.fail(status)
         case .success(let payload):
-            let timeout = headers.firstValue("grpc-timeout").flatMap(GRPCWire.timeout)
+            let timeout = headers.first(name: "grpc-timeout").flatMap(GRPCWire.timeout)
             method(UnaryCall(path: path, metadata: headers, payload: payload, timeout: timeout, responder: responder))
         }
     }
