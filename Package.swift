@@ -48,13 +48,17 @@ let package = Package(
         .target(name: "KVStore", swiftSettings: strictSettings),
         .target(name: "Storage", dependencies: ["Paxos"], swiftSettings: strictSettings),
         .target(name: "Linearizability", swiftSettings: strictSettings),
+        // The replica runtime: carries out the core's outputs over storage, answers clients,
+        // snapshots, compacts, bounds queues, injects faults — the one type the server runs
+        // and the simulator proves. No network, no clock of its own.
+        .target(name: "ReplicaRuntime", dependencies: ["Paxos", "KVStore", "Storage"], swiftSettings: strictSettings),
         .target(
             name: "SynodSimulation",
-            dependencies: ["Paxos", "KVStore", "Storage", "Linearizability"],
+            dependencies: ["Paxos", "KVStore", "Storage", "Linearizability", "ReplicaRuntime"],
             swiftSettings: strictSettings
         ),
         // The network: peer frames on SwiftNIO, the etcd v3 API on grpc-swift-2.
-        .target(name: "Transport", dependencies: ["Paxos", nioCore, nioPosix, logging], swiftSettings: strictSettings),
+        .target(name: "Transport", dependencies: ["Paxos", "Storage", nioCore, nioPosix, logging], swiftSettings: strictSettings),
         // Unary gRPC straight on swift-nio-http2 frames: the client API's hot path
         // (grpc-swift-2's server costs ~300 µs of CPU per call here; docs/BENCHMARKS.md).
         .target(name: "UnaryGRPC", dependencies: [nioCore, nioPosix, nioHTTP2], swiftSettings: strictSettings),
@@ -62,7 +66,7 @@ let package = Package(
         .target(
             name: "SynodServer",
             dependencies: [
-                "Paxos", "KVStore", "Storage", "Transport", "EtcdAPI", "UnaryGRPC", grpcCore, swiftProtobuf,
+                "Paxos", "KVStore", "Storage", "ReplicaRuntime", "Transport", "EtcdAPI", "UnaryGRPC", grpcCore, swiftProtobuf,
                 nioCore, nioPosix, logging,
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -86,11 +90,14 @@ let package = Package(
         ),
         .testTarget(name: "PaxosTests", dependencies: ["Paxos"], swiftSettings: strictSettings),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "ReplicaRuntimeTests", dependencies: ["ReplicaRuntime", "Paxos", "KVStore", "Storage"],
+            swiftSettings: strictSettings),
         .testTarget(name: "StorageTests", dependencies: ["Storage", "Paxos"], swiftSettings: strictSettings),
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"], swiftSettings: strictSettings),
         .testTarget(
             name: "SynodSimulationTests",
-            dependencies: ["SynodSimulation", "Paxos", "KVStore", "Storage", "Linearizability"],
+            dependencies: ["SynodSimulation", "ReplicaRuntime", "Paxos", "KVStore", "Storage", "Linearizability"],
             swiftSettings: strictSettings
         ),
         .testTarget(
@@ -101,7 +108,7 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "TransportTests", dependencies: ["Transport", "Paxos", nioCore, nioPosix, logging], swiftSettings: strictSettings),
+        .testTarget(name: "TransportTests", dependencies: ["Transport", "Paxos", "Storage", nioCore, nioPosix, logging], swiftSettings: strictSettings),
         .testTarget(
             name: "SynodServerTests",
             dependencies: ["SynodServer", "SynodClient", "Linearizability", "KVStore", "Paxos"],

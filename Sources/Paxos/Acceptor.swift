@@ -29,6 +29,26 @@ public struct Acceptor: Sendable {
         firstRetainedSlot = durable.snapshotThrough + 1
     }
 
+    /// The seed's acceptor failure: the acceptor loses its volatile state — its promise and
+    /// every accepted value not known chosen. Chosen values through `chosenThrough` stay:
+    /// they are the learner's knowledge, which the replica's learner keeps using.
+    mutating func forgetVolatileState(keepingChosenThrough chosenThrough: Slot) {
+        promised = .zero
+        entries = entries.filter { $0.key <= chosenThrough }
+    }
+
+    /// Recovery after an acceptor failure: the state rebuilt from the write-ahead log
+    /// (the promise, every accepted or learned entry) replaces what is in memory, merged
+    /// with chosen values learned meanwhile (also durable, also in `durable`).
+    mutating func restore(from durable: DurableState) {
+        promised = max(promised, durable.promised)
+        for (slot, entry) in durable.entries where slot > snapshotThrough {
+            if let existing = entries[slot], existing.ballot == .chosen { continue }
+            entries[slot] = entry
+            highestSlot = max(highestSlot, slot)
+        }
+    }
+
     /// What a prepare leads to.
     enum PrepareDecision: Equatable {
         /// Promise: persist `.promised(ballot)` (when it rose), then reply with the entries.

@@ -22,6 +22,8 @@ public struct Configuration: Sendable, Hashable {
     /// Commands the leader queues while the window is full; more are dropped (the client
     /// retries).
     public var pendingCommandsMax: Int
+    /// Bytes of the commands a leader may queue (the other bound of `pendingCommandsMax`).
+    public var pendingBytesMax: Int
     /// Linearizable reads waiting for a read index or for the apply point.
     public var pendingReadsMax: Int
     /// Chosen entries sent in one `learn` message to a lagging learner.
@@ -49,6 +51,7 @@ public struct Configuration: Sendable, Hashable {
         batchCommandsMax: Int = 512,
         batchBytesMax: Int = 1 << 20,
         pendingCommandsMax: Int = 16_384,
+        pendingBytesMax: Int = 64 << 20,
         pendingReadsMax: Int = 16_384,
         learnEntriesMax: Int = 64,
         promiseLagSlotsMax: Int = 1_024,
@@ -65,6 +68,7 @@ public struct Configuration: Sendable, Hashable {
         self.batchCommandsMax = batchCommandsMax
         self.batchBytesMax = batchBytesMax
         self.pendingCommandsMax = pendingCommandsMax
+        self.pendingBytesMax = pendingBytesMax
         self.pendingReadsMax = pendingReadsMax
         self.learnEntriesMax = learnEntriesMax
         self.promiseLagSlotsMax = promiseLagSlotsMax
@@ -99,6 +103,7 @@ public struct Configuration: Sendable, Hashable {
         guard slotsInFlightMax >= 1 else { throw .invalid("slotsInFlightMax must be at least 1") }
         guard batchCommandsMax >= 1 else { throw .invalid("batchCommandsMax must be at least 1") }
         guard batchBytesMax >= 1 else { throw .invalid("batchBytesMax must be at least 1") }
+        guard pendingBytesMax >= batchBytesMax else { throw .invalid("pendingBytesMax must be at least batchBytesMax") }
         guard pendingCommandsMax >= batchCommandsMax else {
             throw .invalid("pendingCommandsMax must be at least batchCommandsMax")
         }

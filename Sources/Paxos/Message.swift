@@ -7,7 +7,11 @@ public enum Message: Hashable, Sendable {
     /// Phase 1b: the acceptor promised `ballot`; `entries` holds every `(slot, entry)` it
     /// has at or above the prepare's `fromSlot`, and `chosenThrough` marks which of those
     /// are already known chosen (a chosen entry is adopted as is, never re-decided).
-    case promise(ballot: Ballot, entries: [SlotEntry], chosenThrough: Slot)
+    /// A promise is bounded in bytes (`Configuration.batchBytesMax`, as `learn`): when the
+    /// entries do not fit, `more` is true, `entries` is complete up to its last slot, and
+    /// the candidate asks for the rest with another `prepare` of the same ballot from the
+    /// slot after it — the promise counts toward a quorum only once complete.
+    case promise(ballot: Ballot, entries: [SlotEntry], chosenThrough: Slot, more: Bool)
     /// Phase 2a: the leader asks acceptors to accept `value` in `slot` under `ballot`.
     /// `chosenThrough` piggybacks the leader's chosen prefix for learners.
     case accept(ballot: Ballot, slot: Slot, value: Value, chosenThrough: Slot)
@@ -52,6 +56,34 @@ public enum Message: Hashable, Sendable {
     }
 }
 
+extension Value {
+    /// The bytes of the commands it carries.
+    public var commandBytes: Int {
+        switch self {
+        case .noop: return 0
+        case .batch(let commands): return commands.reduce(0) { $0 + $1.bytes.count }
+        }
+    }
+}
+
+extension Message {
+    /// About how many bytes the message takes on the wire: its commands plus a fixed
+    /// allowance per entry and command (for queue byte bounds, not for framing).
+    public var approximateBytes: Int {
+        let fixed = 48
+        switch self {
+        case .promise(_, let entries, _, _), .learn(_, let entries, _):
+            return fixed + entries.reduce(0) { $0 + 24 + $1.entry.value.commandBytes + 8 * $1.entry.value.commands.count }
+        case .accept(_, _, let value, _):
+            return fixed + value.commandBytes + 8 * value.commands.count
+        case .forward(let commands):
+            return fixed + commands.reduce(0) { $0 + 8 + $1.bytes.count }
+        default:
+            return fixed
+        }
+    }
+}
+
 /// A slot with its log entry, as carried in promises and learn messages.
 public struct SlotEntry: Hashable, Sendable {
     public var slot: Slot
@@ -86,8 +118,8 @@ extension Message {
         switch self {
         case .prepare(let ballot, let fromSlot):
             return " b=\(ballot) from=\(fromSlot)"
-        case .promise(let ballot, let entries, let chosenThrough):
-            return " b=\(ballot) entries=\(entries.count) chosen=\(chosenThrough)"
+        case .promise(let ballot, let entries, let chosenThrough, let more):
+            return " b=\(ballot) entries=\(entries.count) chosen=\(chosenThrough)\(more ? " more" : "")"
         case .accept(let ballot, let slot, let value, let chosenThrough):
             return " b=\(ballot) s=\(slot) n=\(value.commands.count) chosen=\(chosenThrough)"
         case .accepted(let ballot, let slot):

@@ -26,8 +26,11 @@ struct Candidacy: Sendable {
     let ballot: Ballot
     /// The first slot not known chosen when the campaign began.
     let fromSlot: Slot
-    /// Promises received, by acceptor (this replica's own included).
+    /// Complete promises received, by acceptor (this replica's own included).
     var promises: [ReplicaID: Promise] = [:]
+    /// Promises that arrived in pieces and are not complete yet (`Message.promise`'s
+    /// `more`), by acceptor; the next piece is asked from the slot after the last entry.
+    var partialPromises: [ReplicaID: Promise] = [:]
     /// Ticks since the prepares were last (re)sent.
     var resendElapsed = 0
 }
@@ -35,6 +38,11 @@ struct Candidacy: Sendable {
 struct Promise: Sendable {
     var entries: [SlotEntry]
     var chosenThrough: Slot
+
+    /// Where the next piece of a promise that came in pieces starts.
+    func nextSlot(after fromSlot: Slot) -> Slot {
+        (entries.last?.slot ?? fromSlot - 1) + 1
+    }
 }
 
 /// A slot this leader proposed and has not yet seen chosen.

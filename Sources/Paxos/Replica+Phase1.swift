@@ -8,6 +8,10 @@ extension Replica {
         leaderBallot = .zero
         ticksSinceLeaderContact = 0
         electionTimeout = randomElectionTimeout()
+        // Without its acceptor a replica does not campaign: its ballot must be durable
+        // (promised by its own acceptor) before any prepare leaves, so that it never reuses
+        // a ballot after a crash. The others elect a leader meanwhile.
+        guard !acceptorDown else { return }
 
         let round = max(proposer.roundSeen, acceptor.promised.round) + 1
         proposer.roundSeen = round
@@ -30,7 +34,10 @@ extension Replica {
         if candidacy.resendElapsed >= configuration.heartbeatIntervalTicks {
             candidacy.resendElapsed = 0
             for peer in configuration.peers where candidacy.promises[peer] == nil {
-                emit(.prepare(ballot: candidacy.ballot, fromSlot: candidacy.fromSlot), to: peer)
+                // A promise that came in pieces is continued, not restarted.
+                let fromSlot =
+                    candidacy.partialPromises[peer]?.nextSlot(after: candidacy.fromSlot) ?? candidacy.fromSlot
+                emit(.prepare(ballot: candidacy.ballot, fromSlot: fromSlot), to: peer)
             }
         }
         proposer.candidacy = candidacy
@@ -84,12 +91,47 @@ extension Replica {
             }
             ticksSinceLeaderContact = 0  // give the candidate time to finish
         }
-        emit(.promise(ballot: ballot, entries: entries, chosenThrough: learner.chosenThrough), to: from)
+        let (piece, more) = Self.promisePiece(entries, bytesMax: configuration.batchBytesMax)
+        emit(.promise(ballot: ballot, entries: piece, chosenThrough: learner.chosenThrough, more: more), to: from)
     }
 
-    mutating func onPromise(from: ReplicaID, ballot: Ballot, entries: [SlotEntry], chosenThrough: Slot) {
-        guard var candidacy = proposer.candidacy, candidacy.ballot == ballot else { return }
-        candidacy.promises[from] = Promise(entries: entries, chosenThrough: chosenThrough)
+    /// The first entries of a promise that fit in `bytesMax` command bytes (at least one
+    /// entry, whose size the batch bounds already limit), and whether entries were left out.
+    /// Entries are in slot order, so the piece is complete up to its last slot.
+    static func promisePiece(_ entries: [SlotEntry], bytesMax: Int) -> (piece: [SlotEntry], more: Bool) {
+        var bytes = 0
+        for (index, item) in entries.enumerated() {
+            let size = item.entry.value.commandBytes
+            if index > 0 && (bytes + size > bytesMax || index == WireLimits.entriesPerMessageMax) {
+                return (Array(entries[..<index]), true)
+            }
+            bytes += size
+        }
+        return (entries, false)
+    }
+
+    mutating func onPromise(from: ReplicaID, ballot: Ballot, entries: [SlotEntry], chosenThrough: Slot, more: Bool) {
+        guard var candidacy = proposer.candidacy, candidacy.ballot == ballot, candidacy.promises[from] == nil else {
+            return
+        }
+        var promise = candidacy.partialPromises.removeValue(forKey: from) ?? Promise(entries: [], chosenThrough: 0)
+        let expected = promise.nextSlot(after: candidacy.fromSlot)
+        // A piece must continue exactly where the last one ended (a duplicate or a piece
+        // of an older prepare is dropped; the resend asks again).
+        if let first = entries.first, first.slot < expected {
+            candidacy.partialPromises[from] = promise.entries.isEmpty ? nil : promise
+            proposer.candidacy = candidacy
+            return
+        }
+        promise.entries.append(contentsOf: entries)
+        promise.chosenThrough = max(promise.chosenThrough, chosenThrough)
+        if more && !entries.isEmpty {
+            candidacy.partialPromises[from] = promise
+            proposer.candidacy = candidacy
+            emit(.prepare(ballot: ballot, fromSlot: promise.nextSlot(after: candidacy.fromSlot)), to: from)
+            return
+        }
+        candidacy.promises[from] = promise
         proposer.candidacy = candidacy
         becomeLeaderIfPromised()
     }

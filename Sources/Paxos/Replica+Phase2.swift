@@ -7,7 +7,19 @@ extension Replica {
         if isLeader {
             enqueue(commands)
         } else if let leader, leader != id {
-            emit(.forward(commands: commands), to: leader)
+            // Bounded in bytes and count like a batch, so a forward fits a transport frame.
+            var start = 0
+            var bytes = 0
+            for (index, command) in commands.enumerated() {
+                let full = index - start == WireLimits.commandsPerForwardMax || bytes + command.bytes.count > configuration.batchBytesMax
+                if index > start && full {
+                    emit(.forward(commands: Array(commands[start..<index])), to: leader)
+                    start = index
+                    bytes = 0
+                }
+                bytes += command.bytes.count
+            }
+            emit(.forward(commands: Array(commands[start...])), to: leader)
         } else {
             output.proposalsDropped.append(contentsOf: commands)
         }
@@ -16,7 +28,9 @@ extension Replica {
     mutating func enqueue(_ commands: [Command]) {
         precondition(isLeader, "only a leader queues commands")
         for command in commands {
-            if proposer.leadership!.pendingCommands.count >= configuration.pendingCommandsMax {
+            if proposer.leadership!.pendingCommands.count >= configuration.pendingCommandsMax
+                || proposer.leadership!.pendingBytes + command.bytes.count > configuration.pendingBytesMax
+            {
                 output.proposalsDropped.append(command)
             } else {
                 proposer.leadership!.pendingCommands.append(command)
@@ -54,6 +68,13 @@ extension Replica {
     /// asked.
     mutating func proposeValue(_ value: Value, in slot: Slot) {
         let ballot = proposer.leadership!.ballot
+        // A leader whose acceptor is down proposes without its own vote: a majority of
+        // the other acceptors decides, and the value enters its log once chosen.
+        if acceptorDown {
+            proposer.leadership!.proposals[slot] = Proposal(value: value, voters: [])
+            broadcast(.accept(ballot: ballot, slot: slot, value: value, chosenThrough: learner.chosenThrough))
+            return
+        }
         guard let records = acceptor.accept(ballot: ballot, slot: slot, value: value) else {
             preconditionFailure("leader's own acceptor refused its ballot \(ballot) in slot \(slot)")
         }
@@ -92,8 +113,15 @@ extension Replica {
         proposal.chosen = proposal.voters.count >= configuration.quorum
         proposer.leadership!.proposals[slot] = proposal
         while let next = proposer.leadership!.proposals[learner.chosenThrough + 1], next.chosen {
-            proposer.leadership!.proposals.removeValue(forKey: learner.chosenThrough + 1)
-            learner.chosenThrough += 1
+            let slot = learner.chosenThrough + 1
+            proposer.leadership!.proposals.removeValue(forKey: slot)
+            // Without its own vote the leader's log may lack the value: learn it as chosen.
+            if acceptor.entry(at: slot)?.ballot != proposer.leadership!.ballot,
+                let record = acceptor.learnChosen(slot: slot, value: next.value)
+            {
+                output.records.append(record)
+            }
+            learner.chosenThrough = slot
         }
     }
 

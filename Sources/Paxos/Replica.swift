@@ -26,6 +26,15 @@ public struct Replica: Sendable {
     var random: SplitMix64
     /// The output the current step is building.
     var output = Output()
+    /// Whether the acceptor role is down (the seed's acceptor failure): it answers no
+    /// prepare and no accept, and this replica neither campaigns nor votes for its own
+    /// proposals, while its proposer keeps leading (with a majority of the other
+    /// acceptors) and its learner keeps learning.
+    public internal(set) var acceptorDown = false
+    /// Ticks to wait, after a restart or an acceptor recovery, before granting a promise
+    /// to a candidate while no leader is heard: a recovering acceptor must not disrupt a
+    /// leader it has not heard from yet.
+    var promiseHoldTicks = 0
 
     /// A replica starting from what it persisted (`DurableState()` for a new one). The
     /// state machine must have been restored to `durable.snapshotThrough`; the first
@@ -38,6 +47,25 @@ public struct Replica: Sendable {
         random = SplitMix64(seed: configuration.randomSeed ^ (UInt64(configuration.replicaID) &* 0x9E37_79B9))
         electionTimeout = configuration.electionTimeoutTicks
         electionTimeout = randomElectionTimeout()
+        // A replica restarting with state waits one election timeout before promising;
+        // a brand-new cluster elects at once.
+        if durable.promised != .zero { promiseHoldTicks = configuration.electionTimeoutTicks }
+    }
+
+    /// The acceptor role fails (the seed's fault model): it stops answering and loses its
+    /// volatile state. The proposer and learner keep running.
+    public mutating func failAcceptor() {
+        acceptorDown = true
+        acceptor.forgetVolatileState(keepingChosenThrough: learner.chosenThrough)
+    }
+
+    /// The acceptor comes back with the state its write-ahead log holds (the same
+    /// recovery a restart runs); it then waits an election timeout before promising.
+    public mutating func recoverAcceptor(from durable: DurableState) {
+        acceptor.restore(from: durable)
+        proposer.roundSeen = max(proposer.roundSeen, acceptor.promised.round)
+        acceptorDown = false
+        promiseHoldTicks = configuration.electionTimeoutTicks
     }
 
     public var id: ReplicaID { configuration.replicaID }
@@ -95,11 +123,19 @@ public struct Replica: Sendable {
     mutating func receive(_ envelope: Envelope) {
         let from = envelope.from
         guard envelope.to == id, from != id, configuration.replicas.contains(from) else { return }
+        if acceptorDown {
+            // A down acceptor answers nothing addressed to it (and a prepare's or accept's
+            // other effects wait for its recovery; heartbeats still teach the learner).
+            switch envelope.message {
+            case .prepare, .accept: return
+            default: break
+            }
+        }
         switch envelope.message {
         case .prepare(let ballot, let fromSlot):
             onPrepare(from: from, ballot: ballot, fromSlot: fromSlot)
-        case .promise(let ballot, let entries, let chosenThrough):
-            onPromise(from: from, ballot: ballot, entries: entries, chosenThrough: chosenThrough)
+        case .promise(let ballot, let entries, let chosenThrough, let more):
+            onPromise(from: from, ballot: ballot, entries: entries, chosenThrough: chosenThrough, more: more)
         case .accept(let ballot, let slot, let value, let chosenThrough):
             onAccept(from: from, ballot: ballot, slot: slot, value: value, chosenThrough: chosenThrough)
         case .accepted(let ballot, let slot):
@@ -125,6 +161,7 @@ public struct Replica: Sendable {
 
     mutating func tick() {
         now += 1
+        if promiseHoldTicks > 0 { promiseHoldTicks -= 1 }
         switch proposer.role {
         case .leader:
             leaderTick()
@@ -151,6 +188,7 @@ public struct Replica: Sendable {
         leader = from
         leaderBallot = ballot
         ticksSinceLeaderContact = 0
+        promiseHoldTicks = 0
         if let own = proposer.ballot, ballot > own {
             abandonProposer()
         }
@@ -162,6 +200,7 @@ public struct Replica: Sendable {
     /// leader (the role of etcd-raft's CheckQuorum lease).
     func ignoresPrepare(from candidate: ReplicaID) -> Bool {
         if isLeader { return true }
+        if promiseHoldTicks > 0 && leader == nil { return true }
         guard let leader, leader != candidate, leader != id else { return false }
         return ticksSinceLeaderContact < configuration.electionTimeoutTicks
     }

@@ -454,11 +454,12 @@ extension Message {
             writer.writeUInt8(WireTag.messagePrepare)
             ballot.encode(into: &writer)
             writer.writeVarint(fromSlot)
-        case .promise(let ballot, let entries, let chosenThrough):
+        case .promise(let ballot, let entries, let chosenThrough, let more):
             writer.writeUInt8(WireTag.messagePromise)
             ballot.encode(into: &writer)
             encodeEntries(entries, into: &writer)
             writer.writeVarint(chosenThrough)
+            writer.writeUInt8(more ? 1 : 0)
         case .accept(let ballot, let slot, let value, let chosenThrough):
             writer.writeUInt8(WireTag.messageAccept)
             ballot.encode(into: &writer)
@@ -515,7 +516,11 @@ extension Message {
         case WireTag.messagePromise:
             let ballot = try Ballot.decode(from: &reader)
             let entries = try decodeEntries(from: &reader)
-            return .promise(ballot: ballot, entries: entries, chosenThrough: try reader.readVarint())
+            let chosenThrough = try reader.readVarint()
+            let moreOffset = reader.offset
+            let more = try reader.readUInt8()
+            guard more <= 1 else { throw DecodeError("promise 'more' flag \(more) is neither 0 nor 1", offset: moreOffset) }
+            return .promise(ballot: ballot, entries: entries, chosenThrough: chosenThrough, more: more == 1)
         case WireTag.messageAccept:
             let ballot = try Ballot.decode(from: &reader)
             let slot = try reader.readVarint()

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Paxos
 
 /// The framing of one write-ahead log record:
@@ -135,11 +138,24 @@ struct SegmentScan {
         return scan
     }
 
-    /// The index of the last non-zero byte, -1 if all are zero.
-    private static func lastNonZero(_ bytes: [UInt8]) -> Int {
-        var index = bytes.count - 1
-        while index >= 0 && bytes[index] == 0 { index -= 1 }
-        return index
+    /// The index of the last non-zero byte, -1 if all are zero. A preallocated segment is
+    /// mostly zeros: they are skipped a 64 KiB block at a time with `memcmp` against a zero
+    /// block (a byte loop over 16 MiB took seconds in a debug build, on every recovery).
+    static func lastNonZero(_ bytes: [UInt8]) -> Int {
+        bytes.withUnsafeBytes { raw -> Int in
+            var end = raw.count
+            let block = ZeroBlock.bytes.count
+            while end >= block {
+                let isZero = ZeroBlock.bytes.withUnsafeBytes { zero in
+                    memcmp(raw.baseAddress! + (end - block), zero.baseAddress!, block) == 0
+                }
+                if !isZero { break }
+                end -= block
+            }
+            var index = end - 1
+            while index >= 0 && raw[index] == 0 { index -= 1 }
+            return index
+        }
     }
 }
 
@@ -169,4 +185,9 @@ enum DamageVerdict: Equatable {
         case (true, false): return .tornTail
         }
     }
+}
+
+/// 64 KiB of zeros to compare blocks of a segment against.
+enum ZeroBlock {
+    static let bytes = [UInt8](repeating: 0, count: 64 * 1024)
 }

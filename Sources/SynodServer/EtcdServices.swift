@@ -4,6 +4,7 @@ import GRPCCore
 import KVStore
 import NIOHPACK
 import Paxos
+import ReplicaRuntime
 import SwiftProtobuf
 import Synchronization
 import UnaryGRPC
@@ -32,7 +33,7 @@ final class EtcdFrontEnd: Sendable {
         untrackedSession = (UInt64(configuration.replicaID) << 40) ^ (configuration.randomSeed & 0xFF_FFFF_FFFF)
     }
 
-    func header(_ position: LoopSnapshot) -> Etcdserverpb_ResponseHeader {
+    func header(_ position: ReplicaPosition) -> Etcdserverpb_ResponseHeader {
         var header = Etcdserverpb_ResponseHeader()
         header.clusterID = clusterID
         header.memberID = UInt64(configuration.replicaID)
@@ -88,10 +89,10 @@ final class EtcdFrontEnd: Sendable {
 
     /// The server's request timeout, shortened to the client's `grpc-timeout` if that is
     /// sooner: nobody waits for an answer after it.
-    func deadline(_ call: UnaryCall) -> ContinuousClock.Instant {
+    func deadline(_ call: UnaryCall) -> RuntimeInstant {
         var timeout = Duration.milliseconds(configuration.requestTimeoutMilliseconds)
         if let clientTimeout = call.timeout, clientTimeout < timeout { timeout = clientTimeout }
-        return ContinuousClock.now.advanced(by: timeout)
+        return loop.deadline(after: timeout)
     }
 
     /// Hands a write to the loop; `reply` runs on the loop thread.
@@ -110,7 +111,7 @@ final class EtcdFrontEnd: Sendable {
             throw RPCError(code: .invalidArgument, message: "etcdserver: request is too large")
         }
         if !loop.submit(.write(command, encoded, deadline: deadline(call), reply: reply)) {
-            reply(.failure(.timedOut))
+            reply(.failure(.tooManyRequests))
         }
     }
 
@@ -124,21 +125,18 @@ final class EtcdFrontEnd: Sendable {
         }
         let serializable = request.serializable || configuration.defaultConsistency == .serializable
         if !loop.submit(.read(request, serializable: serializable, deadline: deadline(call), reply: reply)) {
-            reply(.failure(.timedOut))
+            reply(.failure(.tooManyRequests))
         }
     }
 
     func status(reply: @escaping @Sendable (ReplicaStatus) -> Void) {
         if !loop.submit(.status(reply)) {
-            reply(
-                ReplicaStatus(
-                    revision: 0, leader: nil, ballotRound: 0, chosenThrough: 0, appliedThrough: 0, diskBytes: 0,
-                    isDown: true))
+            reply(.unreachable)
         }
     }
 
     /// The write's result, or the etcd error it maps to.
-    static func unwrap(_ outcome: RequestOutcome<WriteResult>) throws -> (WriteResult, LoopSnapshot) {
+    static func unwrap(_ outcome: RequestOutcome<WriteResult>) throws -> (WriteResult, ReplicaPosition) {
         switch outcome {
         case .success(let result, let position):
             if let error = result.error { throw EtcdConversions.rpcError(error) }
@@ -153,6 +151,8 @@ final class EtcdFrontEnd: Sendable {
         switch failure {
         case .noLeader: return RPCError(code: .unavailable, message: "etcdserver: no leader")
         case .timedOut: return RPCError(code: .unavailable, message: "etcdserver: request timed out")
+        case .leaderChanged: return RPCError(code: .unavailable, message: "etcdserver: leader changed")
+        case .tooManyRequests: return RPCError(code: .resourceExhausted, message: "etcdserver: too many requests")
         case .recovering:
             return RPCError(code: .unavailable, message: "etcdserver: no leader (replica is recovering from a failure)")
         case .stopping: return RPCError(code: .unavailable, message: "etcdserver: server stopped")
@@ -236,7 +236,7 @@ final class EtcdFrontEnd: Sendable {
     }
 
     func header(_ status: ReplicaStatus) -> Etcdserverpb_ResponseHeader {
-        header(LoopSnapshot(revision: status.revision, leader: status.leader, ballotRound: status.ballotRound))
+        header(ReplicaPosition(revision: status.revision, leader: status.leader, ballotRound: status.ballotRound))
     }
 
     func statusResponse(_ status: ReplicaStatus) -> Etcdserverpb_StatusResponse {

@@ -43,7 +43,7 @@ public final class SynodServer: Sendable {
             listenPort: configuration.listenPeer.port, peers: peers, group: group, logger: logger,
             configuration: transportConfiguration,
             onMessage: { envelope in box.loop?.submit(.message(envelope)) },
-            onSnapshotChunk: { from, chunk in box.loop?.submit(.snapshotChunk(from, chunk)) })
+            onSnapshotChunk: { from, chunk in box.loop?.submit(.snapshotChunk(from: from, chunk)) })
         let loop = ReplicaLoop(
             configuration: configuration, paxosConfiguration: paxos, transport: transport, logger: logger)
         box.loop = loop

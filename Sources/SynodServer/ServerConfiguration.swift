@@ -1,4 +1,5 @@
 import Paxos
+@_exported import ReplicaRuntime
 
 /// A host and port.
 public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
@@ -62,10 +63,8 @@ public struct ServerConfiguration: Sendable {
     public var snapshotEverySlots: Int
     /// Largest request accepted, like etcd's `--max-request-bytes` (1.5 MiB).
     public var requestBytesMax: Int
-    /// The seed's random acceptor failures: probability per Paxos message handled.
-    public var failRate: Double
-    /// The longest a failed acceptor stays down, in milliseconds.
-    public var failDowntimeMilliseconds: Int
+    /// The seed's random acceptor failures, per unit of time (`FaultModel`).
+    public var faults: FaultModel
     public var randomSeed: UInt64
 
     public init(
@@ -82,8 +81,7 @@ public struct ServerConfiguration: Sendable {
         requestTimeoutMilliseconds: Int = 5_000,
         snapshotEverySlots: Int = 10_000,
         requestBytesMax: Int = 1_572_864,
-        failRate: Double = 0,
-        failDowntimeMilliseconds: Int = 2_000,
+        faults: FaultModel = .off,
         randomSeed: UInt64 = UInt64.random(in: 1...UInt64.max)
     ) throws(ServerConfigurationError) {
         self.replicaID = replicaID
@@ -99,15 +97,15 @@ public struct ServerConfiguration: Sendable {
         self.requestTimeoutMilliseconds = requestTimeoutMilliseconds
         self.snapshotEverySlots = snapshotEverySlots
         self.requestBytesMax = requestBytesMax
-        self.failRate = failRate
-        self.failDowntimeMilliseconds = failDowntimeMilliseconds
+        self.faults = faults
         self.randomSeed = randomSeed
         guard peers[replicaID] != nil else {
             throw .invalid("--peers must include this replica's own id \(replicaID)")
         }
         guard !dataDirectory.isEmpty else { throw .invalid("--data-dir must not be empty") }
-        guard (0...1).contains(failRate) else { throw .invalid("--fail-rate must be between 0 and 1, not \(failRate)") }
-        guard failDowntimeMilliseconds >= 0 else { throw .invalid("--fail-downtime must not be negative") }
+        if faults.isOn && faults.meanMillisecondsBetweenFailures < UInt64(tickMilliseconds) {
+            throw .invalid("--fail-every must be at least one tick (\(tickMilliseconds) ms), not \(faults.meanMillisecondsBetweenFailures)")
+        }
         guard tickMilliseconds >= 1 else { throw .invalid("tick must be at least 1 ms") }
         guard snapshotEverySlots >= 1 else { throw .invalid("--snapshot-every must be at least 1") }
         guard requestTimeoutMilliseconds >= 1 else { throw .invalid("request timeout must be positive") }

@@ -1,6 +1,7 @@
 import KVStore
 import Linearizability
 import Paxos
+import ReplicaRuntime
 
 /// A simulated client: one operation at a time, each write with a fresh `(client,
 /// sequence)` request id that every retry of it reuses (exactly-once).
@@ -46,7 +47,9 @@ extension Simulation {
         client.operationNumber += 1
         let number = client.operationNumber
         let key = "k\(random.next() % UInt64(options.keyCount))"
-        let value = "c\(clientID).\(number)"
+        // Now and then a large value, so batches, forwards and promises reach their byte bounds.
+        let padding = random.next() % 8 == 0 ? String(repeating: "x", count: Int(200 + random.next() % 1_600)) : ""
+        let value = "c\(clientID).\(number)" + padding
         let roll = random.next() % 100
         let input: KVModel.Input
         let request: ClientRequest
@@ -100,17 +103,37 @@ extension Simulation {
             after: Self.attemptTimeoutUnits)
     }
 
+    /// A client request reaches a replica: it goes into the runtime's next turn, with a
+    /// deadline like the server's (the client's attempt timeout).
     func serve(_ request: ClientRequest, at node: SimNode) {
-        guard node.replica != nil else { return }
+        guard node.isUp else { return }
+        let deadline = now.advanced(byMilliseconds: Self.attemptTimeoutUnits)
         switch request {
         case .write(let client, let operation, let command):
-            node.writesWaiting[command.requestID] = (client, operation)
-            step(node, .propose([Command(command.encode())]))
+            deliver(
+                .write(
+                    command, Command(command.encode()), deadline: deadline,
+                    reply: { [unowned self] outcome in
+                        switch outcome {
+                        case .success(let result, _): self.reply(.write(result), to: client, operation: operation)
+                        case .failure: self.reply(.retry, to: client, operation: operation)
+                        }
+                    }),
+                to: node)
         case .read(let client, let operation, let key):
-            let readID = node.nextReadID
-            node.nextReadID += 1
-            node.readsWaiting[readID] = (client, operation, key)
-            step(node, .read(readID))
+            deliver(
+                .read(
+                    RangeRequest(key: Array(key.utf8)), serializable: false, deadline: deadline,
+                    reply: { [unowned self] outcome in
+                        switch outcome {
+                        case .success(let response, _):
+                            let value = response.kvs.first.map { String(decoding: $0.value, as: UTF8.self) }
+                            self.reply(.value(value), to: client, operation: operation)
+                        case .failure:
+                            self.reply(.retry, to: client, operation: operation)
+                        }
+                    }),
+                to: node)
         }
     }
 

@@ -1,162 +1,178 @@
 import KVStore
 import Paxos
+import ReplicaRuntime
+import Storage
 
-/// One simulated replica process: the consensus core, the state machine and the disk,
-/// plus the client requests it is serving. A crash drops everything but the disk.
+/// One simulated replica process: the shipped `ReplicaRuntime` over a simulated file
+/// system, fed by the simulated network in turns like the server's loop. A crash discards
+/// the runtime (the process) and keeps only what the file system made durable.
 final class SimNode {
     let id: ReplicaID
     let configuration: Configuration
-    let disk: SimulatedDisk
-    var replica: Replica?
-    var kv = KVStore()
+    let fileSystem: SimulatedFileSystem
+    var runtime: ReplicaRuntime?
+    var environment: SimEnvironment?
     /// Bumped at every crash, so events of an earlier life are ignored.
     var incarnation = 0
-    var writesWaiting: [RequestID: (client: Int, operation: Int)] = [:]
-    var readsWaiting: [ReadID: (client: Int, operation: Int, key: String)] = [:]
-    var nextReadID: ReadID = 1
-    var snapshotThrough: Slot = 0
+    /// Events delivered and not yet handed to the runtime: a turn takes them all.
+    var inbox: [RuntimeEvent] = []
+    var turnScheduled = false
     /// The highest ballot this replica ever promised or accepted on the wire, in any
     /// life (the simulator's ghost state for the P1a monitor).
     var highestBallotAnswered: Ballot = .zero
 
-    init(id: ReplicaID, cluster: [ReplicaID], disk: SimulatedDisk, seed: UInt64) {
+    init(id: ReplicaID, cluster: [ReplicaID], seed: UInt64) {
         self.id = id
-        self.disk = disk
+        fileSystem = SimulatedFileSystem(seed: seed &* 31 &+ UInt64(id))
         do {
             configuration = try Configuration(
                 replicaID: id, replicas: cluster, heartbeatIntervalTicks: 2, electionTimeoutTicks: 12,
-                slotsInFlightMax: 8, batchCommandsMax: 16, learnEntriesMax: 16, promiseLagSlotsMax: 64,
+                slotsInFlightMax: 8, batchCommandsMax: 16, batchBytesMax: Int(1 + seed % 3) * 1_536,
+                pendingCommandsMax: 64, pendingBytesMax: 48 * 1_024, learnEntriesMax: 16, promiseLagSlotsMax: 64,
                 compactionTailSlots: Int(seed % 3) * 4,
                 randomSeed: seed)
         } catch {
             preconditionFailure("simulator configuration is invalid: \(error)")
         }
     }
+
+    var replica: Replica? { runtime?.replica }
+    var isUp: Bool { runtime?.replica != nil }
+}
+
+/// The runtime's seams in the simulator: the seeded network, the trace, the checkers.
+final class SimEnvironment: RuntimeEnvironment {
+    unowned let simulation: Simulation
+    let node: ReplicaID
+    let incarnation: Int
+
+    init(simulation: Simulation, node: ReplicaID, incarnation: Int) {
+        self.simulation = simulation
+        self.node = node
+        self.incarnation = incarnation
+    }
+
+    func send(_ envelopes: [Envelope]) {
+        for envelope in envelopes {
+            simulation.monitorPromises(envelope)
+            simulation.send(envelope)
+        }
+    }
+
+    func sendSnapshotChunk(_ chunk: SnapshotChunk, to peer: ReplicaID) {
+        simulation.sendChunk(chunk, from: node, to: peer)
+    }
+
+    func log(_ level: RuntimeLogLevel, _ message: String) {
+        simulation.trace.note(simulation.time, "r\(node) \(message)")
+    }
+
+    func fatal(_ message: String) -> Never {
+        preconditionFailure("r\(node): \(message)")
+    }
+
+    func didApply(_ item: SlotEntry) {
+        simulation.checkAgreement(item, at: node)
+    }
+
+    func crashes(at point: CrashPoint) -> Bool {
+        switch point {
+        case .afterEarlySend:
+            guard !simulation.inLivenessPhase else { return false }
+            guard simulation.random.next() % 10_000 < simulation.plan.crashPerTenThousand else { return false }
+            simulation.trace.note(simulation.time, "r\(node) crashes after sending accepts, before its fsync")
+            return true
+        }
+    }
 }
 
 extension Simulation {
-    func start(_ node: SimNode, durable: DurableState = DurableState()) {
-        node.replica = Replica(configuration: node.configuration, durable: durable)
+    /// Starts (or restarts) a replica process over what its file system kept.
+    func start(_ node: SimNode) {
+        let environment = SimEnvironment(simulation: self, node: node.id, incarnation: node.incarnation)
+        var bug: RuntimeBug?
+        switch options.bug {
+        case .forgetPromise: bug = .forgetPromise
+        case .noFsync: bug = .noFsync
+        case .acceptedBeforeFsync: bug = .acceptedBeforeFsync
+        case .acceptorRecoversWithoutLog: bug = .acceptorRecoversWithoutLog
+        case nil: bug = nil
+        }
+        let runtime = ReplicaRuntime(
+            options: RuntimeOptions(
+                paxos: node.configuration, directory: "/data/r\(node.id)", fileSystem: node.fileSystem,
+                storage: .testing(segmentBytesMax: 16 * 1024), snapshotEverySlots: options.snapshotEverySlots,
+                tickMilliseconds: Self.tickUnits, faults: plan.faults,
+                seed: options.seed &+ UInt64(node.id) &* 7_919 &+ UInt64(node.incarnation),
+                requestsWaitingMax: 48, requestBytesWaitingMax: 32 * 1_024,
+                snapshotBytesPerTurnMax: 2 * 1_024, snapshotChunkBytesMax: 700, bug: bug),
+            environment: environment)
+        node.environment = environment
+        node.runtime = runtime
+        node.inbox.removeAll()
+        node.turnScheduled = false
+        do {
+            try runtime.start(now: now)
+        } catch {
+            violation("r\(node.id) cannot recover its disk: \(error)")
+            node.runtime = nil
+            return
+        }
+        checkAcceptorMemory(node)
+        if inLivenessPhase { runtime.stopInjectingFaults() }
         schedule(.tick(node: node.id, incarnation: node.incarnation), after: 1 + random.next() % Self.tickUnits)
     }
 
-    /// Steps a replica and carries out its output in the contract's order.
-    func step(_ node: SimNode, _ event: Event) {
-        guard node.replica != nil else { return }
-        let output = node.replica!.step(event)
-        carryOut(output, at: node)
+    /// The runtime's clock: one time unit is one millisecond.
+    var now: RuntimeInstant { .milliseconds(time) }
+
+    /// Hands an event to a replica; it is stepped in the replica's next turn, with
+    /// whatever else arrives before it (as the server's loop batches a wake-up's events).
+    func deliver(_ event: RuntimeEvent, to node: SimNode) {
+        guard node.runtime != nil else { return }
+        node.inbox.append(event)
+        if !node.turnScheduled {
+            node.turnScheduled = true
+            schedule(.turn(node: node.id, incarnation: node.incarnation), after: random.next() % 3)
+        }
     }
 
-    func carryOut(_ output: Output, at node: SimNode) {
-        var messages = output.messages
-        if !output.records.isEmpty {
-            // 0. Accept requests may leave before the fsync (`Envelope.mayLeaveBeforePersist`);
-            // now and then the replica crashes right after them, before its records are durable.
-            let early = messages.filter(leavesBeforePersist)
-            if !early.isEmpty {
-                messages.removeAll(where: leavesBeforePersist)
-                for envelope in early {
-                    monitorPromises(envelope)
-                    send(envelope)
-                }
-                if !inLivenessPhase && random.next() % 10_000 < plan.crashPerTenThousand {
-                    trace.note(time, "r\(node.id) crashes after sending accepts, before its fsync")
-                    crash(node)
-                    return
-                }
-            }
-            // 1. Persist, then fsync (unless the injected bug defers the fsync to the next
-            // tick, or the output holds only `chosenThrough` records, which a crash may lose).
-            node.disk.append(output.records)
-            if options.bug != .noFsync && output.recordsNeedSync { node.disk.sync() }
+    /// One turn of a replica: every event in its inbox, and the tick if one is due.
+    func runTurn(_ node: SimNode, tick: Bool) {
+        guard let runtime = node.runtime else { return }
+        let events = node.inbox
+        node.inbox.removeAll()
+        node.turnScheduled = false
+        runtime.turn(events, tick: tick, now: now)
+        if runtime.isHalted {
+            crash(node)
+            return
         }
-        // 2. Only then send.
-        for envelope in messages {
-            monitorPromises(envelope)
-            send(envelope)
-        }
-        // 3. Apply in slot order.
-        for item in output.committed {
-            apply(item, at: node)
-        }
-        // 4. Reads, failures, snapshots, dropped proposals.
-        for readID in output.readsReleased {
-            guard let waiting = node.readsWaiting.removeValue(forKey: readID) else { continue }
-            let value = node.kv.get(Array(waiting.key.utf8)).map { String(decoding: $0.value, as: UTF8.self) }
-            reply(.value(value), to: waiting.client, operation: waiting.operation)
-        }
-        for readID in output.readsFailed {
-            guard let waiting = node.readsWaiting.removeValue(forKey: readID) else { continue }
-            reply(.retry, to: waiting.client, operation: waiting.operation)
-        }
-        for peer in output.snapshotsNeeded {
-            sendSnapshot(from: node, to: peer)
-        }
-        for command in output.proposalsDropped {
-            guard let decoded = try? WriteCommand.decode(command.bytes),
-                let waiting = node.writesWaiting.removeValue(forKey: decoded.requestID)
-            else { continue }
-            reply(.retry, to: waiting.client, operation: waiting.operation)
-        }
-        compactIfDue(node)
+        checkAcceptorMemory(node)
     }
 
-    /// `Envelope.mayLeaveBeforePersist`, or with the injected bug also `accepted` replies.
-    func leavesBeforePersist(_ envelope: Envelope) -> Bool {
-        if options.bug == .acceptedBeforeFsync, case .accepted = envelope.message { return true }
-        return envelope.mayLeaveBeforePersist
+    /// Paxos's acceptor durability, checked on the state: an acceptor that is up (after any
+    /// number of restarts and injected failures) has promised at least every ballot it ever
+    /// answered on the wire — it remembers its promises (the P1a monitor's ghost state).
+    func checkAcceptorMemory(_ node: SimNode) {
+        guard let acceptor = node.runtime?.replica?.acceptor, node.runtime?.replica?.acceptorDown == false else { return }
+        if acceptor.promised < node.highestBallotAnswered {
+            violation(
+                "acceptor memory: r\(node.id) has promised \(acceptor.promised) but answered "
+                    + "b=\(node.highestBallotAnswered) earlier (a promise was forgotten)")
+            node.highestBallotAnswered = acceptor.promised  // report once
+        }
     }
 
-    func apply(_ item: SlotEntry, at node: SimNode) {
+    func checkAgreement(_ item: SlotEntry, at node: ReplicaID) {
         if let earlier = appliedValues[item.slot] {
             if earlier != item.entry.value {
-                violation("agreement: r\(node.id) applied \(item.entry.value) in slot \(item.slot), another replica applied \(earlier)")
+                violation("agreement: r\(node) applied \(item.entry.value) in slot \(item.slot), another replica applied \(earlier)")
             }
         } else {
             appliedValues[item.slot] = item.entry.value
         }
-        trace.note(time, "r\(node.id) apply s=\(item.slot) \(item.entry.value) b=\(item.entry.ballot)")
-        for command in item.entry.value.commands {
-            let (requestID, result) = node.kv.apply(encoded: command.bytes)
-            guard let requestID, let waiting = node.writesWaiting.removeValue(forKey: requestID) else { continue }
-            reply(.write(result), to: waiting.client, operation: waiting.operation)
-        }
-    }
-
-    /// Snapshots the state machine and compacts the log every `snapshotEverySlots`.
-    func compactIfDue(_ node: SimNode) {
-        guard let applied = node.replica?.learner.appliedThrough,
-            applied >= node.snapshotThrough + Slot(options.snapshotEverySlots)
-        else { return }
-        node.disk.saveSnapshot(through: applied, stateMachine: node.kv.snapshot())
-        node.snapshotThrough = applied
-        let output = node.replica!.step(.compacted(through: applied))
-        carryOut(output, at: node)
-    }
-
-    /// Sends the state machine as of the apply point (a consistent state of that slot,
-    /// at or past the last compaction) to a peer that lacks the compacted log.
-    func sendSnapshot(from node: SimNode, to peer: ReplicaID) {
-        guard let applied = node.replica?.learner.appliedThrough, applied > 0 else { return }
-        guard !cuts.contains(Link(from: node.id, to: peer)) else { return }
-        guard random.next() % 100 >= plan.lossPercent else { return }
-        trace.note(time, "r\(node.id)→r\(peer) snapshot s=\(applied)")
-        schedule(
-            .snapshot(to: peer, slot: applied, bytes: node.kv.snapshot()),
-            after: 1 + random.next() % (plan.delayUnitsMax * 4))
-    }
-
-    func installSnapshot(_ node: SimNode, through slot: Slot, bytes: [UInt8]) {
-        guard let replica = node.replica, slot > replica.learner.appliedThrough else { return }
-        guard let restored = try? KVStore(snapshot: bytes) else {
-            violation("r\(node.id) received an unreadable snapshot through \(slot)")
-            return
-        }
-        node.kv = restored
-        node.disk.saveSnapshot(through: slot, stateMachine: bytes)
-        node.snapshotThrough = slot
-        trace.note(time, "r\(node.id) installed snapshot s=\(slot)")
-        step(node, .snapshotInstalled(through: slot))
+        trace.note(time, "r\(node) apply s=\(item.slot) \(item.entry.value) b=\(item.entry.ballot)")
     }
 
     /// Checks Paxos's acceptor rule on the wire, across a replica's lives: "an acceptor
@@ -167,7 +183,7 @@ extension Simulation {
     func monitorPromises(_ envelope: Envelope) {
         let node = node(envelope.from)
         switch envelope.message {
-        case .promise(let ballot, _, _), .accepted(let ballot, _):
+        case .promise(let ballot, _, _, _), .accepted(let ballot, _):
             if ballot < node.highestBallotAnswered {
                 violation(
                     "P1a: r\(node.id) sent \(envelope.message.kind) b=\(ballot) after answering "
@@ -181,47 +197,26 @@ extension Simulation {
 
     // MARK: - Crashes
 
+    /// Kills a replica's process: the runtime and everything in memory go; the file
+    /// system keeps what was synced (and maybe part of what was not, torn).
     func crash(_ node: SimNode) {
-        guard node.replica != nil else { return }
+        guard node.runtime != nil else { return }
         faults += 1
         trace.note(time, "crash r\(node.id)")
-        node.replica = nil
+        node.runtime = nil
+        node.environment = nil
+        node.inbox.removeAll()
+        node.turnScheduled = false
         node.incarnation += 1
-        node.disk.crash()
-        node.writesWaiting.removeAll()
-        node.readsWaiting.removeAll()
+        node.fileSystem.crash()
         let delay = (1 + random.next() % plan.restartDelayTicksMax) * Self.tickUnits
         schedule(.restart(node: node.id, incarnation: node.incarnation), after: delay)
     }
 
-    /// Restarts from what the disk kept: the snapshot restores the state machine, the
-    /// log the acceptor and learner; the chosen slots after the snapshot are reapplied.
     func restart(_ node: SimNode) {
         faults += 1
-        let recovered: RecoveredDisk
-        do {
-            recovered = try node.disk.recover()
-        } catch {
-            violation("r\(node.id) cannot recover its disk: \(error)")
-            return
-        }
-        var durable = recovered.durable
-        if options.bug == .forgetPromise { durable.promised = .zero }
-        if let bytes = recovered.stateMachine {
-            guard let restored = try? KVStore(snapshot: bytes) else {
-                violation("r\(node.id) cannot read its own snapshot")
-                return
-            }
-            node.kv = restored
-        } else {
-            node.kv = KVStore()
-        }
-        node.snapshotThrough = durable.snapshotThrough
-        trace.note(
-            time,
-            "restart r\(node.id) promised=\(durable.promised) chosen=\(durable.chosenThrough) "
-                + "snapshot=\(durable.snapshotThrough) \(recovered.note)")
-        start(node, durable: durable)
+        trace.note(time, "restart r\(node.id)")
+        start(node)
     }
 
     // MARK: - Network
@@ -241,6 +236,19 @@ extension Simulation {
         }
     }
 
+    /// Snapshot chunks travel like a TCP stream: in order on their link, and lost with the
+    /// link (a lost chunk leaves a gap the receiver detects).
+    func sendChunk(_ chunk: SnapshotChunk, from: ReplicaID, to: ReplicaID) {
+        let link = Link(from: from, to: to)
+        guard !cuts.contains(link), random.next() % 100 >= plan.lossPercent / 2 else {
+            dropped += 1
+            return
+        }
+        let at = max(time + networkDelay(), (chunkArrivals[link] ?? 0) + 1)
+        chunkArrivals[link] = at
+        queue.push(.snapshotChunk(to: to, from: from, chunk), at: at)
+    }
+
     func networkDelay() -> UInt64 {
         var delay = 1 + random.next() % plan.delayUnitsMax
         if random.next() % 100 < plan.longDelayPercent {
@@ -253,7 +261,7 @@ extension Simulation {
 
     func injectFaults() {
         if random.next() % 10_000 < plan.crashPerTenThousand {
-            let alive = nodes.filter { $0.replica != nil }
+            let alive = nodes.filter { $0.runtime != nil }
             if !alive.isEmpty {
                 crash(alive[Int(random.next() % UInt64(alive.count))])
             }
@@ -262,6 +270,8 @@ extension Simulation {
             changePartition()
         }
     }
+
+    var leaderID: ReplicaID? { nodes.first(where: { $0.replica?.isLeader == true })?.id }
 
     func changePartition() {
         faults += 1
@@ -283,7 +293,7 @@ extension Simulation {
             trace.note(time, "partition \(left.sorted()) | \(ids.filter { !left.contains($0) })")
         case 2:
             // Isolate the leader.
-            guard let leader = nodes.first(where: { $0.replica?.isLeader == true })?.id else { return }
+            guard let leader = leaderID else { return }
             for other in ids where other != leader {
                 cuts.insert(Link(from: leader, to: other))
                 cuts.insert(Link(from: other, to: leader))
@@ -299,7 +309,7 @@ extension Simulation {
         case 4:
             // Flap: isolate the leader just long enough for the others to elect a new one,
             // then heal, so the deposed leader's retransmissions meet the new ballot.
-            guard let leader = nodes.first(where: { $0.replica?.isLeader == true })?.id else { return }
+            guard let leader = leaderID else { return }
             for other in ids where other != leader {
                 cuts.insert(Link(from: leader, to: other))
                 cuts.insert(Link(from: other, to: leader))
@@ -309,7 +319,7 @@ extension Simulation {
             trace.note(time, "flap leader r\(leader) for \(ticks) ticks")
         default:
             // Cut the leader's outbound links only: it hears the others, they don't hear it.
-            guard let leader = nodes.first(where: { $0.replica?.isLeader == true })?.id else { return }
+            guard let leader = leaderID else { return }
             for other in ids where other != leader {
                 cuts.insert(Link(from: leader, to: other))
             }

@@ -1,6 +1,8 @@
 import KVStore
 import Linearizability
 import Paxos
+import ReplicaRuntime
+import Storage
 
 /// The outcome of one simulated run.
 public struct SimulationResult: Sendable {
@@ -32,7 +34,7 @@ public struct SimulationResult: Sendable {
 /// was not synced, and clients whose history is checked for linearizability. After the
 /// fault phase everything heals and every pending request must complete and every
 /// replica converge (the liveness phase).
-public final class Simulation {
+public final class Simulation: @unchecked Sendable {  // one thread drives each instance
     /// Time units per tick; message delays are drawn in units.
     static let tickUnits: UInt64 = 10
     /// A client attempt waits this long before retrying elsewhere.
@@ -60,6 +62,8 @@ public final class Simulation {
     var delivered = 0
     var dropped = 0
     var trace: TraceRing
+    /// When the last snapshot chunk on each link arrives (chunks keep their order).
+    var chunkArrivals: [Link: UInt64] = [:]
 
     public init(options: SimulationOptions) {
         precondition([1, 3, 5, 7].contains(options.replicaCount), "replica count must be 1, 3, 5 or 7")
@@ -70,10 +74,7 @@ public final class Simulation {
         trace = TraceRing(capacity: options.traceTailLines)
         let ids = (1...options.replicaCount).map { ReplicaID($0) }
         for id in ids {
-            let disk: SimulatedDisk =
-                options.useStorage
-                ? StorageDisk(seed: options.seed &* 31 &+ UInt64(id), replica: id) : MemoryDisk()
-            nodes.append(SimNode(id: id, cluster: ids, disk: disk, seed: options.seed))
+            nodes.append(SimNode(id: id, cluster: ids, seed: options.seed))
         }
         for index in 0..<options.clientCount {
             clients.append(SimClient(id: index + 1))
@@ -119,7 +120,6 @@ public final class Simulation {
         var arguments = "--seed \(options.seed) --replicas \(options.replicaCount) --ops \(options.operationCount) "
             + "--clients \(options.clientCount)"
         if let bug = options.bug { arguments += " --inject-bug \(bug.rawValue)" }
-        if !options.useStorage { arguments += " --memory-disk" }
         return arguments
     }
 
@@ -147,8 +147,12 @@ public final class Simulation {
         livenessDeadline = time + UInt64(options.livenessTicksMax) * Self.tickUnits
         trace.note(time, "liveness phase: heal all, restart all")
         cuts.removeAll()
-        for node in nodes where node.replica == nil {
-            restart(node)
+        for node in nodes {
+            if node.runtime == nil {
+                restart(node)
+            } else {
+                node.runtime!.stopInjectingFaults()
+            }
         }
         for index in clients.indices {
             clients[index].current?.deadline = .max
@@ -161,7 +165,7 @@ public final class Simulation {
         let applied = nodes.map { $0.replica!.learner.appliedThrough }
         guard Set(applied).count == 1 else { return false }
         guard nodes.contains(where: { $0.replica!.isLeader }) else { return false }
-        return Set(nodes.map { $0.kv.stateDigest() }).count == 1
+        return Set(nodes.map { $0.runtime!.kv.stateDigest() }).count == 1
     }
 
     func reportLivenessFailure() {
@@ -178,7 +182,7 @@ public final class Simulation {
 
     func checkConvergence() {
         guard violations.isEmpty else { return }
-        let digests = Set(nodes.map { $0.kv.stateDigest() })
+        let digests = Set(nodes.compactMap { $0.runtime?.kv.stateDigest() })
         if digests.count != 1 {
             violation("replicas diverged: \(digests.count) different state-machine digests")
         }
@@ -203,20 +207,22 @@ public final class Simulation {
         switch event {
         case .tick(let id, let incarnation):
             let node = node(id)
-            guard node.incarnation == incarnation, node.replica != nil else { return }
-            // The bug: the runtime never fsyncs; the OS writes dirty pages back now and then.
-            if options.bug == .noFsync && random.next() % 30 == 0 { node.disk.sync() }
-            step(node, .tick)
+            guard node.incarnation == incarnation, node.runtime != nil else { return }
+            runTurn(node, tick: true)
             schedule(.tick(node: id, incarnation: incarnation), after: Self.tickUnits)
+        case .turn(let id, let incarnation):
+            let node = node(id)
+            guard node.incarnation == incarnation else { return }
+            runTurn(node, tick: false)
         case .deliver(let envelope):
             let node = node(envelope.to)
-            guard node.replica != nil else {
+            guard node.isUp else {
                 dropped += 1
                 return
             }
             delivered += 1
             trace.deliver(time, envelope)
-            step(node, .receive(envelope))
+            deliver(.message(envelope), to: node)
         case .heal:
             cuts.removeAll()
             trace.note(time, "heal")
@@ -227,9 +233,11 @@ public final class Simulation {
             }
         case .restart(let id, let crashIncarnation):
             let node = node(id)
-            if node.replica == nil && node.incarnation == crashIncarnation { restart(node) }
-        case .snapshot(let to, let slot, let bytes):
-            installSnapshot(node(to), through: slot, bytes: bytes)
+            if node.runtime == nil && node.incarnation == crashIncarnation { restart(node) }
+        case .snapshotChunk(let to, let from, let chunk):
+            let node = node(to)
+            guard node.isUp else { return }
+            deliver(.snapshotChunk(from: from, chunk), to: node)
         case .clientNext(let client):
             startOperation(client: client)
         case .request(let to, let request):
@@ -250,11 +258,13 @@ struct Link: Hashable {
 
 enum SimEvent {
     case tick(node: ReplicaID, incarnation: Int)
+    /// A replica takes the events delivered since its last turn.
+    case turn(node: ReplicaID, incarnation: Int)
     case deliver(Envelope)
     case faultTick
     case heal
     case restart(node: ReplicaID, incarnation: Int)
-    case snapshot(to: ReplicaID, slot: Slot, bytes: [UInt8])
+    case snapshotChunk(to: ReplicaID, from: ReplicaID, SnapshotChunk)
     case clientNext(client: Int)
     case request(to: ReplicaID, ClientRequest)
     case response(client: Int, operation: Int, ClientReply)

@@ -1,4 +1,5 @@
 import Paxos
+import ReplicaRuntime
 
 /// A deliberately broken replica, to prove that the simulator and its checkers catch
 /// the class of bug they exist for.
@@ -13,6 +14,8 @@ public enum InjectedBug: String, CaseIterable, Sendable {
     /// The runtime lets acceptors' `accepted` replies leave before their fsync, as it may
     /// a leader's `accept` requests: a crash in that window forgets a vote that counted.
     case acceptedBeforeFsync = "accepted-before-fsync"
+    /// The runtime's injected acceptor failure recovers without replaying the log.
+    case acceptorRecoversWithoutLog = "acceptor-recovers-without-log"
 }
 
 /// Everything one simulated run depends on. Same options ⇒ identical run.
@@ -33,9 +36,6 @@ public struct SimulationOptions: Sendable {
     public var livenessTicksMax: Int
     /// Take a state-machine snapshot and compact the log every this many applied slots.
     public var snapshotEverySlots: Int
-    /// Run each replica's log on the `Storage` module over a simulated file system that
-    /// loses unsynced data and tears writes at a crash (otherwise an in-memory model).
-    public var useStorage: Bool
     /// Trace lines kept for a failure report.
     public var traceTailLines: Int
 
@@ -49,7 +49,6 @@ public struct SimulationOptions: Sendable {
         faultPhaseTicksMax: Int = 3_000,
         livenessTicksMax: Int = 3_000,
         snapshotEverySlots: Int = 16,
-        useStorage: Bool = true,
         traceTailLines: Int = 60
     ) {
         self.seed = seed
@@ -61,7 +60,6 @@ public struct SimulationOptions: Sendable {
         self.faultPhaseTicksMax = faultPhaseTicksMax
         self.livenessTicksMax = livenessTicksMax
         self.snapshotEverySlots = snapshotEverySlots
-        self.useStorage = useStorage
         self.traceTailLines = traceTailLines
     }
 }
@@ -79,6 +77,8 @@ struct FaultPlan: CustomStringConvertible {
     /// Per tick, chance (in 1/10,000) that some replica crashes.
     var crashPerTenThousand: UInt64
     var restartDelayTicksMax: UInt64
+    /// The runtime's own fault injector (per unit of time), on in some seeds.
+    var faults: FaultModel
 
     init(random: inout SplitMix64) {
         lossPercent = random.next() % 4 == 0 ? 0 : random.next() % 20
@@ -95,10 +95,24 @@ struct FaultPlan: CustomStringConvertible {
             crashPerTenThousand = 20 + random.next() % 250
             restartDelayTicksMax = 2 + random.next() % 60
         }
+        switch random.next() % 3 {
+        case 0:
+            // Mean time between failures 0.5–5 s of simulated time (1 unit = 1 ms), down up to 0.4 s.
+            faults = FaultModel(
+                mode: .acceptor, meanMillisecondsBetweenFailures: 300 + random.next() % 3_000,
+                downtimeMillisecondsMax: 50 + random.next() % 400)
+        case 1:
+            faults = FaultModel(
+                mode: .replica, meanMillisecondsBetweenFailures: 500 + random.next() % 4_500,
+                downtimeMillisecondsMax: 400)
+        default:
+            faults = .off
+        }
     }
 
     var description: String {
         "loss=\(lossPercent)% dup=\(duplicatePercent)% delay≤\(delayUnitsMax)u long=\(longDelayPercent)% "
-            + "partition=\(partitionPerTenThousand)‱ crash=\(crashPerTenThousand)‱ restart≤\(restartDelayTicksMax)t"
+            + "partition=\(partitionPerTenThousand)‱ crash=\(crashPerTenThousand)‱ restart≤\(restartDelayTicksMax)t "
+            + "injector=\(faults)"
     }
 }

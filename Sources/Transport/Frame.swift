@@ -1,5 +1,6 @@
 import NIOCore
 import Paxos
+import Storage
 
 /// What a peer frame carries: the byte after the version in every frame header.
 ///

@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import Paxos
+import Storage
 
 /// What every inbound connection handler needs from its transport; immutable and shared.
 struct InboundContext: Sendable {

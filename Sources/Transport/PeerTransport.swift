@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Paxos
+import Storage
 import Synchronization
 
 #if canImport(Glibc)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ReplicaRuntime
 
 /// `synod cluster`: N replicas as separate `synod serve` processes on 127.0.0.1, so any
 /// one of them can be killed.
@@ -24,14 +25,17 @@ struct ClusterCommand: ParsableCommand {
     @Option(help: "Client port of replica 1; replica i uses base + 2·(i−1), its peer port the next one.")
     var basePort: Int = 2379
 
-    @Flag(help: "Turn the random acceptor failures on (--fail-rate 0.001, --fail-downtime 1500).")
+    @Flag(help: "Turn the random acceptor failures on: each acceptor fails every 6 s on average, down for up to 1.5 s.")
     var chaos = false
 
-    @Option(help: "Random acceptor failures: probability per Paxos message (overrides --chaos).")
-    var failRate: Double?
+    @Option(help: "Random failures: mean milliseconds between two failures of each replica (overrides --chaos; 0 = off).")
+    var failEvery: Int?
 
     @Option(help: "Longest downtime of a random failure, in milliseconds.")
     var failDowntime: Int?
+
+    @Option(help: "What a random failure takes down: acceptor (only the acceptor role) or replica (everything).")
+    var failMode: String?
 
     @Option(help: "Default read consistency of every replica: linearizable or serializable.")
     var consistency: String = "linearizable"
@@ -41,8 +45,10 @@ struct ClusterCommand: ParsableCommand {
         guard basePort >= 1, basePort + 2 * replicas < 65_536 else {
             throw ValidationError("--base-port \(basePort) leaves no room for \(replicas) replicas")
         }
-        if let failRate, !(0...1).contains(failRate) {
-            throw ValidationError("--fail-rate must be between 0 and 1")
+        if let failEvery, failEvery < 0 { throw ValidationError("--fail-every must not be negative") }
+        if let failDowntime, failDowntime < 0 { throw ValidationError("--fail-downtime must not be negative") }
+        if let failMode, !["acceptor", "replica"].contains(failMode) {
+            throw ValidationError("--fail-mode must be acceptor or replica, not '\(failMode)'")
         }
     }
 
@@ -53,8 +59,10 @@ struct ClusterCommand: ParsableCommand {
         let clientPort = { (id: Int) in basePort + 2 * (id - 1) }
         let peers = ids.map { "\($0)=127.0.0.1:\(clientPort($0) + 1)" }.joined(separator: ",")
         let clients = ids.map { "\($0)=127.0.0.1:\(clientPort($0))" }.joined(separator: ",")
-        let rate = failRate ?? (chaos ? 0.001 : 0)
-        let downtime = failDowntime ?? (chaos ? 1_500 : 2_000)
+        let preset = chaos ? FaultModel.chaos : FaultModel.off
+        let every = failEvery ?? Int(preset.meanMillisecondsBetweenFailures)
+        let downtime = failDowntime ?? Int(preset.downtimeMillisecondsMax)
+        let mode = failMode ?? preset.mode.rawValue
 
         let output = LockedOutput()
         var processes: [Int: Process] = [:]
@@ -65,7 +73,7 @@ struct ClusterCommand: ParsableCommand {
                 "serve", "--id", "\(id)", "--peers", peers, "--client-urls", clients,
                 "--listen-client", "127.0.0.1:\(clientPort(id))", "--listen-peer", "127.0.0.1:\(clientPort(id) + 1)",
                 "--data-dir", (dataDir as NSString).appendingPathComponent("r\(id)"), "--consistency", consistency,
-                "--fail-rate", "\(rate)", "--fail-downtime", "\(downtime)",
+                "--fail-every", "\(every)", "--fail-downtime", "\(downtime)", "--fail-mode", mode,
             ]
             let pipe = Pipe()
             process.standardOutput = pipe
@@ -86,8 +94,10 @@ struct ClusterCommand: ParsableCommand {
             processes[id] = process
         }
         output.line("endpoints: " + ids.map { "127.0.0.1:\(clientPort($0))" }.joined(separator: ","))
-        if rate > 0 {
-            output.line("cluster | random acceptor failures on: --fail-rate \(rate) --fail-downtime \(downtime)ms")
+        if every > 0 {
+            output.line(
+                "cluster | random \(mode) failures on: each replica fails every \(every) ms on average "
+                    + "(--fail-every), down for up to \(downtime) ms (--fail-downtime)")
         }
 
         // Ctrl-C or SIGTERM: stop every replica gracefully, then exit.

@@ -14,7 +14,7 @@ struct DemoCommand: AsyncParsableCommand {
         commandName: "demo",
         abstract: "Run a short PUT/GET/DELETE session against a cluster that fails at random.",
         discussion: """
-            Without --endpoints it starts `synod cluster --replicas 5 --fail-rate 0.003 \
+            Without --endpoints it starts `synod cluster --replicas 5 --fail-every 3000 \
             --fail-downtime 1500` in a temporary directory on --base-port, relays the cluster's \
             failure, recovery and leader lines, and stops the cluster (SIGTERM) at the end or on \
             Ctrl-C. Writes carry a synod-request-id header, so a write retried on another replica \
@@ -32,8 +32,8 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(name: .customLong("base-port"), help: "Client port of replica 1 of the cluster the demo starts.")
     var basePort: Int = 22_379
 
-    @Option(name: .customLong("fail-rate"), help: "Random acceptor failures of the started cluster, per Paxos message.")
-    var failRate: Double = 0.003
+    @Option(name: .customLong("fail-every"), help: "Random acceptor failures of the started cluster: mean milliseconds between two failures of each replica.")
+    var failEvery: Int = 3_000
 
     @Option(name: .customLong("fail-downtime"), help: "Longest downtime of a random failure, in milliseconds.")
     var failDowntime: Int = 1_500
@@ -54,7 +54,7 @@ struct DemoCommand: AsyncParsableCommand {
         guard basePort >= 1, basePort + 2 * replicas < 65_536 else {
             throw ValidationError("--base-port \(basePort) leaves no room for \(replicas) replicas")
         }
-        guard (0...1).contains(failRate) else { throw ValidationError("--fail-rate must be in [0, 1]") }
+        guard failEvery >= 0 else { throw ValidationError("--fail-every must not be negative") }
         guard failDowntime >= 0 else { throw ValidationError("--fail-downtime must not be negative") }
         guard timeout.duration > .zero else { throw ValidationError("--timeout must be positive") }
         guard (1...DemoLimits.attemptsMax).contains(attempts) else {
@@ -75,7 +75,7 @@ struct DemoCommand: AsyncParsableCommand {
             printer.note("using the cluster at \(endpoints)")
         } else {
             let started = DemoCluster(
-                replicas: replicas, basePort: basePort, failRate: failRate, failDowntimeMilliseconds: failDowntime,
+                replicas: replicas, basePort: basePort, failEvery: failEvery, failDowntimeMilliseconds: failDowntime,
                 printer: printer)
             cluster = started
             do {
@@ -220,7 +220,7 @@ struct DemoEndpoint: Hashable, Sendable, CustomStringConvertible {
 final class DemoCluster: @unchecked Sendable {
     let replicas: Int
     let basePort: Int
-    let failRate: Double
+    let failEvery: Int
     let failDowntimeMilliseconds: Int
     let printer: DemoPrinter
     let dataDirectory: String
@@ -240,10 +240,10 @@ final class DemoCluster: @unchecked Sendable {
     /// Lines of the cluster's output the demo relays.
     static let relayedMarkers = ["fault injector", "recovered", "leader is", "exited", "Program crashed", "Fatal error"]
 
-    init(replicas: Int, basePort: Int, failRate: Double, failDowntimeMilliseconds: Int, printer: DemoPrinter) {
+    init(replicas: Int, basePort: Int, failEvery: Int, failDowntimeMilliseconds: Int, printer: DemoPrinter) {
         self.replicas = replicas
         self.basePort = basePort
-        self.failRate = failRate
+        self.failEvery = failEvery
         self.failDowntimeMilliseconds = failDowntimeMilliseconds
         self.printer = printer
         dataDirectory = (NSTemporaryDirectory() as NSString).appendingPathComponent("synod-demo-\(getpid())")
@@ -260,7 +260,7 @@ final class DemoCluster: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: dataDirectory)
         let arguments = [
             "cluster", "--replicas", "\(replicas)", "--data-dir", dataDirectory, "--base-port", "\(basePort)",
-            "--fail-rate", "\(failRate)", "--fail-downtime", "\(failDowntimeMilliseconds)",
+            "--fail-every", "\(failEvery)", "--fail-downtime", "\(failDowntimeMilliseconds)",
         ]
         printer.note("starting: synod \(arguments.joined(separator: " "))")
         process.executableURL = URL(fileURLWithPath: Self.executablePath())

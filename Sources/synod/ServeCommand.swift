@@ -37,11 +37,14 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Default read consistency: linearizable or serializable.")
     var consistency: String = "linearizable"
 
-    @Option(help: "Random acceptor failures: probability per Paxos message handled (0 = off).")
-    var failRate: Double = 0
+    @Option(help: "Random failures: mean milliseconds between two failures of this replica (0 = off).")
+    var failEvery: Int = 0
 
-    @Option(help: "Longest downtime of a random acceptor failure, in milliseconds.")
-    var failDowntime: Int = 2_000
+    @Option(help: "Longest downtime of a random failure, in milliseconds.")
+    var failDowntime: Int = 1_500
+
+    @Option(help: "What a random failure takes down: acceptor (only the acceptor role) or replica (everything).")
+    var failMode: String = "acceptor"
 
     @Option(help: "Snapshot the state machine and compact the log every this many slots.")
     var snapshotEvery: Int = 10_000
@@ -58,6 +61,15 @@ struct ServeCommand: AsyncParsableCommand {
                 throw ServerConfigurationError.invalid(
                     "--consistency must be linearizable or serializable, not '\(self.consistency)'")
             }
+            guard let mode = FaultModel.Mode(rawValue: failMode) else {
+                throw ServerConfigurationError.invalid("--fail-mode must be acceptor or replica, not '\(failMode)'")
+            }
+            guard failEvery >= 0, failDowntime >= 0 else {
+                throw ServerConfigurationError.invalid("--fail-every and --fail-downtime must not be negative")
+            }
+            let faults = FaultModel(
+                mode: mode, meanMillisecondsBetweenFailures: UInt64(failEvery),
+                downtimeMillisecondsMax: UInt64(failDowntime))
             let listenPeer = try listenPeer.map { try Endpoint(parsing: $0, what: "--listen-peer") }
             guard let ownPeer = members[id] else {
                 throw ServerConfigurationError.invalid("--peers must include this replica's own id \(id)")
@@ -66,8 +78,7 @@ struct ServeCommand: AsyncParsableCommand {
                 replicaID: id, peers: members, clientEndpoints: clients,
                 listenClient: try Endpoint(parsing: listenClient, what: "--listen-client"),
                 listenPeer: listenPeer ?? ownPeer, dataDirectory: dataDir, defaultConsistency: consistency,
-                tickMilliseconds: tickMs, snapshotEverySlots: snapshotEvery, failRate: failRate,
-                failDowntimeMilliseconds: failDowntime)
+                tickMilliseconds: tickMs, snapshotEverySlots: snapshotEvery, faults: faults)
         } catch let error as ServerConfigurationError {
             // One line naming the problem, no usage block.
             FileHandle.standardError.write(Data("synod serve: \(error.description)\n".utf8))

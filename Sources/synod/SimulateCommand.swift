@@ -31,11 +31,9 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: "Concurrent simulated clients per run.")
     var clients: Int = 4
 
-    @Option(name: .customLong("inject-bug"), help: "Break the replica on purpose: forget-promise, no-fsync or accepted-before-fsync.")
+    @Option(name: .customLong("inject-bug"), help: "Break the replica on purpose: forget-promise, no-fsync, accepted-before-fsync or acceptor-recovers-without-log.")
     var injectBug: String?
 
-    @Flag(help: "Use the in-memory disk model instead of the Storage module over a simulated file system.")
-    var memoryDisk = false
 
     @Option(help: "Trace lines to print for a failing seed.")
     var traceLines: Int = 60
@@ -64,7 +62,7 @@ struct SimulateCommand: ParsableCommand {
             let replicaCount = replicas ?? (seed % 2 == 0 ? 5 : 3)
             let options = SimulationOptions(
                 seed: seed, replicaCount: replicaCount, operationCount: ops, clientCount: clients,
-                bug: bug, useStorage: !memoryDisk, traceTailLines: traceLines)
+                bug: bug, traceTailLines: traceLines)
             let result = Simulation(options: options).run()
             summary.add(result)
             if verbose {

@@ -122,7 +122,7 @@ struct ReplicaScenarioTests {
         cluster.step(2, .receive(Envelope(from: 1, to: 2, message: .accept(ballot: low, slot: 3, value: .batch([command("v")]), chosenThrough: 0))))
         // The leader itself prepares a higher ballot (its own prepares are never ignored).
         let output = cluster.step(2, .receive(Envelope(from: 1, to: 2, message: .prepare(ballot: Ballot(round: 2, replica: 1), fromSlot: 1))))
-        guard case .promise(_, let entries, _) = output.messages.first?.message else {
+        guard case .promise(_, let entries, _, _) = output.messages.first?.message else {
             Issue.record("no promise in \(output.messages)")
             return
         }

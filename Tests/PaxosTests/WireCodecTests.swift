@@ -43,7 +43,7 @@ private struct Generator {
     mutating func message(kind: Int) -> Message {
         switch kind {
         case 0: return .prepare(ballot: ballot(), fromSlot: uint64())
-        case 1: return .promise(ballot: ballot(), entries: entries(), chosenThrough: uint64())
+        case 1: return .promise(ballot: ballot(), entries: entries(), chosenThrough: uint64(), more: uint64() % 2 == 0)
         case 2: return .accept(ballot: ballot(), slot: uint64(), value: value(), chosenThrough: uint64())
         case 3: return .accepted(ballot: ballot(), slot: uint64())
         case 4: return .reject(promised: ballot())

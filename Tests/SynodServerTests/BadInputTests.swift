@@ -307,7 +307,7 @@ extension SynodProcessTests {
         let good = ["--id", "1", "--peers", "1=127.0.0.1:20999", "--data-dir", directory, "--listen-client", "127.0.0.1:20998"]
         let cases: [(arguments: [String], names: String)] = [
             (["--id", "1", "--peers", "nonsense", "--data-dir", directory], "--peers"),
-            (good + ["--fail-rate", "2"], "--fail-rate"),
+            (good + ["--fail-mode", "sometimes"], "--fail-mode"),
             (good + ["--fail-downtime=-5"], "--fail-downtime"),
             (["--id", "2", "--peers", "1=127.0.0.1:20999", "--data-dir", directory], "--peers"),
             (["--id", "1", "--peers", "1=127.0.0.1:99999", "--data-dir", directory], "--peers"),

@@ -12,6 +12,6 @@ struct SynodProcessTests {
         let binary = try SynodBinary.locate()
         let run = try await ProgramRun.run(binary, ["serve", "--help"], timeout: .seconds(20))
         #expect(run.status == 0, "synod serve --help exited \(run.status): \(run.stderr)")
-        #expect(run.stdout.contains("--fail-rate"), "synod serve --help does not list --fail-rate:\n\(run.stdout)")
+        #expect(run.stdout.contains("--fail-every"), "synod serve --help does not list --fail-every:\n\(run.stdout)")
     }
 }

@@ -58,14 +58,6 @@ struct SimulationTests {
         }
     }
 
-    @Test("The in-memory disk model and the Storage module agree: both pass")
-    func memoryDiskModel() {
-        for seed: UInt64 in 1...40 {
-            let result = Simulation(options: SimulationOptions(seed: seed, replicaCount: 3, useStorage: false)).run()
-            #expect(result.violations.isEmpty, "\(result.report)")
-        }
-    }
-
     @Test("Injected bugs are caught within 200 seeds", arguments: InjectedBug.allCases)
     func injectedBugCaught(bug: InjectedBug) {
         var caughtAt: UInt64?

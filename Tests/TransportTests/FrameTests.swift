@@ -1,5 +1,6 @@
 import NIOCore
 import Paxos
+import Storage
 import Testing
 
 @testable import Transport

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import Paxos
+import Storage
 import Testing
 
 @testable import Transport

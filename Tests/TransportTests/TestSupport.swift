@@ -3,6 +3,8 @@ import Logging
 import NIOCore
 import NIOPosix
 import Paxos
+import Storage
+import Storage
 import Synchronization
 
 @testable import Transport
@@ -45,7 +47,7 @@ struct EnvelopeGenerator {
     mutating func message(kind index: Int) -> Message {
         switch index % 12 {
         case 0: return .prepare(ballot: ballot(), fromSlot: integer())
-        case 1: return .promise(ballot: ballot(), entries: entries(), chosenThrough: integer())
+        case 1: return .promise(ballot: ballot(), entries: entries(), chosenThrough: integer(), more: integer() % 2 == 0)
         case 2: return .accept(ballot: ballot(), slot: integer(), value: value(), chosenThrough: integer())
         case 3: return .accepted(ballot: ballot(), slot: integer())
         case 4: return .reject(promised: ballot())

@@ -1,0 +1,104 @@
+import KVStore
+import Paxos
+import Storage
+
+/// A snapshot being sent to one peer, a few chunks per turn.
+struct SnapshotTransfer {
+    var reader: SnapshotReader
+    var offset: UInt64 = 0
+}
+
+extension ReplicaRuntime {
+    /// Snapshots the state machine and compacts the log every `snapshotEverySlots`.
+    func compactIfDue() {
+        guard let applied = replica?.learner.appliedThrough,
+            applied >= snapshotThrough + Slot(options.snapshotEverySlots)
+        else { return }
+        do {
+            try storage!.saveSnapshot(through: applied, stateMachine: kv.snapshot())
+        } catch {
+            environment.fatal("cannot write a snapshot, stopping: \(error)")
+        }
+        snapshotThrough = applied
+        environment.log(.info, "snapshot through slot \(applied) written; log compacted (disk \(storage!.diskUsageBytes) bytes)")
+        carryOut(replica!.step(.compacted(through: applied)))
+    }
+
+    /// Starts sending the newest snapshot to a peer that lacks the compacted log (a
+    /// transfer already under way goes on).
+    func startSnapshotTransfer(to peer: ReplicaID) {
+        guard snapshotTransfers[peer] == nil else { return }
+        do {
+            guard let reader = try storage?.snapshotReader() else { return }
+            environment.log(.info, "sending snapshot through slot \(reader.through) (\(reader.totalBytes) bytes) to r\(peer)")
+            snapshotTransfers[peer] = SnapshotTransfer(reader: reader)
+        } catch {
+            environment.log(.error, "cannot read the snapshot for r\(peer): \(error)")
+        }
+    }
+
+    /// Sends each transfer's next chunks, up to `snapshotBytesPerTurnMax` per peer: a large
+    /// snapshot never floods the transport's bounded per-peer queue.
+    func continueSnapshotTransfers() {
+        for peer in snapshotTransfers.keys.sorted() {
+            var transfer = snapshotTransfers[peer]!
+            var sent = 0
+            do {
+                while sent < options.snapshotBytesPerTurnMax && transfer.offset < transfer.reader.totalBytes {
+                    let bytes = try transfer.reader.read(at: transfer.offset, count: options.snapshotChunkBytesMax)
+                    guard !bytes.isEmpty else { break }
+                    let isLast = transfer.offset + UInt64(bytes.count) >= transfer.reader.totalBytes
+                    environment.sendSnapshotChunk(
+                        SnapshotChunk(
+                            through: transfer.reader.through, offset: transfer.offset,
+                            totalBytes: transfer.reader.totalBytes, bytes: bytes, isLast: isLast),
+                        to: peer)
+                    transfer.offset += UInt64(bytes.count)
+                    sent += bytes.count
+                }
+            } catch {
+                // A newer snapshot replaced the file being sent: the core asks again.
+                environment.log(.info, "snapshot transfer to r\(peer) abandoned: \(error)")
+                snapshotTransfers[peer] = nil
+                continue
+            }
+            snapshotTransfers[peer] = transfer.offset >= transfer.reader.totalBytes ? nil : transfer
+        }
+    }
+
+    /// Assembles a snapshot from its chunks; when it is complete, installs it — after
+    /// carrying out what this turn stepped so far, so that slots committed earlier in the
+    /// turn are applied *before* the newer state machine replaces the store, never on top
+    /// of it.
+    func receiveSnapshotChunk(_ chunk: SnapshotChunk, from peer: ReplicaID, output: inout Output) {
+        guard let replica, chunk.through > replica.learner.appliedThrough else { return }
+        do {
+            if chunk.offset == 0 {
+                installer = try storage!.beginSnapshotInstall(through: chunk.through, totalBytes: chunk.totalBytes)
+                installerFrom = peer
+            }
+            guard let installer, installer.through == chunk.through, installerFrom == peer else { return }
+            try installer.write(chunk.bytes, at: chunk.offset)
+            guard chunk.isLast else { return }
+            self.installer = nil
+            let body = try installer.finish()
+            let restored = try KVStore(snapshot: body)
+            if options.bug != .installSnapshotMidTurn {
+                carryOut(output)
+                output = Output()
+            }
+            guard chunk.through > self.replica!.learner.appliedThrough else { return }
+            kv = restored
+            snapshotThrough = chunk.through
+            environment.log(.notice, "installed snapshot through slot \(chunk.through) from r\(peer)")
+            output.append(self.replica!.step(.snapshotInstalled(through: chunk.through)))
+        } catch let error as StorageError {
+            if case .fsyncFailed = error { environment.fatal("fsync failed while installing a snapshot: \(error)") }
+            installer = nil
+            environment.log(.error, "snapshot from r\(peer) rejected: \(error)")
+        } catch {
+            installer = nil
+            environment.log(.error, "snapshot from r\(peer) rejected: \(error)")
+        }
+    }
+}

@@ -1,0 +1,511 @@
+import KVStore
+import Paxos
+import Storage
+
+/// Deliberately broken runtime behaviour, to prove that the simulator's checkers catch
+/// the class of bug they exist for (FoundationDB's BUGGIFY idea: the bug lives in the
+/// code that ships, switched on only by the simulator).
+public enum RuntimeBug: String, CaseIterable, Sendable {
+    /// Acknowledges without fsyncing: records reach the disk only when the (simulated) OS
+    /// writes dirty pages back, so a crash forgets promises and acceptances announced.
+    case noFsync = "no-fsync"
+    /// Lets acceptors' `accepted` replies leave before their fsync, as a leader's `accept`
+    /// requests may.
+    case acceptedBeforeFsync = "accepted-before-fsync"
+    /// Forgets the promised ballot on recovery (keeps the accepted values).
+    case forgetPromise = "forget-promise"
+    /// Installs a received snapshot in the middle of a turn, before the slots stepped
+    /// earlier in that turn are applied (which then land on top of the newer snapshot).
+    case installSnapshotMidTurn = "install-snapshot-mid-turn"
+    /// An acceptor recovers from an injected failure without replaying its log: it comes
+    /// back with no promise and no accepted values.
+    case acceptorRecoversWithoutLog = "acceptor-recovers-without-log"
+}
+
+/// Everything a `ReplicaRuntime` is configured with.
+public struct RuntimeOptions {
+    public var paxos: Configuration
+    /// The replica's data directory on `fileSystem`.
+    public var directory: String
+    public var fileSystem: FileSystem
+    public var storage: StorageOptions
+    /// Take a state-machine snapshot and compact the log every this many applied slots.
+    public var snapshotEverySlots: Int
+    public var tickMilliseconds: UInt64
+    public var faults: FaultModel
+    public var seed: UInt64
+    /// Client requests waiting for an answer (queued in the core or forwarded), at most.
+    public var requestsWaitingMax: Int
+    /// Bytes of the client writes waiting for an answer, at most.
+    public var requestBytesWaitingMax: Int
+    /// Snapshot bytes sent to one peer per turn: pacing, so a large snapshot never
+    /// overruns the transport's per-peer queue.
+    public var snapshotBytesPerTurnMax: Int
+    /// The most bytes one snapshot chunk carries (below the transport's frame bound).
+    public var snapshotChunkBytesMax: Int
+    public var bug: RuntimeBug?
+
+    public init(
+        paxos: Configuration, directory: String, fileSystem: FileSystem, storage: StorageOptions = StorageOptions(),
+        snapshotEverySlots: Int = 10_000, tickMilliseconds: UInt64 = 10, faults: FaultModel = .off, seed: UInt64 = 0,
+        requestsWaitingMax: Int = 32_768, requestBytesWaitingMax: Int = 256 << 20,
+        snapshotBytesPerTurnMax: Int = 2 << 20, snapshotChunkBytesMax: Int = SnapshotReader.chunkBytesMax,
+        bug: RuntimeBug? = nil
+    ) {
+        self.paxos = paxos
+        self.directory = directory
+        self.fileSystem = fileSystem
+        self.storage = storage
+        self.snapshotEverySlots = snapshotEverySlots
+        self.tickMilliseconds = tickMilliseconds
+        self.faults = faults
+        self.seed = seed
+        self.requestsWaitingMax = requestsWaitingMax
+        self.requestBytesWaitingMax = requestBytesWaitingMax
+        self.snapshotBytesPerTurnMax = snapshotBytesPerTurnMax
+        self.snapshotChunkBytesMax = snapshotChunkBytesMax
+        self.bug = bug
+    }
+}
+
+/// The runtime of one replica — the one the server runs and the simulator proves. It owns
+/// the `Replica` (the pure Paxos core), the `KVStore`, the storage, the client requests
+/// waiting for an answer, snapshot sending and installing, compaction, request deadlines
+/// and the fault injector, and carries out the core's `Output` contract:
+///
+///     step every event of a turn → persist + ONE fsync → send → apply → answer
+///
+/// It is single-threaded (its driver calls it from one thread) and does all I/O through
+/// `RuntimeEnvironment` and the `FileSystem` seam. Time is what the driver says it is.
+public final class ReplicaRuntime {
+    public let options: RuntimeOptions
+    let environment: RuntimeEnvironment
+    public var id: ReplicaID { options.paxos.replicaID }
+
+    /// The core; nil while the replica is down (an injected failure) or not started.
+    public internal(set) var replica: Replica?
+    public internal(set) var kv = KVStore()
+    var storage: ReplicaStorage?
+    var snapshotThrough: Slot = 0
+    var installer: SnapshotInstaller?
+    var installerFrom: ReplicaID?
+    /// Snapshots being sent, by peer, paced per turn.
+    var snapshotTransfers: [ReplicaID: SnapshotTransfer] = [:]
+    var faults: FaultInjector
+    var lastLeader: ReplicaID?
+    var now = RuntimeInstant(nanoseconds: 0)
+
+    // Client requests waiting for an answer.
+    var writesWaiting: [RequestID: [WaitingWrite]] = [:]
+    var readsWaiting: [ReadID: WaitingRead] = [:]
+    var nextReadID: ReadID = 1
+    /// Invariant: `requestsWaiting` = writers in `writesWaiting` + `readsWaiting.count`;
+    /// `requestBytesWaiting` = the bytes of the writes among them.
+    /// Set when the process died at a crash point: the runtime does nothing more.
+    public private(set) var isHalted = false
+    /// Cleared by `stopInjectingFaults` (the simulator's liveness phase).
+    var injectsFaults = true
+    public private(set) var requestsWaiting = 0
+    public private(set) var requestBytesWaiting = 0
+
+    public init(options: RuntimeOptions, environment: RuntimeEnvironment) {
+        self.options = options
+        self.environment = environment
+        faults = FaultInjector(model: options.faults, tickMilliseconds: options.tickMilliseconds, seed: options.seed)
+    }
+
+    // MARK: - Driving
+
+    /// Opens the data directory and rebuilds the replica exactly as after a crash.
+    public func start(now: RuntimeInstant) throws {
+        self.now = now
+        try recover()
+    }
+
+    /// One turn: steps every event, then carries out the merged output once (one fsync
+    /// for the whole turn: group commit). `tick` says that a tick of logical time passed.
+    public func turn(_ events: [RuntimeEvent], tick: Bool, now: RuntimeInstant) {
+        guard !isHalted else { return }
+        self.now = max(self.now, now)
+        var output = Output()
+        var proposals: [Command] = []
+        var reads: [ReadID] = []
+        // Failures and recoveries first, while nothing of this turn is pending.
+        if tick { tickFaults() }
+        for event in events {
+            handle(event, into: &output, proposals: &proposals, reads: &reads)
+            guard !isHalted else { return }
+        }
+        // All writes of a turn go to the core together, so they batch into as few slots
+        // as the bounds allow; all reads share one read-index confirmation round.
+        if replica != nil && !proposals.isEmpty {
+            output.append(replica!.step(.propose(proposals)))
+        }
+        if replica != nil && !reads.isEmpty {
+            output.append(replica!.step(.reads(reads)))
+        }
+        if tick {
+            if replica != nil { output.append(replica!.step(.tick)) }
+            expireRequests()
+        }
+        carryOut(output)
+        guard !isHalted else { return }
+        noteLeadershipChanges()
+        continueSnapshotTransfers()
+    }
+
+    /// The process died: nothing more happens (waiting clients learn nothing, as from a
+    /// killed process).
+    func halt() {
+        isHalted = true
+        replica = nil
+        installer = nil
+        snapshotTransfers.removeAll()
+    }
+
+    /// No new injected failures from now on (a failed replica still recovers).
+    public func stopInjectingFaults() {
+        injectsFaults = false
+    }
+
+    /// Stops the runtime: every waiting request fails with `stopping`, storage is closed.
+    public func stop() {
+        failAllWaiting(.stopping)
+        try? storage?.close()
+        storage = nil
+        replica = nil
+    }
+
+    /// What the replica reports about itself.
+    public var status: ReplicaStatus {
+        ReplicaStatus(
+            revision: kv.revision, leader: replica?.leader, ballotRound: currentRound,
+            chosenThrough: replica?.learner.chosenThrough ?? 0, appliedThrough: replica?.learner.appliedThrough ?? 0,
+            diskBytes: storage?.diskUsageBytes ?? 0, isDown: replica == nil, isLeader: replica?.isLeader ?? false)
+    }
+
+    /// Failures and recoveries the fault injector caused so far.
+    public var faultCounts: (failures: Int, recoveries: Int) { (faults.failures, faults.recoveries) }
+
+    var currentRound: UInt64 { replica?.ballot?.round ?? replica?.acceptor.promised.round ?? 0 }
+
+    var position: ReplicaPosition {
+        ReplicaPosition(revision: kv.revision, leader: replica?.leader, ballotRound: currentRound)
+    }
+
+    // MARK: - Events
+
+    func handle(_ event: RuntimeEvent, into output: inout Output, proposals: inout [Command], reads: inout [ReadID]) {
+        switch event {
+        case .message(let envelope):
+            guard replica != nil else { return }
+            output.append(replica!.step(.receive(envelope)))
+        case .snapshotChunk(let from, let chunk):
+            guard replica != nil else { return }
+            receiveSnapshotChunk(chunk, from: from, output: &output)
+        case .write(let command, let encoded, let deadline, let reply):
+            guard replica != nil else { return reply(.failure(.recovering)) }
+            guard requestsWaiting < options.requestsWaitingMax,
+                requestBytesWaiting + encoded.bytes.count <= options.requestBytesWaitingMax
+            else { return reply(.failure(.tooManyRequests)) }
+            let forwardedTo = replica!.isLeader ? nil : replica!.leader
+            writesWaiting[command.requestID, default: []].append(
+                WaitingWrite(command: encoded, deadline: deadline, forwardedTo: forwardedTo, reply: reply))
+            requestsWaiting += 1
+            requestBytesWaiting += encoded.bytes.count
+            proposals.append(encoded)
+        case .read(let request, let serializable, let deadline, let reply):
+            guard replica != nil else { return reply(.failure(.recovering)) }
+            if serializable {
+                reply(serve(request))
+                return
+            }
+            guard requestsWaiting < options.requestsWaitingMax else { return reply(.failure(.tooManyRequests)) }
+            let readID = nextReadID
+            nextReadID += 1
+            readsWaiting[readID] = WaitingRead(request: request, deadline: deadline, reply: reply)
+            requestsWaiting += 1
+            reads.append(readID)
+        case .status(let reply):
+            reply(status)
+        }
+    }
+
+    func serve(_ request: RangeRequest) -> RequestOutcome<RangeResponse> {
+        do {
+            let response = try kv.range(request)
+            var answered = position
+            answered.revision = response.revision
+            return .success(response, answered)
+        } catch {
+            return .failure(.store(error))
+        }
+    }
+
+    // MARK: - The Output contract
+
+    /// Carries out an output in the contract's order: persist and fsync, send, apply,
+    /// answer.
+    func carryOut(_ output: Output) {
+        guard !isHalted else { return }
+        var messages = output.messages
+        if !output.records.isEmpty {
+            // Accept requests first: the acceptors' fsyncs overlap ours
+            // (`Envelope.mayLeaveBeforePersist`). Replies they cause are stepped in a later
+            // turn, after this fsync.
+            let early = messages.filter(leavesBeforePersist)
+            if !early.isEmpty {
+                environment.send(early)
+                messages.removeAll(where: leavesBeforePersist)
+                if environment.crashes(at: .afterEarlySend) {
+                    halt()
+                    return
+                }
+            }
+            do {
+                try storage!.persist(output.records, sync: output.recordsNeedSync && options.bug != .noFsync)
+            } catch {
+                environment.fatal("cannot persist to the write-ahead log, stopping: \(error)")
+            }
+        }
+        if !messages.isEmpty {
+            environment.send(messages)
+        }
+        for item in output.committed {
+            apply(item)
+        }
+        for readID in output.readsReleased {
+            guard let waiting = takeRead(readID) else { continue }
+            waiting.reply(serve(waiting.request))
+        }
+        for readID in output.readsFailed {
+            takeRead(readID)?.reply(.failure(.noLeader))
+        }
+        for peer in output.snapshotsNeeded {
+            startSnapshotTransfer(to: peer)
+        }
+        for command in output.proposalsDropped {
+            guard let requestID = try? WriteCommand.decode(command.bytes).requestID else { continue }
+            for waiter in takeWrites(requestID) {
+                waiter.reply(.failure(.noLeader))
+            }
+        }
+        compactIfDue()
+    }
+
+    /// `Envelope.mayLeaveBeforePersist`, or with the injected bug also `accepted` replies.
+    func leavesBeforePersist(_ envelope: Envelope) -> Bool {
+        if options.bug == .acceptedBeforeFsync, case .accepted = envelope.message { return true }
+        return envelope.mayLeaveBeforePersist
+    }
+
+    func apply(_ item: SlotEntry) {
+        environment.didApply(item)
+        for command in item.entry.value.commands {
+            let (requestID, result) = kv.apply(encoded: command.bytes)
+            guard let requestID else { continue }
+            let waiting = takeWrites(requestID)
+            guard !waiting.isEmpty else { continue }
+            var answered = position
+            answered.revision = result.revision
+            for waiter in waiting {
+                waiter.reply(.success(result, answered))
+            }
+        }
+    }
+
+    // MARK: - Waiting requests
+
+    func takeWrites(_ requestID: RequestID) -> [WaitingWrite] {
+        guard let waiting = writesWaiting.removeValue(forKey: requestID) else { return [] }
+        requestsWaiting -= waiting.count
+        requestBytesWaiting -= waiting.reduce(0) { $0 + $1.command.bytes.count }
+        return waiting
+    }
+
+    func takeRead(_ readID: ReadID) -> WaitingRead? {
+        guard let waiting = readsWaiting.removeValue(forKey: readID) else { return nil }
+        requestsWaiting -= 1
+        return waiting
+    }
+
+    func expireRequests() {
+        // Runs every tick: allocate only for requests that did expire.
+        // Sorted: dictionary order must never reach an output (it differs per process).
+        let expiredWrites = writesWaiting.filter { $0.value.contains(where: { $0.deadline <= now }) }.keys
+        for requestID in expiredWrites.sorted(by: RequestID.ordered) {
+            let all = takeWrites(requestID)
+            for waiter in all where waiter.deadline <= now { waiter.reply(.failure(.timedOut)) }
+            let alive = all.filter { $0.deadline > now }
+            if !alive.isEmpty {
+                writesWaiting[requestID] = alive
+                requestsWaiting += alive.count
+                requestBytesWaiting += alive.reduce(0) { $0 + $1.command.bytes.count }
+            }
+        }
+        for readID in readsWaiting.filter({ $0.value.deadline <= now }).keys.sorted() {
+            takeRead(readID)?.reply(.failure(.timedOut))
+        }
+    }
+
+    func failAllWaiting(_ failure: RequestFailure) {
+        for requestID in writesWaiting.keys.sorted(by: RequestID.ordered) {
+            for waiter in takeWrites(requestID) { waiter.reply(.failure(failure)) }
+        }
+        for readID in readsWaiting.keys.sorted() {
+            takeRead(readID)?.reply(.failure(failure))
+        }
+        precondition(requestsWaiting == 0 && requestBytesWaiting == 0, "waiting-request accounting is off")
+    }
+
+    /// A follower's forwarded writes die with the leader they were sent to: when the
+    /// leader changes, each is sent again to the new one (its request id makes the retry
+    /// exactly-once) — or, for a write without a session (a plain etcd client's, which a
+    /// second copy could apply twice), failed at once with etcd's "leader changed" so the
+    /// client need not wait out its deadline.
+    func reforwardAfterLeaderChange(to newLeader: ReplicaID) -> [Command] {
+        var again: [Command] = []
+        let forwardedTo: ReplicaID? = newLeader == id ? nil : newLeader
+        for requestID in writesWaiting.keys.sorted(by: RequestID.ordered) {
+            let waiting = writesWaiting[requestID]!
+            guard let previous = waiting.first?.forwardedTo, previous != newLeader else { continue }
+            if requestID.hasSession {
+                writesWaiting[requestID] = waiting.map {
+                    var copy = $0
+                    copy.forwardedTo = forwardedTo
+                    return copy
+                }
+                again.append(waiting[0].command)
+            } else {
+                for waiter in takeWrites(requestID) { waiter.reply(.failure(.leaderChanged)) }
+            }
+        }
+        return again
+    }
+
+    func noteLeadershipChanges() {
+        guard let replica, replica.leader != lastLeader else { return }
+        lastLeader = replica.leader
+        guard let leader = replica.leader else {
+            // Forwarded writes keep waiting: they go to whichever leader is found next.
+            environment.log(.notice, "no leader known; election under way")
+            return
+        }
+        environment.log(
+            .notice,
+            "leader is r\(leader) (\(replica.leaderBallot))\(leader == replica.id ? " — this replica leads" : "")"
+                + " chosen=\(replica.learner.chosenThrough)")
+        let again = reforwardAfterLeaderChange(to: leader)
+        if !again.isEmpty {
+            environment.log(.info, "re-forwarding \(again.count) writes to the new leader r\(leader)")
+            carryOut(self.replica!.step(.propose(again)))
+        }
+    }
+
+    // MARK: - Recovery and failures
+
+    /// Opens the data directory and rebuilds the replica from its snapshot and log.
+    func recover() throws {
+        let (storage, recovered) = try ReplicaStorage.open(
+            directory: options.directory, fileSystem: options.fileSystem, options: options.storage)
+        self.storage = storage
+        if let snapshot = recovered.snapshot {
+            kv = try KVStore(snapshot: snapshot.stateMachine)
+        } else {
+            kv = KVStore()
+        }
+        var durable = recovered.durable
+        if options.bug == .forgetPromise { durable.promised = .zero }
+        snapshotThrough = durable.snapshotThrough
+        replica = Replica(configuration: options.paxos, durable: durable)
+        lastLeader = nil
+        environment.log(
+            .notice,
+            "recovered: \(recovered.report) promised=\(durable.promised) chosen=\(durable.chosenThrough) "
+                + "snapshot=\(durable.snapshotThrough)")
+    }
+
+    /// The fault injector's turn: fail now and then, recover when the downtime is over.
+    func tickFaults() {
+        switch options.faults.mode {
+        case .replica: tickReplicaFaults()
+        case .acceptor: tickAcceptorFaults()
+        }
+    }
+
+    /// `replica` mode: the whole replica goes down and comes back as after a restart.
+    func tickReplicaFaults() {
+        if replica == nil {
+            guard faults.recoversNow(now: now) else { return }
+            do {
+                try recover()
+            } catch {
+                environment.fatal("cannot recover after an injected failure: \(error)")
+            }
+            environment.log(.notice, "fault injector: acceptor recovered from its write-ahead log (whole replica restarted)")
+            return
+        }
+        guard injectsFaults, let downtime = faults.failsThisTick(now: now) else { return }
+        environment.log(
+            .warning, "fault injector: acceptor crashed with its whole replica; down for \(downtime) ms, dropping all traffic")
+        replica = nil
+        installer = nil
+        snapshotTransfers.removeAll()
+        failAllWaiting(.recovering)
+        try? storage?.close()
+        storage = nil
+    }
+
+    /// `acceptor` mode (the seed's model): only the acceptor role fails; the proposer,
+    /// the learner and the waiting clients carry on. On recovery the acceptor's state is
+    /// rebuilt from the write-ahead log by the same recovery code a restart runs.
+    func tickAcceptorFaults() {
+        guard replica != nil else { return }
+        if replica!.acceptorDown {
+            guard faults.recoversNow(now: now) else { return }
+            let durable: DurableState
+            do {
+                try storage?.close()
+                let (reopened, recovered) = try ReplicaStorage.open(
+                    directory: options.directory, fileSystem: options.fileSystem, options: options.storage)
+                storage = reopened
+                durable = options.bug == .acceptorRecoversWithoutLog ? DurableState() : recovered.durable
+            } catch {
+                environment.fatal("cannot recover the acceptor after an injected failure: \(error)")
+            }
+            replica!.recoverAcceptor(from: durable)
+            environment.log(
+                .notice,
+                "fault injector: acceptor recovered from its write-ahead log (promised=\(durable.promised), "
+                    + "\(durable.entries.count) entries)")
+            return
+        }
+        guard injectsFaults, let downtime = faults.failsThisTick(now: now) else { return }
+        replica!.failAcceptor()
+        environment.log(
+            .warning,
+            "fault injector: acceptor crashed; down for \(downtime) ms (proposer and learner keep running"
+                + "\(replica!.isLeader ? ", this replica keeps leading" : ""))")
+    }
+}
+
+extension RequestID {
+    /// A total order for iterating waiting requests deterministically.
+    static func ordered(_ lhs: RequestID, _ rhs: RequestID) -> Bool {
+        (lhs.clientID, lhs.sequence) < (rhs.clientID, rhs.sequence)
+    }
+}
+
+struct WaitingWrite {
+    let command: Command
+    let deadline: RuntimeInstant
+    /// The leader this follower forwarded the write to (nil: proposed locally).
+    var forwardedTo: ReplicaID?
+    let reply: WriteReply
+}
+
+struct WaitingRead {
+    let request: RangeRequest
+    let deadline: RuntimeInstant
+    let reply: ReadReply
+}

@@ -1,0 +1,35 @@
+import Paxos
+import Storage
+
+/// The narrow seams through which a `ReplicaRuntime` reaches the world. The server
+/// implements them with SwiftNIO and the real disk; the simulator with its seeded
+/// network, simulated file system and trace. Everything else — what to persist, when to
+/// send, what to apply, whom to answer, when to snapshot, compact or fail — is the
+/// runtime's own code, the same in both.
+public protocol RuntimeEnvironment: AnyObject {
+    /// Sends Paxos messages; the network may lose them (Paxos retransmits).
+    func send(_ envelopes: [Envelope])
+    /// Sends one piece of a snapshot to a peer, in order after the previous pieces.
+    func sendSnapshotChunk(_ chunk: SnapshotChunk, to peer: ReplicaID)
+    /// Reports what happened.
+    func log(_ level: RuntimeLogLevel, _ message: String)
+    /// The replica cannot go on (a failed fsync, a broken disk): stop it.
+    func fatal(_ message: String) -> Never
+    /// A chosen slot was applied to the state machine (the simulator checks agreement).
+    func didApply(_ item: SlotEntry)
+    /// Whether the process dies right here (the simulator's crash points; never in the
+    /// server). After a yes the runtime does nothing more: it is halted, as a killed
+    /// process, and its driver discards it.
+    func crashes(at point: CrashPoint) -> Bool
+}
+
+/// Places in the runtime where the simulator may kill the process.
+public enum CrashPoint: Sendable {
+    /// A leader's `accept` requests have left, its own records are not yet durable.
+    case afterEarlySend
+}
+
+extension RuntimeEnvironment {
+    public func didApply(_ item: SlotEntry) {}
+    public func crashes(at point: CrashPoint) -> Bool { false }
+}

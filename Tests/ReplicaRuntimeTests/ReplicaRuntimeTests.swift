@@ -1,0 +1,209 @@
+import KVStore
+import Paxos
+import ReplicaRuntime
+import Storage
+import Synchronization
+import Testing
+
+/// The runtime's seams recorded, for tests that drive one `ReplicaRuntime` by hand.
+final class RecordingEnvironment: RuntimeEnvironment {
+    var sent: [Envelope] = []
+    var chunks: [(ReplicaID, SnapshotChunk)] = []
+    var lines: [String] = []
+
+    func send(_ envelopes: [Envelope]) { sent.append(contentsOf: envelopes) }
+    func sendSnapshotChunk(_ chunk: SnapshotChunk, to peer: ReplicaID) { chunks.append((peer, chunk)) }
+    func log(_ level: RuntimeLogLevel, _ message: String) { lines.append(message) }
+    func fatal(_ message: String) -> Never { preconditionFailure(message) }
+}
+
+/// Collects outcomes delivered through `@Sendable` reply closures.
+final class Outcomes: Sendable {
+    let writes = Mutex<[RequestOutcome<WriteResult>]>([])
+
+    var failures: [RequestFailure] {
+        writes.withLock { $0.compactMap { if case .failure(let failure) = $0 { return failure } else { return nil } } }
+    }
+    var successes: Int {
+        writes.withLock { $0.filter { if case .success = $0 { return true } else { return false } }.count }
+    }
+}
+
+@Suite("Replica runtime")
+struct ReplicaRuntimeTests {
+    static func runtime(
+        replicas: [ReplicaID] = [1], requestsWaitingMax: Int = 4, requestBytesWaitingMax: Int = 1 << 20,
+        faults: FaultModel = .off
+    ) throws -> (ReplicaRuntime, RecordingEnvironment) {
+        let environment = RecordingEnvironment()
+        let paxos = try Configuration(replicaID: 1, replicas: replicas, electionTimeoutTicks: 5)
+        let runtime = ReplicaRuntime(
+            options: RuntimeOptions(
+                paxos: paxos, directory: "/data", fileSystem: SimulatedFileSystem(seed: 1),
+                storage: .testing(), faults: faults, requestsWaitingMax: requestsWaitingMax,
+                requestBytesWaitingMax: requestBytesWaitingMax),
+            environment: environment)
+        try runtime.start(now: .milliseconds(0))
+        if replicas.count > 1 {
+            // r2 leads (as far as this replica knows): writes are forwarded and wait there.
+            runtime.turn(
+                [.message(Envelope(from: 2, to: 1, message: .heartbeat(ballot: Ballot(round: 1, replica: 2), chosenThrough: 0, readRound: 0)))],
+                tick: false, now: .milliseconds(0))
+        }
+        return (runtime, environment)
+    }
+
+    static func put(_ key: String, sequence: UInt64, bytes: Int = 8) -> (WriteCommand, Command) {
+        let command = WriteCommand(
+            requestID: RequestID(clientID: 7, sequence: sequence),
+            operation: .put(PutRequest(key: Array(key.utf8), value: [UInt8](repeating: 1, count: bytes))))
+        return (command, Command(command.encode()))
+    }
+
+    @Test("Writes waiting beyond the count bound are refused at once with 'too many requests'")
+    func waitingCountBound() throws {
+        // Three replicas, only this one running: writes are forwarded to r2 and never answered.
+        let (runtime, _) = try Self.runtime(replicas: [1, 2, 3], requestsWaitingMax: 4)
+        let outcomes = Outcomes()
+        var events: [RuntimeEvent] = []
+        for sequence in UInt64(1)...6 {
+            let (command, encoded) = Self.put("k", sequence: sequence)
+            events.append(.write(command, encoded, deadline: .distantFuture, reply: { outcome in outcomes.writes.withLock { $0.append(outcome) } }))
+        }
+        runtime.turn(events, tick: false, now: .milliseconds(1))
+        #expect(outcomes.failures == [.tooManyRequests, .tooManyRequests])
+        #expect(runtime.requestsWaiting <= 4)
+    }
+
+    @Test("Writes waiting beyond the byte bound are refused at once with 'too many requests'")
+    func waitingBytesBound() throws {
+        let (runtime, _) = try Self.runtime(replicas: [1, 2, 3], requestsWaitingMax: 100, requestBytesWaitingMax: 10_000)
+        let outcomes = Outcomes()
+        var events: [RuntimeEvent] = []
+        for sequence in UInt64(1)...5 {
+            let (command, encoded) = Self.put("k\(sequence)", sequence: sequence, bytes: 4_000)
+            events.append(.write(command, encoded, deadline: .distantFuture, reply: { outcome in outcomes.writes.withLock { $0.append(outcome) } }))
+        }
+        runtime.turn(events, tick: false, now: .milliseconds(1))
+        #expect(outcomes.failures == [.tooManyRequests, .tooManyRequests, .tooManyRequests])
+        #expect(runtime.requestBytesWaiting <= 10_000)
+    }
+
+    @Test("Waiting writes expire at their deadline with 'timed out', and the accounting returns to zero")
+    func deadlines() throws {
+        let (runtime, _) = try Self.runtime(replicas: [1, 2, 3])
+        let outcomes = Outcomes()
+        let (command, encoded) = Self.put("k", sequence: 1)
+        runtime.turn(
+            [.write(command, encoded, deadline: .milliseconds(50), reply: { outcome in outcomes.writes.withLock { $0.append(outcome) } })],
+            tick: false, now: .milliseconds(1))
+        runtime.turn([], tick: true, now: .milliseconds(40))
+        #expect(outcomes.failures.isEmpty)
+        runtime.turn([], tick: true, now: .milliseconds(60))
+        #expect(outcomes.failures == [.timedOut])
+        #expect(runtime.requestsWaiting == 0 && runtime.requestBytesWaiting == 0)
+    }
+
+    @Test("A single replica leads, applies and answers; a restart recovers the write from its log")
+    func singleReplica() throws {
+        let (runtime, _) = try Self.runtime()
+        let outcomes = Outcomes()
+        for tick in 1...30 { runtime.turn([], tick: true, now: .milliseconds(UInt64(tick * 10))) }
+        #expect(runtime.status.isLeader)
+        let (command, encoded) = Self.put("k", sequence: 1)
+        runtime.turn(
+            [.write(command, encoded, deadline: .distantFuture, reply: { outcome in outcomes.writes.withLock { $0.append(outcome) } })],
+            tick: false, now: .milliseconds(400))
+        #expect(outcomes.successes == 1)
+        #expect(runtime.kv.get(Array("k".utf8)) != nil)
+    }
+
+    @Test("Acceptor-mode failures keep a single-replica leader leading and log both lines")
+    func acceptorFailuresAreLogged() throws {
+        let (runtime, environment) = try Self.runtime(
+            faults: FaultModel(mode: .acceptor, meanMillisecondsBetweenFailures: 20, downtimeMillisecondsMax: 30))
+        for tick in 1...300 { runtime.turn([], tick: true, now: .milliseconds(UInt64(tick * 10))) }
+        #expect(environment.lines.contains { $0.hasPrefix("fault injector: acceptor crashed") })
+        #expect(environment.lines.contains { $0.hasPrefix("fault injector: acceptor recovered") })
+        #expect(runtime.faultCounts.failures >= 10)
+        #expect(runtime.replica != nil, "acceptor mode must never take the whole replica down")
+    }
+}
+
+@Suite("Replica runtime: snapshot installation order")
+struct SnapshotOrderTests {
+    /// A put without a session, so that applying it twice shows (exactly-once would hide it).
+    static func untrackedPut(_ key: String, sequence: UInt64) -> Command {
+        Command(
+            WriteCommand(
+                requestID: RequestID(clientID: RequestID.untrackedBit | 5, sequence: sequence),
+                operation: .put(PutRequest(key: Array(key.utf8), value: Array("v\(sequence)".utf8)))
+            ).encode())
+    }
+
+    /// The state machine through slot 5 of a single-replica cluster, as a snapshot file.
+    static func sourceSnapshot() throws -> (SnapshotChunk, KVStore) {
+        let fileSystem = SimulatedFileSystem(seed: 2)
+        let runtime = ReplicaRuntime(
+            options: RuntimeOptions(
+                paxos: try Configuration(replicaID: 1, replicas: [1], electionTimeoutTicks: 5), directory: "/data",
+                fileSystem: fileSystem, storage: .testing(), snapshotEverySlots: 5),
+            environment: RecordingEnvironment())
+        try runtime.start(now: .milliseconds(0))
+        for tick in 1...30 { runtime.turn([], tick: true, now: .milliseconds(UInt64(tick * 10))) }
+        for sequence in UInt64(1)...5 {
+            let command = untrackedPut("k\(sequence)", sequence: sequence)
+            let decoded = try WriteCommand.decode(command.bytes)
+            runtime.turn([.write(decoded, command, deadline: .distantFuture, reply: { _ in })], tick: false, now: .milliseconds(400))
+        }
+        let state = runtime.kv
+        runtime.stop()
+        let (storage, _) = try ReplicaStorage.open(directory: "/data", fileSystem: fileSystem, options: .testing())
+        let reader = try #require(try storage.snapshotReader())
+        #expect(reader.through == 5)
+        let bytes = try reader.read(at: 0, count: Int(reader.totalBytes))
+        return (SnapshotChunk(through: 5, offset: 0, totalBytes: reader.totalBytes, bytes: bytes, isLast: true), state)
+    }
+
+    static func follower(bug: RuntimeBug?) throws -> ReplicaRuntime {
+        let runtime = ReplicaRuntime(
+            options: RuntimeOptions(
+                paxos: try Configuration(replicaID: 1, replicas: [1, 2, 3], electionTimeoutTicks: 5), directory: "/data",
+                fileSystem: SimulatedFileSystem(seed: 3), storage: .testing(), bug: bug),
+            environment: RecordingEnvironment())
+        try runtime.start(now: .milliseconds(0))
+        return runtime
+    }
+
+    /// The follower accepted slot 1 earlier; in one turn it learns slot 1 is chosen and
+    /// receives the last chunk of a snapshot through slot 5. Slot 1 must be applied before
+    /// the snapshot replaces the store, never on top of it.
+    static func run(bug: RuntimeBug?) throws -> (KVStore, KVStore) {
+        let (chunk, source) = try sourceSnapshot()
+        let runtime = try follower(bug: bug)
+        let ballot = Ballot(round: 1, replica: 2)
+        let first = untrackedPut("k1", sequence: 1)
+        runtime.turn(
+            [.message(Envelope(from: 2, to: 1, message: .accept(ballot: ballot, slot: 1, value: .batch([first]), chosenThrough: 0)))],
+            tick: false, now: .milliseconds(1))
+        runtime.turn(
+            [
+                .message(Envelope(from: 2, to: 1, message: .heartbeat(ballot: ballot, chosenThrough: 1, readRound: 0))),
+                .snapshotChunk(from: 2, chunk),
+            ], tick: false, now: .milliseconds(2))
+        return (runtime.kv, source)
+    }
+
+    @Test("Slots committed earlier in a turn are applied before a snapshot installed in that turn")
+    func appliedBeforeInstall() throws {
+        let (installed, source) = try Self.run(bug: nil)
+        #expect(installed == source)
+        #expect(installed.stateDigest() == source.stateDigest())
+    }
+
+    @Test("The injected bug (install mid-turn) leaves the store diverged: this test's check catches it")
+    func injectedBugDiverges() throws {
+        let (installed, source) = try Self.run(bug: .installSnapshotMidTurn)
+        #expect(installed.revision != source.revision)
+    }
+}
