@@ -246,6 +246,13 @@ public final class ReplicaProcess: @unchecked Sendable {
         return killed
     }
 
+    /// The path of the running binary, so that the children a `synod` command starts run
+    /// the same build.
+    public static func currentExecutablePath() -> String {
+        if let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return path }
+        return CommandLine.arguments[0]
+    }
+
     /// How long a SIGKILLed child may take to be reaped.
     static let killWaitSeconds: Double = 10
 

@@ -81,7 +81,7 @@ struct ClusterCommand: ParsableCommand {
         if exitOnStdinEOF { SupervisorWatch.start(name: "synod cluster") }
 
         let output = LockedOutput()
-        let executable = Self.executablePath()
+        let executable = ReplicaProcess.currentExecutablePath()
         var children: [ReplicaProcess] = []
         for member in layout.members {
             let id = member.id
@@ -123,12 +123,6 @@ struct ClusterCommand: ParsableCommand {
         }
         for child in children { _ = child.waitForOutput(seconds: Self.outputDrainSeconds) }
         output.line("cluster | stopped")
-    }
-
-    /// The path of this very binary, so the replicas run the same build.
-    static func executablePath() -> String {
-        if let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return path }
-        return CommandLine.arguments[0]
     }
 }
 

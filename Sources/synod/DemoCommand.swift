@@ -18,8 +18,8 @@ struct DemoCommand: AsyncParsableCommand {
             Without --endpoints it starts a cluster as `synod cluster --replicas 5 --fail-rate 0.003 \
             --fail-downtime 1500` would, in a temporary directory on --base-port, relays the \
             cluster's failure, recovery and leader lines, and stops the cluster (SIGTERM) at the end \
-            or on Ctrl-C; its replicas also stop if the demo is killed. Writes carry a synod-request-id header, so a write retried on another replica \
-            is applied exactly once. Exits non-zero if the cluster does not come up or an \
+            or on Ctrl-C; its replicas also stop if the demo is killed. Writes carry a \
+            synod-request-id header, so a write retried on another replica is applied exactly once. Exits non-zero if the cluster does not come up or an \
             operation fails after all its attempts.
             """
     )
@@ -261,7 +261,7 @@ final class DemoCluster: @unchecked Sendable {
         printer.note(
             "starting \(replicas) replicas (as `synod cluster --replicas \(replicas) --data-dir \(dataDirectory) "
                 + "--base-port \(basePort) \(extra.joined(separator: " "))`)")
-        let executable = Self.executablePath()
+        let executable = ReplicaProcess.currentExecutablePath()
         for member in layout.members {
             let id = member.id
             let child = ReplicaProcess(
@@ -341,12 +341,6 @@ final class DemoCluster: @unchecked Sendable {
 
     var counts: (failures: Int, recoveries: Int, exits: Int) {
         lock.withLock { (failuresSeen, recoveriesSeen, exitsSeen) }
-    }
-
-    /// This very binary, so the cluster runs the same build.
-    static func executablePath() -> String {
-        if let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return path }
-        return CommandLine.arguments[0]
     }
 }
 
