@@ -22,7 +22,8 @@ struct SupervisionTests {
         let alive = replicaPIDs.filter(ProcessTable.isAlive)
         #expect(gone, "replicas \(alive) still running 3 s after their supervisor was killed\n\(cluster.describe())")
         let portsFree = await eventually(timeout: .seconds(3)) { cluster.layout.firstPortInUse() == nil }
-        #expect(portsFree, "ports still in use after the replicas exited: \(String(describing: cluster.layout.firstPortInUse()))")
+        let inUse = cluster.layout.firstPortInUse().map { "\($0.port) (\($0.role))" } ?? "none"
+        #expect(portsFree, "a port still in use after the replicas exited: \(inUse)")
     }
 
     @Test("SIGHUP stops the cluster gracefully")
@@ -83,8 +84,8 @@ struct SupervisionTests {
             let run = try await ProgramRun.run(
                 try SynodBinary.locate(),
                 [
-                    "serve", "--id", "1", "--peers", "1=127.0.0.1:\(ports[1])", "--listen-client", "127.0.0.1:\(ports[0])",
-                    "--data-dir", replica.dataDirectory,
+                    "serve", "--id", "1", "--peers", "1=127.0.0.1:\(ports[1])",
+                    "--listen-client", "127.0.0.1:\(ports[0])", "--data-dir", replica.dataDirectory,
                 ],
                 timeout: .seconds(15))
             let elapsed = ContinuousClock.now - started
@@ -113,6 +114,38 @@ struct SupervisionTests {
             holder.expect(run.stdout.contains("r1 | synod serve: data directory"), "stdout: \(run.stdout)")
             holder.expect(run.stdout.contains("cluster | all 1 replicas exited; stopping"), "stdout: \(run.stdout)")
         }
+    }
+
+    @Test("kill -9 of synod demo leaves none of its replicas after 3 s")
+    func demoKilledReplicasFollow() async throws {
+        let ports = try PortAllocator.ports(6)
+        let logPath = FileManager.default.temporaryDirectory.appendingPathComponent("synod-demo-\(UUID()).log").path
+        defer { try? FileManager.default.removeItem(atPath: logPath) }
+        // The demo does not take the supervision flag: it is a plain child of the test.
+        let demo = ClusterLauncher.ReplicaProcess(
+            name: "demo", executable: try SynodBinary.locate(),
+            arguments: ["demo", "--replicas", "3", "--base-port", "\(ports[0])", "--fail-rate", "0"],
+            output: .appendToFile(logPath), supervised: false)
+        try demo.start()
+        let pid = try #require(demo.processIdentifier)
+        var replicaPIDs: [Int32] = []
+        defer {
+            demo.kill9()
+            for orphan in replicaPIDs where ProcessTable.isAlive(orphan) { kill(orphan, SIGKILL) }
+        }
+        let started = await eventually(timeout: .seconds(30), interval: .milliseconds(20)) {
+            replicaPIDs = ProcessTable.children(of: pid)
+            return replicaPIDs.count == 3 || !demo.isRunning
+        }
+        let log = { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+        try #require(started && replicaPIDs.count == 3, "the demo did not start 3 replicas\n\(log())")
+
+        demo.kill9()
+        #expect(await demo.exited(within: .seconds(10)), "the demo survived SIGKILL")
+        let gone = await eventually(timeout: .seconds(3), interval: .milliseconds(50)) {
+            replicaPIDs.allSatisfy { !ProcessTable.isAlive($0) }
+        }
+        #expect(gone, "replicas \(replicaPIDs.filter(ProcessTable.isAlive)) outlived the demo by 3 s\n\(log())")
     }
 
     @Test("synod serve --help documents the supervision flag and the lock")
