@@ -44,6 +44,8 @@ public final class ReplicaProcess: @unchecked Sendable {
     private var process: Process?
     /// The current run's line splitter when output goes to `.lines`.
     private var splitter: LineSplitter?
+    /// The write end of the current run's supervision pipe.
+    private var supervisionPipe: SupervisionPipe?
     /// Starts counted, and exits whose `onExit` has returned: equal once the last run is over.
     private var runs = 0
     private var exitsHandled = 0
@@ -101,11 +103,11 @@ public final class ReplicaProcess: @unchecked Sendable {
             } else {
                 process.standardInput = FileHandle.nullDevice
             }
-            let writeEnd = supervision[1]
+            let supervisionPipe = supervised ? SupervisionPipe(writeEnd: supervision[1]) : nil
             let onExit = onExit
             process.terminationHandler = { [weak self] process in
                 // The child is gone: its stdin pipe has served its purpose.
-                if writeEnd >= 0 { close(writeEnd) }
+                supervisionPipe?.close()
                 onExit?(Self.termination(of: process))
                 self?.lock.withLock { self?.exitsHandled += 1 }
             }
@@ -121,6 +123,7 @@ public final class ReplicaProcess: @unchecked Sendable {
             try? outputHandle?.close()
             self.process = process
             self.splitter = splitter
+            self.supervisionPipe = supervisionPipe
             runs += 1
         }
     }
@@ -152,6 +155,15 @@ public final class ReplicaProcess: @unchecked Sendable {
             }
             return (nil, splitter)
         }
+    }
+
+    /// Closes the supervision pipe as the supervisor's death would: the child (which must
+    /// have been started supervised) stops as on SIGTERM. For tests of that path, and for a
+    /// supervisor that wants its child to stop without a signal.
+    public func closeSupervisionPipe() {
+        let pipe = lock.withLock { supervisionPipe }
+        precondition(pipe != nil || !supervised, "\(name) has not been started")
+        pipe?.close()
     }
 
     // MARK: - Signals
@@ -270,6 +282,27 @@ public enum LaunchError: Error, CustomStringConvertible {
         switch self {
         case .systemCall(let call, let code): return "\(call) failed: \(String(cString: strerror(code)))"
         case .cannotRun(let executable, let reason): return "cannot run \(executable): \(reason)"
+        }
+    }
+}
+
+/// The supervisor's end of one run's stdin pipe, closed once: by `closeSupervisionPipe()`
+/// or when the child has exited.
+final class SupervisionPipe: @unchecked Sendable {
+    // Guarded by `lock`; -1 once closed.
+    private let lock = NSLock()
+    private var writeEnd: Int32
+
+    init(writeEnd: Int32) {
+        precondition(writeEnd >= 0, "a supervision pipe needs an open write end")
+        self.writeEnd = writeEnd
+    }
+
+    func close() {
+        lock.withLock {
+            guard writeEnd >= 0 else { return }
+            _ = Foundation.close(writeEnd)
+            writeEnd = -1
         }
     }
 }

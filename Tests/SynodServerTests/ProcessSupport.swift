@@ -228,6 +228,12 @@ final class ReplicaProcess: @unchecked Sendable {
         appendToLog("---- test harness: r\(id) paused (SIGSTOP) at \(Date()) ----\n")
     }
 
+    /// Closes the replica's stdin pipe, as the death of its supervisor would.
+    func closeSupervisionPipe() {
+        child.closeSupervisionPipe()
+        appendToLog("---- test harness: r\(id) supervision pipe closed at \(Date()) ----\n")
+    }
+
     /// SIGCONT after `pause()`.
     func resume() {
         child.resume()

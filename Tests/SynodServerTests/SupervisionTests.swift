@@ -148,6 +148,22 @@ struct SupervisionTests {
         #expect(gone, "replicas \(replicaPIDs.filter(ProcessTable.isAlive)) outlived the demo by 3 s\n\(log())")
     }
 
+    @Test("a replica whose stdin pipe closes stops gracefully within 3 s")
+    func stdinEndOfFileStopsGracefully() async throws {
+        try await LocalCluster.with(name: "stdin-eof", replicas: 1) { cluster in
+            let replica = cluster.replica(1)
+            let serving = await eventually(timeout: .seconds(20)) { replica.log().contains("serving clients") }
+            cluster.expect(serving, "r1 did not start serving")
+            replica.closeSupervisionPipe()
+            let stopped = await eventually(timeout: .seconds(3), interval: .milliseconds(20)) { !replica.isRunning }
+            cluster.expect(stopped, "r1 still running 3 s after its stdin pipe closed")
+            let ended = replica.terminationDescription ?? "?"
+            cluster.expect(ended == "status 0", "r1 ended with \(ended), not a graceful stop")
+            cluster.expect(replica.log().contains("standard input reached end of file"), "no reason in r1's log")
+            cluster.expect(replica.log().contains("shutdown signal received"), "r1 did not stop gracefully")
+        }
+    }
+
     @Test("synod serve --help documents the supervision flag and the lock")
     func helpDocumentsSupervision() async throws {
         let run = try await ProgramRun.run(try SynodBinary.locate(), ["serve", "--help"], timeout: .seconds(20))
