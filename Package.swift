@@ -62,6 +62,9 @@ let package = Package(
         // Unary gRPC straight on swift-nio-http2 frames: the client API's hot path
         // (grpc-swift-2's server costs ~300 µs of CPU per call here; docs/BENCHMARKS.md).
         .target(name: "UnaryGRPC", dependencies: [nioCore, nioPosix, nioHTTP2], swiftSettings: strictSettings),
+        // Starting and supervising local `synod serve` processes: `synod cluster`, `synod demo`
+        // and the process tests share it. Foundation only.
+        .target(name: "ClusterLauncher", swiftSettings: strictSettings),
         .target(name: "EtcdAPI", dependencies: [swiftProtobuf, grpcCore, grpcProtobuf], swiftSettings: strictSettings),
         .target(
             name: "SynodServer",
@@ -81,6 +84,7 @@ let package = Package(
             name: "synod",
             dependencies: [
                 "SynodSimulation", "SynodServer", "SynodClient", "Storage", "KVStore", "Linearizability", "EtcdAPI", "Paxos",
+                "ClusterLauncher",
                 "UnaryGRPC", grpcCore, grpcPosix, swiftProtobuf, nioCore, nioPosix,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -111,7 +115,7 @@ let package = Package(
         .testTarget(name: "TransportTests", dependencies: ["Transport", "Paxos", "Storage", nioCore, nioPosix, logging], swiftSettings: strictSettings),
         .testTarget(
             name: "SynodServerTests",
-            dependencies: ["SynodServer", "SynodClient", "Linearizability", "KVStore", "Paxos"],
+            dependencies: ["SynodServer", "SynodClient", "Linearizability", "KVStore", "Paxos", "ClusterLauncher"],
             swiftSettings: strictSettings
         ),
     ]

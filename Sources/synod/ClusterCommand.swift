@@ -1,18 +1,23 @@
 import ArgumentParser
+import ClusterLauncher
 import Foundation
 import ReplicaRuntime
 
 /// `synod cluster`: N replicas as separate `synod serve` processes on 127.0.0.1, so any
-/// one of them can be killed.
+/// one of them can be killed. The replicas never outlive this supervisor: each watches a
+/// pipe on its stdin (`SupervisorWatch`) and stops when the supervisor is gone.
 struct ClusterCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "cluster",
         abstract: "Start a local cluster: N `synod serve` processes on 127.0.0.1.",
         discussion: """
             Prints one line `endpoints: host:port,…` for clients, then every replica's log lines \
-            prefixed with its id. Ctrl-C stops all replicas gracefully. Started again with the \
-            same --data-dir, the cluster resumes with all its data. Replica i listens for clients \
-            on base-port + 2·(i−1) and for peers on the port after it (2379/2380, 2381/2382, …).
+            prefixed with its id. Ctrl-C, SIGTERM or SIGHUP stops all replicas gracefully; if the \
+            supervisor dies any other way (kill -9), each replica notices within a second and \
+            stops. Started again with the same --data-dir, the cluster resumes with all its data. \
+            Replica i listens for clients on base-port + 2·(i−1) and for peers on the port after \
+            it (2379/2380, 2381/2382, …); if any of these ports is in use, the cluster does not \
+            start. Exits non-zero when every replica has exited on its own.
             """
     )
 
@@ -40,9 +45,14 @@ struct ClusterCommand: ParsableCommand {
     @Option(help: "Default read consistency of every replica: linearizable or serializable.")
     var consistency: String = "linearizable"
 
+    @Flag(name: .customLong(String(SupervisorWatch.flag.dropFirst(2))), help: ArgumentHelp(SupervisorWatch.help))
+    var exitOnStdinEOF = false
+
     func validate() throws {
-        guard replicas >= 1, replicas <= 15 else { throw ValidationError("--replicas must be between 1 and 15") }
-        guard basePort >= 1, basePort + 2 * replicas < 65_536 else {
+        guard replicas >= 1, replicas <= ClusterLayout.replicasMax else {
+            throw ValidationError("--replicas must be between 1 and \(ClusterLayout.replicasMax)")
+        }
+        guard basePort >= 1, basePort + 2 * replicas <= 65_536 else {
             throw ValidationError("--base-port \(basePort) leaves no room for \(replicas) replicas")
         }
         if let failEvery, failEvery < 0 { throw ValidationError("--fail-every must not be negative") }
@@ -52,106 +62,99 @@ struct ClusterCommand: ParsableCommand {
         }
     }
 
+    /// How long the replicas may take to stop gracefully before they are killed.
+    static let stopGraceSeconds: Double = 10
+    /// How long the supervisor waits for the last lines of a replica that exited.
+    static let outputDrainSeconds: Double = 1
+    /// How often the supervisor looks at signals and at its replicas.
+    static let pollMicroseconds: UInt32 = 50_000
+
     func run() throws {
-        let executable = Self.executablePath()
+        let layout = ClusterLayout(replicas: replicas, basePort: basePort)
+        // Before any replica starts: a second cluster on the same ports must not start
+        // replicas that fail one by one (or, worse, share the first cluster's directories).
+        if let (port, role) = layout.firstPortInUse() {
+            FileHandle.standardError.write(
+                Data("synod cluster: port \(port) (\(role)) is in use; is another cluster running?\n".utf8))
+            throw ExitCode(1)
+        }
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
-        let ids = Array(1...replicas)
-        let clientPort = { (id: Int) in basePort + 2 * (id - 1) }
-        let peers = ids.map { "\($0)=127.0.0.1:\(clientPort($0) + 1)" }.joined(separator: ",")
-        let clients = ids.map { "\($0)=127.0.0.1:\(clientPort($0))" }.joined(separator: ",")
         let preset = chaos ? FaultModel.chaos : FaultModel.off
         let every = failEvery ?? Int(preset.meanMillisecondsBetweenFailures)
         let downtime = failDowntime ?? Int(preset.downtimeMillisecondsMax)
         let mode = failMode ?? preset.mode.rawValue
+        // Installed before the first replica starts, so that no stop signal finds a replica
+        // without its supervisor looking.
+        StopSignals.install()
+        if exitOnStdinEOF { SupervisorWatch.start(name: "synod cluster") }
 
         let output = LockedOutput()
-        var processes: [Int: Process] = [:]
-        for id in ids {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = [
-                "serve", "--id", "\(id)", "--peers", peers, "--client-urls", clients,
-                "--listen-client", "127.0.0.1:\(clientPort(id))", "--listen-peer", "127.0.0.1:\(clientPort(id) + 1)",
-                "--data-dir", (dataDir as NSString).appendingPathComponent("r\(id)"), "--consistency", consistency,
-                "--fail-every", "\(every)", "--fail-downtime", "\(downtime)", "--fail-mode", mode,
-            ]
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            let prefix = "r\(id) | "
-            pipe.fileHandleForReading.readabilityHandler = { handle in
-                let data = handle.availableData
-                guard !data.isEmpty else {
-                    handle.readabilityHandler = nil
-                    return
-                }
-                output.write(prefix: prefix, data)
+        let executable = ReplicaProcess.currentExecutablePath()
+        var children: [ReplicaProcess] = []
+        for member in layout.members {
+            let id = member.id
+            let arguments = layout.serveArguments(
+                id: id, dataDirectory: (dataDir as NSString).appendingPathComponent("r\(id)"),
+                extra: [
+                    "--consistency", consistency, "--fail-every", "\(every)", "--fail-downtime", "\(downtime)",
+                    "--fail-mode", mode,
+                ])
+            let child = ReplicaProcess(
+                name: "r\(id)", executable: executable, arguments: arguments,
+                output: .lines { line in output.line("r\(id) | " + line) },
+                onExit: { termination in output.line("cluster | r\(id) exited (\(termination))") })
+            do {
+                try child.start()
+            } catch {
+                output.line("cluster | cannot start r\(id): \(error)")
+                ReplicaProcess.stopAll(children, graceSeconds: Self.stopGraceSeconds)
+                throw ExitCode(1)
             }
-            process.terminationHandler = { process in
-                output.line("cluster | r\(id) exited (\(process.terminationReason == .uncaughtSignal ? "signal" : "status") \(process.terminationStatus))")
-            }
-            try process.run()
-            processes[id] = process
+            children.append(child)
         }
-        output.line("endpoints: " + ids.map { "127.0.0.1:\(clientPort($0))" }.joined(separator: ","))
+        output.line("endpoints: " + layout.clientEndpoints)
         if every > 0 {
             output.line(
                 "cluster | random \(mode) failures on: each replica fails every \(every) ms on average "
                     + "(--fail-every), down for up to \(downtime) ms (--fail-downtime)")
         }
 
-        // Ctrl-C or SIGTERM: stop every replica gracefully, then exit.
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
-        let stop = DispatchSemaphore(value: 0)
-        var sources: [DispatchSourceSignal] = []
-        for signalNumber in [SIGINT, SIGTERM] {
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { stop.signal() }
-            source.resume()
-            sources.append(source)
+        // Ctrl-C, SIGTERM or SIGHUP: stop every replica gracefully, then exit. If every
+        // replica has exited on its own, there is nothing left to supervise: exit non-zero.
+        while StopSignals.received == nil {
+            if !children.contains(where: \.isRunning) {
+                for child in children { _ = child.waitForOutput(seconds: Self.outputDrainSeconds) }
+                output.line("cluster | all \(children.count) replicas exited; stopping")
+                throw ExitCode(1)
+            }
+            usleep(Self.pollMicroseconds)
         }
-        stop.wait()
-        output.line("cluster | stopping all replicas")
-        for process in processes.values where process.isRunning {
-            process.terminate()  // SIGTERM: each replica drains and stops
+        output.line("cluster | \(StopSignals.name(StopSignals.received!)): stopping all replicas")
+        let killed = ReplicaProcess.stopAll(children, graceSeconds: Self.stopGraceSeconds)
+        for child in killed {
+            output.line("cluster | \(child.name) did not stop within \(Int(Self.stopGraceSeconds)) s: killed")
         }
-        let deadline = Date().addingTimeInterval(10)
-        for process in processes.values {
-            while process.isRunning && Date() < deadline { usleep(20_000) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        }
-        _ = sources
+        for child in children { _ = child.waitForOutput(seconds: Self.outputDrainSeconds) }
         output.line("cluster | stopped")
-    }
-
-    /// The path of this very binary, so the replicas run the same build.
-    static func executablePath() -> String {
-        if let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return path }
-        return CommandLine.arguments[0]
     }
 }
 
 /// Serializes output lines from several replicas.
 final class LockedOutput: @unchecked Sendable {
     private let lock = NSLock()
-    private var partial: [String: Data] = [:]
 
-    func write(prefix: String, _ data: Data) {
-        lock.lock()
-        defer { lock.unlock() }
-        var buffer = (partial[prefix] ?? Data()) + data
-        while let newline = buffer.firstIndex(of: UInt8(ascii: "\n")) {
-            let line = buffer[buffer.startIndex..<newline]
-            FileHandle.standardOutput.write(Data(prefix.utf8) + line + Data([UInt8(ascii: "\n")]))
-            buffer = Data(buffer[buffer.index(after: newline)...])
-        }
-        partial[prefix] = buffer
-    }
-
+    /// One line to stdout through write(2): a terminal that went away (EIO) must not trap the
+    /// supervisor in the middle of stopping its replicas, as FileHandle's write would.
     func line(_ text: String) {
-        lock.lock()
-        defer { lock.unlock() }
-        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+        let bytes = Array((text + "\n").utf8)
+        lock.withLock {
+            var done = 0
+            while done < bytes.count {
+                let written = bytes[done...].withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress, $0.count) }
+                if written < 0 && errno == EINTR { continue }
+                guard written > 0 else { return }
+                done += written
+            }
+        }
     }
 }

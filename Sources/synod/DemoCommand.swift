@@ -1,4 +1,5 @@
 import ArgumentParser
+import ClusterLauncher
 import EtcdAPI
 import Foundation
 import GRPCCore
@@ -14,11 +15,11 @@ struct DemoCommand: AsyncParsableCommand {
         commandName: "demo",
         abstract: "Run a short PUT/GET/DELETE session against a cluster that fails at random.",
         discussion: """
-            Without --endpoints it starts `synod cluster --replicas 5 --fail-every 3000 \
-            --fail-downtime 1500` in a temporary directory on --base-port, relays the cluster's \
-            failure, recovery and leader lines, and stops the cluster (SIGTERM) at the end or on \
-            Ctrl-C. Writes carry a synod-request-id header, so a write retried on another replica \
-            is applied exactly once. Exits non-zero if the cluster does not come up or an \
+            Without --endpoints it starts a cluster as `synod cluster --replicas 5 --fail-every 3000 \
+            --fail-downtime 1500` would, in a temporary directory on --base-port, relays the \
+            cluster's failure, recovery and leader lines, and stops the cluster (SIGTERM) at the end \
+            or on Ctrl-C; its replicas also stop if the demo is killed. Writes carry a \
+            synod-request-id header, so a write retried on another replica is applied exactly once. Exits non-zero if the cluster does not come up or an \
             operation fails after all its attempts.
             """
     )
@@ -79,7 +80,7 @@ struct DemoCommand: AsyncParsableCommand {
                 printer: printer)
             cluster = started
             do {
-                endpointList = try await started.start(within: startup.duration)
+                endpointList = try started.start()
             } catch {
                 started.stop()
                 throw DemoFailure.report(printer, "\(error)")
@@ -214,9 +215,9 @@ struct DemoEndpoint: Hashable, Sendable, CustomStringConvertible {
 
 // MARK: - The cluster the demo starts
 
-/// `synod cluster` as a child process: its stdout is read line by line until the
-/// `endpoints:` line; afterwards the lines about failures, recoveries, leaders and exits
-/// are relayed.
+/// The demo's own local cluster: `synod serve` processes started and supervised as
+/// `synod cluster` does (`ClusterLauncher`), so they stop when the demo does, however it
+/// stops. Their lines about failures, recoveries, leaders and exits are relayed.
 final class DemoCluster: @unchecked Sendable {
     let replicas: Int
     let basePort: Int
@@ -224,20 +225,18 @@ final class DemoCluster: @unchecked Sendable {
     let failDowntimeMilliseconds: Int
     let printer: DemoPrinter
     let dataDirectory: String
-    private let process = Process()
+    let layout: ClusterLayout
     private let lock = NSLock()
     // Guarded by `lock`.
-    private var partial = Data()
-    private var endpointsLine: String?
+    private var children: [ReplicaProcess] = []
     private var stopped = false
-    private var outputClosed = false
     /// Signalled once `stop()` has finished (and re-signalled by each waiter).
     private let stopDone = DispatchSemaphore(value: 0)
     private(set) var failuresSeen = 0
     private(set) var recoveriesSeen = 0
     private(set) var exitsSeen = 0
 
-    /// Lines of the cluster's output the demo relays.
+    /// Lines of the replicas' output the demo relays.
     static let relayedMarkers = ["fault injector", "recovered", "leader is", "exited", "Program crashed", "Fatal error"]
 
     init(replicas: Int, basePort: Int, failEvery: Int, failDowntimeMilliseconds: Int, printer: DemoPrinter) {
@@ -246,74 +245,48 @@ final class DemoCluster: @unchecked Sendable {
         self.failEvery = failEvery
         self.failDowntimeMilliseconds = failDowntimeMilliseconds
         self.printer = printer
+        layout = ClusterLayout(replicas: replicas, basePort: basePort)
         dataDirectory = (NSTemporaryDirectory() as NSString).appendingPathComponent("synod-demo-\(getpid())")
     }
 
-    /// Starts the cluster and returns its endpoints once it printed them.
-    func start(within limit: Duration) async throws -> [DemoEndpoint] {
-        for id in 1...replicas {
-            for port in [basePort + 2 * (id - 1), basePort + 2 * (id - 1) + 1] where !Self.portIsFree(port) {
-                throw DemoError.clusterDidNotStart(
-                    "port \(port) on 127.0.0.1 is in use (an earlier demo still running?); choose another --base-port")
-            }
+    /// Starts the replicas and returns their endpoints (the session then waits for a leader).
+    func start() throws -> [DemoEndpoint] {
+        if let (port, role) = layout.firstPortInUse() {
+            throw DemoError.clusterDidNotStart(
+                "port \(port) (\(role)) on 127.0.0.1 is in use (an earlier demo still running?); "
+                    + "choose another --base-port")
         }
         try? FileManager.default.removeItem(atPath: dataDirectory)
-        let arguments = [
-            "cluster", "--replicas", "\(replicas)", "--data-dir", dataDirectory, "--base-port", "\(basePort)",
-            "--fail-every", "\(failEvery)", "--fail-downtime", "\(failDowntimeMilliseconds)",
-        ]
-        printer.note("starting: synod \(arguments.joined(separator: " "))")
-        process.executableURL = URL(fileURLWithPath: Self.executablePath())
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        pipe.fileHandleForReading.readabilityHandler = { [self] handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                lock.withLock { outputClosed = true }
-            } else {
-                received(data)
+        let extra = ["--fail-every", "\(failEvery)", "--fail-downtime", "\(failDowntimeMilliseconds)"]
+        printer.note(
+            "starting \(replicas) replicas (as `synod cluster --replicas \(replicas) --data-dir \(dataDirectory) "
+                + "--base-port \(basePort) \(extra.joined(separator: " "))`)")
+        let executable = ReplicaProcess.currentExecutablePath()
+        for member in layout.members {
+            let id = member.id
+            let child = ReplicaProcess(
+                name: "r\(id)", executable: executable,
+                arguments: layout.serveArguments(
+                    id: id, dataDirectory: (dataDirectory as NSString).appendingPathComponent("r\(id)"), extra: extra),
+                output: .lines { [weak self] line in self?.handle("r\(id) | " + line) },
+                onExit: { [weak self] termination in self?.exited("r\(id)", termination) })
+            do {
+                try child.start()
+            } catch {
+                throw DemoError.clusterDidNotStart("\(error)")
             }
+            lock.withLock { children.append(child) }
         }
-        do {
-            try process.run()
-        } catch {
-            throw DemoError.clusterDidNotStart("cannot run \(Self.executablePath()): \(error)")
-        }
-        let deadline = ContinuousClock.now.advanced(by: limit)
-        while ContinuousClock.now < deadline {
-            if let line = lock.withLock({ endpointsLine }) {
-                let list = try DemoEndpoint.parseList(String(line.dropFirst("endpoints: ".count)))
-                printer.note("cluster endpoints: \(list.map(\.description).joined(separator: ","))")
-                return list
-            }
-            guard process.isRunning else {
-                throw DemoError.clusterDidNotStart("`synod cluster` exited with status \(process.terminationStatus)")
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw DemoError.clusterDidNotStart("no `endpoints:` line within \(limit)")
+        let list = try DemoEndpoint.parseList(layout.clientEndpoints)
+        printer.note("cluster endpoints: \(list.map(\.description).joined(separator: ","))")
+        return list
     }
 
-    private func received(_ data: Data) {
-        var lines: [String] = []
-        lock.withLock {
-            partial.append(data)
-            while let newline = partial.firstIndex(of: UInt8(ascii: "\n")) {
-                lines.append(String(decoding: partial[partial.startIndex..<newline], as: UTF8.self))
-                partial = Data(partial[partial.index(after: newline)...])
-            }
-        }
-        for line in lines { handle(line) }
+    private func exited(_ name: String, _ termination: ReplicaProcess.Termination) {
+        handle("cluster | \(name) exited (\(termination))")
     }
 
     private func handle(_ line: String) {
-        if line.hasPrefix("endpoints: ") {
-            lock.withLock { if endpointsLine == nil { endpointsLine = line } }
-            return
-        }
         guard Self.relayedMarkers.contains(where: { line.contains($0) }) else { return }
         lock.withLock {
             if line.contains("fault injector: acceptor crashed") { failuresSeen += 1 }
@@ -340,8 +313,8 @@ final class DemoCluster: @unchecked Sendable {
         return "\(replica) | \(message)" + (metadata.isEmpty ? "" : "  {\(metadata)}")
     }
 
-    /// SIGTERM (the cluster stops every replica gracefully), wait, then SIGKILL; removes
-    /// the data directory. Idempotent: a second caller waits until the first is done.
+    /// SIGTERM to every replica (each stops gracefully), wait, then SIGKILL; removes the
+    /// data directory. Idempotent: a second caller waits until the first is done.
     func stop() {
         let first = lock.withLock {
             defer { stopped = true }
@@ -353,49 +326,21 @@ final class DemoCluster: @unchecked Sendable {
             return
         }
         defer { stopDone.signal() }
-        if process.isRunning {
-            process.terminate()
-            let deadline = Date().addingTimeInterval(DemoLimits.stopGraceSeconds)
-            while process.isRunning && Date() < deadline { usleep(20_000) }
-            if process.isRunning {
-                printer.note("the cluster did not stop within \(Int(DemoLimits.stopGraceSeconds)) s: SIGKILL")
-                kill(process.processIdentifier, SIGKILL)
-                process.waitUntilExit()
-            }
+        let children = lock.withLock { self.children }
+        let killed = ReplicaProcess.stopAll(children, graceSeconds: DemoLimits.stopGraceSeconds)
+        if !killed.isEmpty {
+            printer.note(
+                "\(killed.map(\.name).joined(separator: ", ")) did not stop within "
+                    + "\(Int(DemoLimits.stopGraceSeconds)) s: SIGKILL")
         }
         // Let the last relayed lines (the replicas' exits) arrive.
         let drained = Date().addingTimeInterval(1)
-        while !lock.withLock({ outputClosed }) && Date() < drained { usleep(10_000) }
+        for child in children { _ = child.waitForOutput(seconds: max(0, drained.timeIntervalSinceNow)) }
         try? FileManager.default.removeItem(atPath: dataDirectory)
     }
 
     var counts: (failures: Int, recoveries: Int, exits: Int) {
         lock.withLock { (failuresSeen, recoveriesSeen, exitsSeen) }
-    }
-
-    /// Whether nothing listens on 127.0.0.1:`port` (a bind succeeds).
-    static func portIsFree(_ port: Int) -> Bool {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { return true }
-        defer { close(descriptor) }
-        var reuse: Int32 = 1
-        setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let result = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        return result == 0
-    }
-
-    /// This very binary, so the cluster runs the same build.
-    static func executablePath() -> String {
-        if let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") { return path }
-        return CommandLine.arguments[0]
     }
 }
 

@@ -1,7 +1,9 @@
 import ArgumentParser
+import ClusterLauncher
 import Foundation
 import Logging
 import Paxos
+import Storage
 import SynodServer
 
 /// `synod serve`: one replica.
@@ -13,6 +15,9 @@ struct ServeCommand: AsyncParsableCommand {
             Example, replica 1 of 3:
               synod serve --id 1 --peers 1=127.0.0.1:2380,2=127.0.0.1:2382,3=127.0.0.1:2384 \\
                 --listen-client 127.0.0.1:2379 --listen-peer 127.0.0.1:2380 --data-dir ./synod-data/r1
+
+            The replica locks its data directory (<data-dir>/LOCK, which names the holder's pid) \
+            before reading anything in it; a second replica on the same directory exits at once.
             """
     )
 
@@ -52,6 +57,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Milliseconds per Paxos tick (heartbeat = 5 ticks, election timeout = 50–100 ticks).")
     var tickMs: Int = 10
 
+    @Flag(name: .customLong(String(SupervisorWatch.flag.dropFirst(2))), help: ArgumentHelp(SupervisorWatch.help))
+    var exitOnStdinEOF = false
+
     func run() async throws {
         let configuration: ServerConfiguration
         do {
@@ -84,6 +92,17 @@ struct ServeCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("synod serve: \(error.description)\n".utf8))
             throw ExitCode.validationFailure
         }
+        if exitOnStdinEOF { SupervisorWatch.start(name: "synod serve r\(id)") }
+        // Before anything in the directory is read: two replicas on one write-ahead log
+        // would each trust promises the other may break.
+        let lock: DataDirectoryLock
+        do {
+            lock = try DataDirectoryLock(directory: dataDir)
+        } catch {
+            FileHandle.standardError.write(Data("synod serve: \(error.description)\n".utf8))
+            throw ExitCode(1)
+        }
+        defer { withExtendedLifetime(lock) {} }
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = .info

@@ -1,3 +1,4 @@
+import ClusterLauncher
 import Foundation
 import Synchronization
 import SynodServer
@@ -83,21 +84,7 @@ enum PortAllocator {
 
     /// Whether a listener could bind 127.0.0.1:port (with SO_REUSEADDR, as the servers do).
     static func isFree(_ port: Int) -> Bool {
-        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard descriptor >= 0 else { return false }
-        defer { close(descriptor) }
-        var one: Int32 = 1
-        setsockopt(descriptor, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        return bound == 0
+        LoopbackPort.isFree(port)
     }
 }
 
@@ -184,74 +171,78 @@ struct ProgramRun: Sendable {
 // MARK: - Replicas
 
 /// One `synod serve` process with its own data directory and log file; it can be killed
-/// with SIGKILL and started again on the same data directory.
+/// with SIGKILL and started again on the same data directory. Started through
+/// `ClusterLauncher` as `synod cluster` starts its replicas, so it stops when the test
+/// process dies, however it dies: a crashed test run leaves no replica behind.
 final class ReplicaProcess: @unchecked Sendable {
     let id: Int
     let clientPort: Int
     let peerPort: Int
     let dataDirectory: String
     let logPath: String
-    private let binary: String
-    private let baseArguments: [String]
-    // Guarded by `lock`.
-    private let lock = NSLock()
-    private var process: Process?
-    private var starts = 0
+    private let child: ClusterLauncher.ReplicaProcess
+    private let starts = Mutex(0)
 
-    init(id: Int, clientPort: Int, peerPort: Int, directory: String, binary: String, arguments: [String]) {
-        self.id = id
-        self.clientPort = clientPort
-        self.peerPort = peerPort
-        self.binary = binary
-        dataDirectory = (directory as NSString).appendingPathComponent("r\(id)")
-        logPath = (directory as NSString).appendingPathComponent("r\(id).log")
-        baseArguments = arguments + ["--data-dir", dataDirectory]
+    init(member: ClusterLayout.Member, layout: ClusterLayout, directory: String, binary: String, arguments: [String]) {
+        id = member.id
+        clientPort = member.clientPort
+        peerPort = member.peerPort
+        dataDirectory = (directory as NSString).appendingPathComponent("r\(member.id)")
+        logPath = (directory as NSString).appendingPathComponent("r\(member.id).log")
+        child = ClusterLauncher.ReplicaProcess(
+            name: "r\(member.id)", executable: binary,
+            arguments: layout.serveArguments(id: member.id, dataDirectory: dataDirectory, extra: arguments),
+            output: .appendToFile(logPath))
     }
 
     var clientEndpoint: String { "127.0.0.1:\(clientPort)" }
 
-    var isRunning: Bool { lock.withLock { process?.isRunning ?? false } }
+    var isRunning: Bool { child.isRunning }
+
+    /// The pid of the current (or last) run.
+    var processIdentifier: Int32? { child.processIdentifier }
 
     /// Starts the process, appending its stdout and stderr to the log file.
     func start() throws {
-        try lock.withLock {
-            precondition(process?.isRunning != true, "r\(id) is already running")
-            if !FileManager.default.fileExists(atPath: logPath) {
-                _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-            }
-            let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-            try log.seekToEnd()
+        let start = starts.withLock { starts in
             starts += 1
-            try log.write(contentsOf: Data("---- test harness: start #\(starts) of r\(id) at \(Date()) ----\n".utf8))
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = baseArguments
-            process.standardOutput = log
-            process.standardError = log
-            process.standardInput = FileHandle.nullDevice
-            try process.run()
-            try? log.close()
-            self.process = process
+            return starts
         }
+        appendToLog("---- test harness: start #\(start) of r\(id) at \(Date()) ----\n")
+        try child.start()
     }
 
     /// SIGKILL, then waits (bounded) until the process is gone.
     func kill9() async {
-        guard let process = lock.withLock({ self.process }), process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        if !(await ProgramRun.waitForExit(process, timeout: .seconds(10))) {
-            Issue.record("r\(id) (pid \(process.processIdentifier)) still running 10 s after SIGKILL")
+        guard let pid = child.processIdentifier, child.isRunning else { return }
+        child.kill9()
+        if !(await child.exited(within: .seconds(10))) {
+            Issue.record("r\(id) (pid \(pid)) still running 10 s after SIGKILL")
         }
         appendToLog("---- test harness: r\(id) killed with SIGKILL at \(Date()) ----\n")
     }
 
+    /// SIGSTOP: the replica keeps its sockets but answers nothing until `resume()`.
+    func pause() {
+        child.pause()
+        appendToLog("---- test harness: r\(id) paused (SIGSTOP) at \(Date()) ----\n")
+    }
+
+    /// Closes the replica's stdin pipe, as the death of its supervisor would.
+    func closeSupervisionPipe() {
+        child.closeSupervisionPipe()
+        appendToLog("---- test harness: r\(id) supervision pipe closed at \(Date()) ----\n")
+    }
+
+    /// SIGCONT after `pause()`.
+    func resume() {
+        child.resume()
+        appendToLog("---- test harness: r\(id) resumed (SIGCONT) at \(Date()) ----\n")
+    }
+
     /// The exit status if the process has stopped on its own (not by this harness).
     var terminationDescription: String? {
-        lock.withLock {
-            guard let process, !process.isRunning else { return nil }
-            let how = process.terminationReason == .uncaughtSignal ? "signal" : "status"
-            return "\(how) \(process.terminationStatus)"
-        }
+        child.termination?.description
     }
 
     func log() -> String {
@@ -262,11 +253,14 @@ final class ReplicaProcess: @unchecked Sendable {
         log().split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
     }
 
+    /// Appends (O_APPEND, as the child writes) so that notes and the child's lines interleave
+    /// in order.
     private func appendToLog(_ text: String) {
-        guard let handle = FileHandle(forWritingAtPath: logPath) else { return }
-        _ = try? handle.seekToEnd()
-        try? handle.write(contentsOf: Data(text.utf8))
-        try? handle.close()
+        let descriptor = open(logPath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { return }
+        defer { close(descriptor) }
+        let bytes = Array(text.utf8)
+        _ = bytes.withUnsafeBytes { write(descriptor, $0.baseAddress, $0.count) }
     }
 }
 
@@ -287,18 +281,12 @@ final class LocalCluster: @unchecked Sendable {
             .appendingPathComponent("synod-\(name)-\(UUID().uuidString.prefix(8))").path
         self.directory = directory
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let ids = Array(1...count)
-        let clientPort = { (id: Int) in ports[2 * (id - 1)] }
-        let peerPort = { (id: Int) in ports[2 * (id - 1) + 1] }
-        let peers = ids.map { "\($0)=127.0.0.1:\(peerPort($0))" }.joined(separator: ",")
-        let clients = ids.map { "\($0)=127.0.0.1:\(clientPort($0))" }.joined(separator: ",")
-        replicas = ids.map { id in
+        // The allocator's ports are consecutive, as `synod cluster` lays them out.
+        let layout = ClusterLayout(replicas: count, basePort: ports[0])
+        precondition(layout.members.flatMap { [$0.clientPort, $0.peerPort] } == ports, "ports \(ports) are not a block")
+        replicas = layout.members.map { member in
             ReplicaProcess(
-                id: id, clientPort: clientPort(id), peerPort: peerPort(id), directory: directory, binary: binary,
-                arguments: [
-                    "serve", "--id", "\(id)", "--peers", peers, "--client-urls", clients,
-                    "--listen-client", "127.0.0.1:\(clientPort(id))", "--listen-peer", "127.0.0.1:\(peerPort(id))",
-                ] + extraArguments)
+                member: member, layout: layout, directory: directory, binary: binary, arguments: extraArguments)
         }
     }
 
