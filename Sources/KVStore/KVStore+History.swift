@@ -1,0 +1,258 @@
+/// The multi-version history: recording changes, reading the store at an older revision,
+/// replaying events for watches, compaction, HashKV and the space estimate.
+extension KVStore {
+    // MARK: - Recording
+
+    /// Records one change made at `revision + 1` (the caller advances `revision`): appends
+    /// the version to the key's chain and the event to the change log. O(log keys) for the
+    /// chain search, amortized O(1) for both appends; no copy of either structure.
+    mutating func recordChange(_ event: WatchEvent) {
+        let changeRevision = event.revision
+        precondition(changeRevision == revision + 1, "a change is recorded at the next revision")
+        precondition(changeRevision > compactedRevision, "a change below the compacted revision")
+        let proposedAt = applyingProposedAtMilliseconds
+        let ordinal = changeLog.append(event, proposedAtMilliseconds: proposedAt)
+        if ordinal == 0 { approximateBytes += Self.recordOverheadBytes }
+        let version = KeyVersion(event, proposedAtMilliseconds: proposedAt)
+        var newKey = false
+        history.modify(key: event.kv.key, create: {
+            newKey = true
+            return KeyHistory(key: event.kv.key, versions: [])
+        }) { chain in
+            if let last = chain.versions.last {
+                precondition(last.modRevision <= changeRevision, "a key's versions go forward")
+            }
+            chain.versions.append(version)
+        }
+        if newKey { approximateBytes += Self.keyBytes(event.kv.key) }
+        approximateBytes += Self.versionBytes(version)
+        historyDigest &+= Self.eventDigest(event, ordinal: ordinal, proposedAtMilliseconds: proposedAt)
+        lastAppliedWriteRevision = changeRevision
+    }
+
+    // MARK: - Events
+
+    /// The changes the last `apply` made, in the order it made them: what the server pushes
+    /// to watchers right after the apply. Empty when it wrote nothing (a failure, a repeated
+    /// request, a read-only txn, a delete of nothing, a compaction). O(1).
+    public var lastAppliedEvents: [WatchEvent] {
+        guard lastAppliedWriteRevision > 0 else { return [] }
+        return changeLog.record(of: lastAppliedWriteRevision)?.events ?? []
+    }
+
+    /// The changes to keys in `key`/`rangeEnd` (etcd's range convention) at revisions
+    /// `>= start`, in revision order and, within a revision, in the order the request made
+    /// them. Whole revisions only: it stops before a revision that would take the result past
+    /// `limit` events (`<= 0`: no limit), but always returns at least the first revision that
+    /// has a matching event. So a watcher resumes from `last.revision + 1` when `count >= limit`, and is in
+    /// sync up to the current revision otherwise.
+    ///
+    /// Throws `.compacted(revision: compactedRevision)` when `start <= compactedRevision`
+    /// (the events of those revisions are gone; etcd's watch reports `compact_revision`). A
+    /// start after the current revision gives no events. O(revisions scanned × events).
+    public func events(
+        from start: Int64,
+        key: [UInt8],
+        rangeEnd: [UInt8] = [],
+        limit: Int = Int.max
+    ) throws(KVError) -> [WatchEvent] {
+        if start <= compactedRevision { throw .compacted(revision: compactedRevision) }
+        guard start <= revision else { return [] }
+        let range = KeyRange(key: key, rangeEnd: rangeEnd)
+        let eventsMax = limit > 0 ? limit : Int.max
+        var result: [WatchEvent] = []
+        // Revision 1 is the empty store: it has no record. Records are consecutive from there.
+        var position = changeLog.position(of: Swift.max(start, changeLog.firstRevision ?? start)) ?? changeLog.records.count
+        while position < changeLog.records.count {
+            let record = changeLog.records[position]
+            precondition(record.revision >= start, "events before the start")
+            let countBefore = result.count
+            for event in record.events where range.contains(event.kv.key) { result.append(event) }
+            if result.count > eventsMax && countBefore > 0 {
+                result.removeSubrange(countBefore...)
+                break
+            }
+            if result.count >= eventsMax { break }
+            position += 1
+        }
+        return result
+    }
+
+    // MARK: - History
+
+    /// Every retained version of the keys in `key`/`rangeEnd`: keys in byte order, each key's
+    /// versions oldest first, with the revision, the leader's proposal time, put or delete and
+    /// the value. At most `limit` entries when `limit > 0`. O(log keys + entries).
+    public func history(key: [UInt8], rangeEnd: [UInt8] = [], limit: Int = 0) -> [HistoryEntry] {
+        var result: [HistoryEntry] = []
+        let (lower, upper) = history.positions(of: KeyRange(key: key, rangeEnd: rangeEnd))
+        history.forEach(from: lower, to: upper) { chain in
+            for version in chain.versions {
+                if limit > 0 && result.count >= limit { return false }
+                result.append(
+                    HistoryEntry(
+                        key: chain.key,
+                        revision: version.modRevision,
+                        proposedAtMilliseconds: version.proposedAtMilliseconds,
+                        type: version.isTombstone ? .delete : .put,
+                        value: version.value,
+                        createRevision: version.createRevision,
+                        version: version.version
+                    )
+                )
+            }
+            return true
+        }
+        return result
+    }
+
+    // MARK: - Reads at a revision
+
+    /// etcd's `rangeKeys` revision rule for a read at `requested` (`<= 0` = current).
+    func checkReadable(_ requested: Int64) throws(KVError) {
+        if requested > revision { throw .futureRevision(revision: requested) }
+        if requested > 0 && requested < compactedRevision { throw .compacted(revision: compactedRevision) }
+    }
+
+    /// The live keys of `range` as they were at `atRevision`, as an index to run a range on.
+    /// O(log keys + keys of the range ever retained × log versions).
+    func index(at atRevision: Int64, of range: KeyRange) -> KeyIndex {
+        precondition(atRevision >= compactedRevision && atRevision <= revision, "read at an unreadable revision")
+        var entries: [KeyValue] = []
+        let (lower, upper) = history.positions(of: range)
+        history.forEach(from: lower, to: upper) { chain in
+            if let keyValue = chain.keyValue(at: atRevision) { entries.append(keyValue) }
+            return true
+        }
+        return KeyIndex(sortedEntries: entries)
+    }
+
+    // MARK: - Compaction
+
+    mutating func applyCompaction(_ request: CompactionRequest) -> WriteResult {
+        if request.revision <= compactedRevision {
+            return .failure(.compacted(revision: compactedRevision), revision: revision)
+        }
+        if request.revision > revision {
+            return .failure(.futureRevision(revision: request.revision), revision: revision)
+        }
+        compact(through: request.revision)
+        return .compact(CompactionResponse(revision: revision))
+    }
+
+    /// Forgets what reads at revisions `>= through` do not need: per key, every version
+    /// older than the newest one at or before `through`, and that one too when it is a
+    /// tombstone; and the change log up to `through`. One pass over the keys and the dropped
+    /// versions: O(keys + versions dropped + records kept), never quadratic.
+    mutating func compact(through compactRevision: Int64) {
+        precondition(compactRevision > compactedRevision && compactRevision <= revision, "compaction out of range")
+        var kept: [KeyHistory] = []
+        kept.reserveCapacity(history.count)
+        for chain in history.entries {
+            guard let newest = chain.newestPosition(atOrBefore: compactRevision) else {
+                kept.append(chain)
+                continue
+            }
+            let dropCount = chain.versions[newest].isTombstone ? newest + 1 : newest
+            if dropCount == 0 {
+                kept.append(chain)
+            } else if dropCount < chain.versions.count {
+                kept.append(KeyHistory(key: chain.key, versions: Array(chain.versions[dropCount...])))
+            }
+        }
+        history = OrderedIndex(sortedEntries: kept)
+        changeLog.dropRecords(through: compactRevision)
+        compactedRevision = compactRevision
+        recomputeHistoryDigest()
+        recomputeApproximateBytes()
+    }
+
+    // MARK: - HashKV
+
+    /// etcd's HashKV: a CRC-32C of every retained version with `modRevision <= revision`
+    /// (`revision <= 0` = current), keys in byte order and each key's versions oldest first,
+    /// after the compacted revision. Equal on every replica that applied the same commands
+    /// (or restored a snapshot of such a store). O(retained versions).
+    public func hashKV(revision requested: Int64 = 0) throws(KVError) -> (
+        hash: UInt32, compactRevision: Int64, revision: Int64
+    ) {
+        try checkReadable(requested)
+        let upTo = requested > 0 ? requested : revision
+        var crc = CRC32C.start
+        var writer = ByteWriter(capacity: 256)
+        writer.writeSigned(compactedRevision)
+        crc = CRC32C.update(crc, writer.bytes)
+        for chain in history.entries {
+            for version in chain.versions where version.modRevision <= upTo {
+                writer = ByteWriter(capacity: 64 + chain.key.count + version.value.count)
+                writer.writeBytes(chain.key)
+                writer.writeSigned(version.modRevision)
+                writer.writeSigned(version.createRevision)
+                writer.writeSigned(version.version)
+                writer.writeSigned(version.proposedAtMilliseconds)
+                writer.writeBytes(version.value)
+                crc = CRC32C.update(crc, writer.bytes)
+            }
+        }
+        return (CRC32C.finish(crc), compactedRevision, upTo)
+    }
+
+    // MARK: - Digest and space accounting
+
+    /// One event's term in `historyDigest`: the change, where it sits in the log, and when it
+    /// was proposed. (`prevKV` follows from the history before it.)
+    static func eventDigest(_ event: WatchEvent, ordinal: Int, proposedAtMilliseconds: Int64) -> UInt64 {
+        var hasher = FNV1a()
+        hasher.combine(UInt64(bitPattern: event.revision))
+        hasher.combine(UInt64(ordinal))
+        hasher.combine(UInt64(event.type.rawValue))
+        hasher.combine(UInt64(bitPattern: proposedAtMilliseconds))
+        hasher.combine(keyDigest(event.kv))
+        return hasher.finalized
+    }
+
+    /// The term of a version kept at or below the compacted revision (its event is gone).
+    static func compactedVersionDigest(key: [UInt8], _ version: KeyVersion) -> UInt64 {
+        var hasher = FNV1a()
+        hasher.combine(key)
+        hasher.combine(version.value)
+        hasher.combine(UInt64(bitPattern: version.createRevision))
+        hasher.combine(UInt64(bitPattern: version.modRevision))
+        hasher.combine(UInt64(bitPattern: version.version))
+        hasher.combine(UInt64(bitPattern: version.proposedAtMilliseconds))
+        return hasher.finalized
+    }
+
+    mutating func recomputeHistoryDigest() {
+        var sum: UInt64 = 0
+        for chain in history.entries {
+            for version in chain.versions where version.modRevision <= compactedRevision {
+                sum &+= Self.compactedVersionDigest(key: chain.key, version)
+            }
+        }
+        for record in changeLog.records {
+            for (ordinal, event) in record.events.enumerated() {
+                sum &+= Self.eventDigest(event, ordinal: ordinal, proposedAtMilliseconds: record.proposedAtMilliseconds)
+            }
+        }
+        historyDigest = sum
+    }
+
+    /// Estimated bytes per retained key (its bytes, the chain and the live index entry), per
+    /// version (its value, the chain entry and its change-log event) and per log record.
+    static let keyOverheadBytes = 96
+    static let versionOverheadBytes = 128
+    static let recordOverheadBytes = 48
+
+    static func keyBytes(_ key: [UInt8]) -> Int { key.count + keyOverheadBytes }
+    static func versionBytes(_ version: KeyVersion) -> Int { version.value.count + versionOverheadBytes }
+
+    mutating func recomputeApproximateBytes() {
+        var total = changeLog.records.count * Self.recordOverheadBytes
+        for chain in history.entries {
+            total += Self.keyBytes(chain.key)
+            for version in chain.versions { total += Self.versionBytes(version) }
+        }
+        approximateBytes = total
+    }
+}
