@@ -260,15 +260,16 @@ struct RandomRequests {
 
     mutating func command() -> WriteCommand {
         let operation: WriteOperation
-        switch int(0...2) {
-        case 0: operation = .put(put())
-        case 1: operation = .deleteRange(deleteRange())
-        default: operation = .txn(txn(depth: 1))
+        switch int(0...9) {
+        case 0...2: operation = .put(put())
+        case 3...5: operation = .deleteRange(deleteRange())
+        case 6...8: operation = .txn(txn(depth: 1))
+        default: operation = .compact(CompactionRequest(revision: int(0...1) == 0 ? int64() : Int64(int(0...30)), physical: bool()))
         }
         let id = RequestID(
             clientID: bool() ? 0 : UInt64.random(in: 0...UInt64.max, using: &generator),
             sequence: UInt64.random(in: 0...UInt64.max, using: &generator)
         )
-        return WriteCommand(requestID: id, operation: operation)
+        return WriteCommand(requestID: id, operation: operation, proposedAtMilliseconds: bool() ? 0 : int64())
     }
 }
