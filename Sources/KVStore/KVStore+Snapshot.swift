@@ -29,8 +29,8 @@ extension KVStore {
     private enum SnapshotMinimumBytes {
         /// keyValue (5 one-byte fields) and the proposal time.
         static let baseEntry = 6
-        /// proposal time, event count, one event of type and key length.
-        static let record = 4
+        /// proposal time and event count (an empty record parses; restore then refuses it).
+        static let record = 2
         static let event = 2
         static let session = 4
     }
