@@ -188,3 +188,94 @@ struct ChangeLog: Sendable, Equatable {
         records.removeFirst(dropped)
     }
 }
+
+/// A key of `VersionIndex`'s ordered key set.
+struct HistoryKey: IndexEntry {
+    let key: [UInt8]
+}
+
+/// Every retained key's chain of versions: the chains in a hash map, so that a write finds
+/// its key's chain in O(key bytes) however large the store, and the keys in an
+/// `OrderedIndex`, touched only when a key enters or leaves the history, for scans in key
+/// order. The map is only ever looked up, never iterated, so its per-process hash order
+/// reaches no output (STYLE §3).
+///
+/// Invariant: `keys` holds exactly the map's keys; no chain is empty.
+struct VersionIndex: Sendable {
+    private(set) var keys = OrderedIndex<HistoryKey>()
+    private var chains: [[UInt8]: [KeyVersion]] = [:]
+
+    init() {}
+
+    /// Builds the index from chains already in strictly ascending key order.
+    init(sortedChains: [KeyHistory]) {
+        keys = OrderedIndex(sortedEntries: sortedChains.map { HistoryKey(key: $0.key) })
+        chains.reserveCapacity(sortedChains.count)
+        for chain in sortedChains { chains[chain.key] = chain.versions }
+    }
+
+    var count: Int { keys.count }
+
+    func chain(_ key: [UInt8]) -> KeyHistory? {
+        chains[key].map { KeyHistory(key: key, versions: $0) }
+    }
+
+    /// Appends `version` to `key`'s chain, in place; returns whether the key is new to the
+    /// history. Amortized O(key bytes), plus O(log keys + chunk) for a new key. A bulk load
+    /// passes `ordering: false` and calls `rebuildOrderedKeys()` once at the end.
+    @discardableResult
+    mutating func append(_ version: KeyVersion, key: [UInt8], ordering: Bool = true) -> Bool {
+        var chainCount = 0
+        modifyChain(key) { versions in
+            if let last = versions.last {
+                precondition(last.modRevision <= version.modRevision, "a key's versions go forward")
+            }
+            versions.append(version)
+            chainCount = versions.count
+        }
+        guard chainCount == 1 else { return false }
+        if ordering { keys.upsert(HistoryKey(key: key)) }
+        return true
+    }
+
+    /// Rebuilds the ordered key set from the chains (sorted, so hash order never shows).
+    mutating func rebuildOrderedKeys() {
+        let sorted = chains.keys.sorted { KVBytes.compare($0, $1) < 0 }
+        keys = OrderedIndex(sortedEntries: sorted.map { HistoryKey(key: $0) })
+    }
+
+    private mutating func modifyChain(_ key: [UInt8], _ body: (inout [KeyVersion]) -> Void) {
+        body(&chains[key, default: []])
+    }
+
+    /// Visits the chains of `range` in key order until `body` returns false.
+    func forEach(in range: KeyRange, _ body: (KeyHistory) -> Bool) {
+        let (lower, upper) = keys.positions(of: range)
+        keys.forEach(from: lower, to: upper) { entry in
+            guard let versions = chains[entry.key] else { preconditionFailure("history key without a chain") }
+            return body(KeyHistory(key: entry.key, versions: versions))
+        }
+    }
+
+    /// Every chain in key order.
+    var entries: LazyMapSequence<FlattenSequence<[[HistoryKey]]>, KeyHistory> {
+        keys.entries.lazy.map { entry in
+            guard let versions = chains[entry.key] else { preconditionFailure("history key without a chain") }
+            return KeyHistory(key: entry.key, versions: versions)
+        }
+    }
+
+    func checkInvariants() -> String? {
+        if let problem = keys.checkInvariants() { return problem }
+        if keys.count != chains.count { return "\(keys.count) ordered keys but \(chains.count) chains" }
+        for entry in keys.entries {
+            guard let versions = chains[entry.key] else { return "no chain for \(KVBytes.describe(entry.key))" }
+            if versions.isEmpty { return "empty chain for \(KVBytes.describe(entry.key))" }
+        }
+        return nil
+    }
+
+    static func sameEntries(_ lhs: VersionIndex, _ rhs: VersionIndex) -> Bool {
+        OrderedIndex.sameEntries(lhs.keys, rhs.keys) && lhs.chains == rhs.chains
+    }
+}

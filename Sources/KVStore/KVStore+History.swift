@@ -6,28 +6,36 @@ extension KVStore {
     /// Records one change made at `revision + 1` (the caller advances `revision`): appends
     /// the version to the key's chain and the event to the change log. O(log keys) for the
     /// chain search, amortized O(1) for both appends; no copy of either structure.
-    mutating func recordChange(_ event: WatchEvent) {
-        let changeRevision = event.revision
-        precondition(changeRevision == revision + 1, "a change is recorded at the next revision")
-        precondition(changeRevision > compactedRevision, "a change below the compacted revision")
+    /// `kvDigest` is `keyDigest(event.kv)` when the caller has it already.
+    mutating func recordChange(_ event: WatchEvent, kvDigest: UInt64? = nil) {
         let proposedAt = applyingProposedAtMilliseconds
-        let ordinal = changeLog.append(event, proposedAtMilliseconds: proposedAt)
+        let (ordinal, version, isNewKey) = appendToHistory(event, proposedAtMilliseconds: proposedAt)
         if ordinal == 0 { approximateBytes += Self.recordOverheadBytes }
-        let version = KeyVersion(event, proposedAtMilliseconds: proposedAt)
-        var newKey = false
-        history.modify(key: event.kv.key, create: {
-            newKey = true
-            return KeyHistory(key: event.kv.key, versions: [])
-        }) { chain in
-            if let last = chain.versions.last {
-                precondition(last.modRevision <= changeRevision, "a key's versions go forward")
-            }
-            chain.versions.append(version)
-        }
-        if newKey { approximateBytes += Self.keyBytes(event.kv.key) }
+        if isNewKey { approximateBytes += Self.keyBytes(event.kv.key) }
         approximateBytes += Self.versionBytes(version)
-        historyDigest &+= Self.eventDigest(event, ordinal: ordinal, proposedAtMilliseconds: proposedAt)
-        lastAppliedWriteRevision = changeRevision
+        historyDigest &+= Self.eventDigest(
+            event,
+            ordinal: ordinal,
+            proposedAtMilliseconds: proposedAt,
+            kvDigest: kvDigest ?? Self.keyDigest(event.kv)
+        )
+        lastAppliedWriteRevision = event.revision
+    }
+
+    /// The structural part of recording a change (the digest and the byte count are the
+    /// caller's): returns the event's ordinal in its record, the version appended and whether
+    /// the key is new to the history.
+    mutating func appendToHistory(
+        _ event: WatchEvent,
+        proposedAtMilliseconds: Int64,
+        orderingKeys: Bool = true
+    ) -> (ordinal: Int, version: KeyVersion, isNewKey: Bool) {
+        precondition(event.revision == revision + 1, "a change is recorded at the next revision")
+        precondition(event.revision > compactedRevision, "a change below the compacted revision")
+        let ordinal = changeLog.append(event, proposedAtMilliseconds: proposedAtMilliseconds)
+        let version = KeyVersion(event, proposedAtMilliseconds: proposedAtMilliseconds)
+        let isNewKey = history.append(version, key: event.kv.key, ordering: orderingKeys)
+        return (ordinal, version, isNewKey)
     }
 
     // MARK: - Events
@@ -85,8 +93,7 @@ extension KVStore {
     /// the value. At most `limit` entries when `limit > 0`. O(log keys + entries).
     public func history(key: [UInt8], rangeEnd: [UInt8] = [], limit: Int = 0) -> [HistoryEntry] {
         var result: [HistoryEntry] = []
-        let (lower, upper) = history.positions(of: KeyRange(key: key, rangeEnd: rangeEnd))
-        history.forEach(from: lower, to: upper) { chain in
+        history.forEach(in: KeyRange(key: key, rangeEnd: rangeEnd)) { chain in
             for version in chain.versions {
                 if limit > 0 && result.count >= limit { return false }
                 result.append(
@@ -119,8 +126,7 @@ extension KVStore {
     func index(at atRevision: Int64, of range: KeyRange) -> KeyIndex {
         precondition(atRevision >= compactedRevision && atRevision <= revision, "read at an unreadable revision")
         var entries: [KeyValue] = []
-        let (lower, upper) = history.positions(of: range)
-        history.forEach(from: lower, to: upper) { chain in
+        history.forEach(in: range) { chain in
             if let keyValue = chain.keyValue(at: atRevision) { entries.append(keyValue) }
             return true
         }
@@ -160,7 +166,7 @@ extension KVStore {
                 kept.append(KeyHistory(key: chain.key, versions: Array(chain.versions[dropCount...])))
             }
         }
-        history = OrderedIndex(sortedEntries: kept)
+        history = VersionIndex(sortedChains: kept)
         changeLog.dropRecords(through: compactRevision)
         compactedRevision = compactRevision
         recomputeHistoryDigest()
@@ -201,13 +207,18 @@ extension KVStore {
 
     /// One event's term in `historyDigest`: the change, where it sits in the log, and when it
     /// was proposed. (`prevKV` follows from the history before it.)
-    static func eventDigest(_ event: WatchEvent, ordinal: Int, proposedAtMilliseconds: Int64) -> UInt64 {
+    static func eventDigest(
+        _ event: WatchEvent,
+        ordinal: Int,
+        proposedAtMilliseconds: Int64,
+        kvDigest: UInt64
+    ) -> UInt64 {
         var hasher = FNV1a()
         hasher.combine(UInt64(bitPattern: event.revision))
         hasher.combine(UInt64(ordinal))
         hasher.combine(UInt64(event.type.rawValue))
         hasher.combine(UInt64(bitPattern: proposedAtMilliseconds))
-        hasher.combine(keyDigest(event.kv))
+        hasher.combine(kvDigest)
         return hasher.finalized
     }
 
@@ -232,7 +243,12 @@ extension KVStore {
         }
         for record in changeLog.records {
             for (ordinal, event) in record.events.enumerated() {
-                sum &+= Self.eventDigest(event, ordinal: ordinal, proposedAtMilliseconds: record.proposedAtMilliseconds)
+                sum &+= Self.eventDigest(
+                    event,
+                    ordinal: ordinal,
+                    proposedAtMilliseconds: record.proposedAtMilliseconds,
+                    kvDigest: Self.keyDigest(event.kv)
+                )
             }
         }
         historyDigest = sum

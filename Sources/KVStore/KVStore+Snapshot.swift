@@ -134,8 +134,8 @@ extension KVStore {
             }
             // No history: the store as if compacted at its own revision.
             compactedRevision = revision
-            history = OrderedIndex(
-                sortedEntries: index.entries.map { KeyHistory(key: $0.key, versions: [KeyVersion($0, proposedAtMilliseconds: 0)]) }
+            history = VersionIndex(
+                sortedChains: index.entries.map { KeyHistory(key: $0.key, versions: [KeyVersion($0, proposedAtMilliseconds: 0)]) }
             )
         }
         for (position, restored) in restoredSessions.enumerated() {
@@ -171,7 +171,7 @@ extension KVStore {
             chains.append(KeyHistory(key: keyValue.key, versions: [KeyVersion(fixed, proposedAtMilliseconds: proposedAt)]))
         }
         index = KeyIndex(sortedEntries: entries)
-        history = OrderedIndex(sortedEntries: chains)
+        history = VersionIndex(sortedChains: chains)
     }
 
     private static func readRecords(
@@ -234,9 +234,12 @@ extension KVStore {
         return restored
     }
 
-    /// Re-applies the change log on top of the base, through the same writes that made it,
-    /// checking each record against the state it lands on (a snapshot that lies fails as
-    /// `invalidState`, never as a crash).
+    /// Re-applies the change log on top of the base with the write rules of `writePut` and
+    /// `writeDeleteRange` (new create revision on create, version + 1 per put, etcd's
+    /// tombstone), checking each record against the state it lands on (a snapshot that lies
+    /// fails as `invalidState`, never as a crash). The live keys are tracked in a hash map and
+    /// sorted once at the end, so a long log restores in O(events + keys log keys); the
+    /// digests and the byte estimate are recomputed by the caller.
     private mutating func replay(
         _ records: [(proposedAt: Int64, events: [(type: WatchEventType, key: [UInt8], value: [UInt8])])],
         upTo savedRevision: Int64
@@ -253,24 +256,41 @@ extension KVStore {
             throw .invalidState("\(records.count) change records for revisions \(revision + 1)...\(savedRevision)")
         }
         if let problem = validateRestoredState() { throw .invalidState(problem) }
+        var live: [[UInt8]: KeyValue] = [:]
+        live.reserveCapacity(index.count)
+        for entry in index.entries { live[entry.key] = entry }
         for record in records {
             if record.events.isEmpty { throw .invalidState("revision \(revision + 1) has no changes") }
-            applyingProposedAtMilliseconds = record.proposedAt
+            let changeRevision = revision + 1
             for event in record.events {
-                if event.key.isEmpty { throw .invalidState("change of an empty key at revision \(revision + 1)") }
+                if event.key.isEmpty { throw .invalidState("change of an empty key at revision \(changeRevision)") }
+                let previous = live[event.key]
+                let change: WatchEvent
                 switch event.type {
                 case .put:
-                    _ = writePut(PutRequest(key: event.key, value: event.value), revision: revision + 1)
+                    let stored = KeyValue(
+                        key: event.key,
+                        value: event.value,
+                        createRevision: previous?.createRevision ?? changeRevision,
+                        modRevision: changeRevision,
+                        version: (previous?.version ?? 0) + 1
+                    )
+                    live[event.key] = stored
+                    change = WatchEvent(type: .put, kv: stored, prevKV: previous)
                 case .delete:
-                    let removed = writeDeleteRange(DeleteRangeRequest(key: event.key))
-                    if removed.deleted != 1 {
-                        throw .invalidState("delete of missing key \(KVBytes.describe(event.key)) at \(revision + 1)")
+                    guard let previous else {
+                        throw .invalidState("delete of missing key \(KVBytes.describe(event.key)) at \(changeRevision)")
                     }
+                    live[event.key] = nil
+                    let tombstone = KeyValue(key: event.key, value: [], createRevision: 0, modRevision: changeRevision, version: 0)
+                    change = WatchEvent(type: .delete, kv: tombstone, prevKV: previous)
                 }
+                _ = appendToHistory(change, proposedAtMilliseconds: record.proposedAt, orderingKeys: false)
             }
-            revision += 1
+            revision = changeRevision
         }
-        applyingProposedAtMilliseconds = 0
+        history.rebuildOrderedKeys()
+        index = KeyIndex(sortedEntries: live.values.sorted { KVBytes.compare($0.key, $1.key) < 0 })
         lastAppliedWriteRevision = 0
     }
 

@@ -40,8 +40,9 @@ extension KVStore {
         }
         guard let stored else { preconditionFailure("upsert did not store the entry") }
         if let previous { keysDigest &-= Self.keyDigest(previous) }
-        keysDigest &+= Self.keyDigest(stored)
-        recordChange(WatchEvent(type: .put, kv: stored, prevKV: previous))
+        let storedDigest = Self.keyDigest(stored)
+        keysDigest &+= storedDigest
+        recordChange(WatchEvent(type: .put, kv: stored, prevKV: previous), kvDigest: storedDigest)
         return PutResponse(revision: newRevision, prevKV: put.prevKV ? previous : nil)
     }
 

@@ -29,7 +29,7 @@ public struct KVStore: Sendable {
     /// Every retained version of every key, keys in byte order, for reads at older revisions.
     /// Invariant: the last version of each key is `index`'s entry for it, or a tombstone when
     /// the key is not live.
-    var history = OrderedIndex<KeyHistory>()
+    var history = VersionIndex()
 
     /// The changes of every revision after `max(compactedRevision, 1)`, in revision order.
     /// Invariant: one record per revision up to `revision`.
@@ -165,6 +165,6 @@ extension KVStore: Equatable {
             && lhs.sessions == rhs.sessions
             && KeyIndex.sameEntries(lhs.index, rhs.index)
             && lhs.changeLog == rhs.changeLog
-            && OrderedIndex.sameEntries(lhs.history, rhs.history)
+            && VersionIndex.sameEntries(lhs.history, rhs.history)
     }
 }
