@@ -200,10 +200,16 @@ struct HistoryKey: IndexEntry {
 /// order. The map is only ever looked up, never iterated, so its per-process hash order
 /// reaches no output (STYLE §3).
 ///
-/// Invariant: `keys` holds exactly the map's keys; no chain is empty.
+/// Invariant: `keys` holds exactly the map's keys; no chain is empty; every key whose
+/// chain has two or more versions is in `compactionCandidates`.
 struct VersionIndex: Sendable {
     private(set) var keys = OrderedIndex<HistoryKey>()
     private var chains: [[UInt8]: [KeyVersion]] = [:]
+
+    /// Keys that may hold versions a compaction drops (a chain of one put never does), in
+    /// the order they were written, possibly repeated: compaction visits only these, so it
+    /// costs O(writes since the last compaction), not O(keys). Derived; not part of `==`.
+    private(set) var compactionCandidates: [[UInt8]] = []
 
     init() {}
 
@@ -211,7 +217,10 @@ struct VersionIndex: Sendable {
     init(sortedChains: [KeyHistory]) {
         keys = OrderedIndex(sortedEntries: sortedChains.map { HistoryKey(key: $0.key) })
         chains.reserveCapacity(sortedChains.count)
-        for chain in sortedChains { chains[chain.key] = chain.versions }
+        for chain in sortedChains {
+            chains[chain.key] = chain.versions
+            if chain.versions.count >= 2 { compactionCandidates.append(chain.key) }
+        }
     }
 
     var count: Int { keys.count }
@@ -233,9 +242,47 @@ struct VersionIndex: Sendable {
             versions.append(version)
             chainCount = versions.count
         }
-        guard chainCount == 1 else { return false }
+        guard chainCount == 1 else {
+            compactionCandidates.append(key)
+            return false
+        }
         if ordering { keys.upsert(HistoryKey(key: key)) }
         return true
+    }
+
+    /// Drops, for every key, the versions older than its newest one at or before
+    /// `compactRevision`, and that one too when it is a tombstone; a key left with no version
+    /// leaves the index. Reports each dropped version and each removed key. Visits only the
+    /// compaction candidates: O(candidates + versions dropped × chain length + removed keys
+    /// × chunk).
+    mutating func compact(
+        through compactRevision: Int64,
+        dropped: ([UInt8], KeyVersion) -> Void,
+        removed: ([UInt8]) -> Void
+    ) {
+        var visited: Set<[UInt8]> = []  // membership only: never iterated
+        var remaining: [[UInt8]] = []
+        for key in compactionCandidates where visited.insert(key).inserted {
+            // A candidate whose key already left the history (an earlier compaction) is stale.
+            guard let versions = chains[key] else { continue }
+            let chain = KeyHistory(key: key, versions: versions)
+            guard let newest = chain.newestPosition(atOrBefore: compactRevision) else {
+                if versions.count >= 2 { remaining.append(key) }
+                continue
+            }
+            let dropCount = versions[newest].isTombstone ? newest + 1 : newest
+            for version in versions[0..<dropCount] { dropped(key, version) }
+            if dropCount == versions.count {
+                chains[key] = nil
+                let gone = keys.removeAll(in: KeyRange(key: key, rangeEnd: []))
+                precondition(gone.count == 1, "a history key missing from the ordered keys")
+                removed(key)
+                continue
+            }
+            if dropCount > 0 { chains[key]?.removeFirst(dropCount) }
+            if versions.count - dropCount >= 2 { remaining.append(key) }
+        }
+        compactionCandidates = remaining
     }
 
     /// Rebuilds the ordered key set from the chains (sorted, so hash order never shows).
@@ -268,9 +315,13 @@ struct VersionIndex: Sendable {
     func checkInvariants() -> String? {
         if let problem = keys.checkInvariants() { return problem }
         if keys.count != chains.count { return "\(keys.count) ordered keys but \(chains.count) chains" }
+        let candidates = Set(compactionCandidates)
         for entry in keys.entries {
             guard let versions = chains[entry.key] else { return "no chain for \(KVBytes.describe(entry.key))" }
             if versions.isEmpty { return "empty chain for \(KVBytes.describe(entry.key))" }
+            if versions.count >= 2 && !candidates.contains(entry.key) {
+                return "\(KVBytes.describe(entry.key)) has \(versions.count) versions but is no compaction candidate"
+            }
         }
         return nil
     }

@@ -13,12 +13,9 @@ extension KVStore {
         if ordinal == 0 { approximateBytes += Self.recordOverheadBytes }
         if isNewKey { approximateBytes += Self.keyBytes(event.kv.key) }
         approximateBytes += Self.versionBytes(version)
-        historyDigest &+= Self.eventDigest(
-            event,
-            ordinal: ordinal,
-            proposedAtMilliseconds: proposedAt,
-            kvDigest: kvDigest ?? Self.keyDigest(event.kv)
-        )
+        let digest = kvDigest ?? Self.keyDigest(event.kv)
+        historyDigest &+= Self.versionDigest(kvDigest: digest, proposedAtMilliseconds: proposedAt)
+        historyDigest &+= Self.eventOrderDigest(event, ordinal: ordinal, kvDigest: digest)
         lastAppliedWriteRevision = event.revision
     }
 
@@ -148,29 +145,33 @@ extension KVStore {
 
     /// Forgets what reads at revisions `>= through` do not need: per key, every version
     /// older than the newest one at or before `through`, and that one too when it is a
-    /// tombstone; and the change log up to `through`. One pass over the keys and the dropped
-    /// versions: O(keys + versions dropped + records kept), never quadratic.
+    /// tombstone; and the change log up to `through`. Digest and byte estimate follow
+    /// incrementally. O(writes since the last compaction + versions dropped + records kept):
+    /// never quadratic, and independent of how many keys were left alone.
     mutating func compact(through compactRevision: Int64) {
         precondition(compactRevision > compactedRevision && compactRevision <= revision, "compaction out of range")
-        var kept: [KeyHistory] = []
-        kept.reserveCapacity(history.count)
-        for chain in history.entries {
-            guard let newest = chain.newestPosition(atOrBefore: compactRevision) else {
-                kept.append(chain)
-                continue
-            }
-            let dropCount = chain.versions[newest].isTombstone ? newest + 1 : newest
-            if dropCount == 0 {
-                kept.append(chain)
-            } else if dropCount < chain.versions.count {
-                kept.append(KeyHistory(key: chain.key, versions: Array(chain.versions[dropCount...])))
+        var digestDropped: UInt64 = 0
+        var bytesDropped = 0
+        history.compact(
+            through: compactRevision,
+            dropped: { key, version in
+                digestDropped &+= Self.versionDigest(key: key, version)
+                bytesDropped += Self.versionBytes(version)
+            },
+            removed: { key in bytesDropped += Self.keyBytes(key) }
+        )
+        for record in changeLog.records {
+            if record.revision > compactRevision { break }
+            bytesDropped += Self.recordOverheadBytes
+            for (ordinal, event) in record.events.enumerated() {
+                digestDropped &+= Self.eventOrderDigest(event, ordinal: ordinal, kvDigest: Self.keyDigest(event.kv))
             }
         }
-        history = VersionIndex(sortedChains: kept)
         changeLog.dropRecords(through: compactRevision)
         compactedRevision = compactRevision
-        recomputeHistoryDigest()
-        recomputeApproximateBytes()
+        historyDigest &-= digestDropped
+        approximateBytes -= bytesDropped
+        precondition(approximateBytes >= 0, "the byte estimate went negative")
     }
 
     // MARK: - HashKV
@@ -205,50 +206,45 @@ extension KVStore {
 
     // MARK: - Digest and space accounting
 
-    /// One event's term in `historyDigest`: the change, where it sits in the log, and when it
-    /// was proposed. (`prevKV` follows from the history before it.)
-    static func eventDigest(
-        _ event: WatchEvent,
-        ordinal: Int,
-        proposedAtMilliseconds: Int64,
-        kvDigest: UInt64
-    ) -> UInt64 {
+    /// A version's term in `historyDigest`: its pair (as `keyDigest`, etcd's tombstone for a
+    /// delete) and its proposal time.
+    static func versionDigest(kvDigest: UInt64, proposedAtMilliseconds: Int64) -> UInt64 {
+        var hasher = FNV1a()
+        hasher.combine(kvDigest)
+        hasher.combine(UInt64(bitPattern: proposedAtMilliseconds))
+        return hasher.finalized
+    }
+
+    static func versionDigest(key: [UInt8], _ version: KeyVersion) -> UInt64 {
+        let keyValue = KeyValue(
+            key: key,
+            value: version.value,
+            createRevision: version.createRevision,
+            modRevision: version.modRevision,
+            version: version.version
+        )
+        return versionDigest(kvDigest: keyDigest(keyValue), proposedAtMilliseconds: version.proposedAtMilliseconds)
+    }
+
+    /// An event's term in `historyDigest`: where the change sits in the log (its content is
+    /// the version's term), so a different order inside a revision differs too.
+    static func eventOrderDigest(_ event: WatchEvent, ordinal: Int, kvDigest: UInt64) -> UInt64 {
         var hasher = FNV1a()
         hasher.combine(UInt64(bitPattern: event.revision))
         hasher.combine(UInt64(ordinal))
         hasher.combine(UInt64(event.type.rawValue))
-        hasher.combine(UInt64(bitPattern: proposedAtMilliseconds))
         hasher.combine(kvDigest)
-        return hasher.finalized
-    }
-
-    /// The term of a version kept at or below the compacted revision (its event is gone).
-    static func compactedVersionDigest(key: [UInt8], _ version: KeyVersion) -> UInt64 {
-        var hasher = FNV1a()
-        hasher.combine(key)
-        hasher.combine(version.value)
-        hasher.combine(UInt64(bitPattern: version.createRevision))
-        hasher.combine(UInt64(bitPattern: version.modRevision))
-        hasher.combine(UInt64(bitPattern: version.version))
-        hasher.combine(UInt64(bitPattern: version.proposedAtMilliseconds))
         return hasher.finalized
     }
 
     mutating func recomputeHistoryDigest() {
         var sum: UInt64 = 0
         for chain in history.entries {
-            for version in chain.versions where version.modRevision <= compactedRevision {
-                sum &+= Self.compactedVersionDigest(key: chain.key, version)
-            }
+            for version in chain.versions { sum &+= Self.versionDigest(key: chain.key, version) }
         }
         for record in changeLog.records {
             for (ordinal, event) in record.events.enumerated() {
-                sum &+= Self.eventDigest(
-                    event,
-                    ordinal: ordinal,
-                    proposedAtMilliseconds: record.proposedAtMilliseconds,
-                    kvDigest: Self.keyDigest(event.kv)
-                )
+                sum &+= Self.eventOrderDigest(event, ordinal: ordinal, kvDigest: Self.keyDigest(event.kv))
             }
         }
         historyDigest = sum

@@ -39,8 +39,9 @@ public struct KVStore: Sendable {
     /// compacted. 0 until the first compaction. Invariant: `compactedRevision <= revision`.
     public internal(set) var compactedRevision: Int64 = 0
 
-    /// Wrapping sum of the digests of the change log's events and of the versions at or below
-    /// `compactedRevision`: the history part of `stateDigest()`.
+    /// Wrapping sum of `versionDigest` over every retained version and `eventOrderDigest` over
+    /// every change-log event: the history part of `stateDigest()`, kept incrementally by
+    /// writes and compactions.
     var historyDigest: UInt64 = 0
 
     /// A running estimate of the memory the retained keys, values and history take, for the
