@@ -291,4 +291,40 @@ import Testing
         #expect(store.approximateBytes < one + 1000)
         #expect(store.checkConsistency() == nil)
     }
+
+    @Test func aRepeatedCompactionReturnsItsFirstResult() {
+        var store = recreatedStore()
+        let id = RequestID(clientID: 9, sequence: 1)
+        #expect(store.compact(4, id: id) == .compact(CompactionResponse(revision: 7)))
+        // Applied again it would fail as compacted; exactly-once returns the first result.
+        #expect(store.compact(4, id: id) == .compact(CompactionResponse(revision: 7)))
+        #expect(store.compact(4) == .failure(.compacted(revision: 4), revision: 7))
+    }
+
+    @Test func aNonPositiveEventLimitMeansNoLimit() throws {
+        let store = recreatedStore()
+        #expect(try store.events(from: 2, key: [0], rangeEnd: [0], limit: 0).count == 6)
+        #expect(try store.events(from: 2, key: [0], rangeEnd: [0], limit: -1).count == 6)
+    }
+
+    @Test func compactionTraces() {
+        let command = WriteCommand(
+            requestID: RequestID(clientID: 1, sequence: 2),
+            operation: .compact(CompactionRequest(revision: 5, physical: true)),
+            proposedAtMilliseconds: 7
+        )
+        #expect(command.description == "1#2 compact 5 physical at=7ms")
+        #expect(WriteResult.compact(CompactionResponse(revision: 9)).description == "compact r=9")
+    }
+
+    /// A key written many times: appends stay cheap and one compaction trims the whole chain.
+    @Test func aHotKeysChainIsTrimmedByOneCompaction() throws {
+        var store = KVStore()
+        for step in 0..<5_000 { store.put("hot", "\(step)") }
+        #expect(store.history(key: b("hot")).count == 5_000)
+        #expect(store.compact(store.revision - 10).error == nil)
+        #expect(store.history(key: b("hot")).count == 11)
+        #expect(try store.pairs("hot", at: store.revision - 10) == ["hot=4989"])
+        #expect(store.checkConsistency() == nil)
+    }
 }
