@@ -177,7 +177,8 @@ struct ChangeLog: Sendable, Equatable {
         if let last = records.last {
             precondition(last.revision + 1 == revision, "change log revisions must be consecutive")
         }
-        records.append(RevisionRecord(revision: revision, proposedAtMilliseconds: proposedAtMilliseconds, events: [event]))
+        records.append(
+            RevisionRecord(revision: revision, proposedAtMilliseconds: proposedAtMilliseconds, events: [event]))
         return 0
     }
 

@@ -4,8 +4,9 @@ extension KVStore {
     // MARK: - Recording
 
     /// Records one change made at `revision + 1` (the caller advances `revision`): appends
-    /// the version to the key's chain and the event to the change log. O(log keys) for the
-    /// chain search, amortized O(1) for both appends; no copy of either structure.
+    /// the version to the key's chain and the event to the change log. A hash lookup of the
+    /// chain (plus O(log keys) the first time a key enters the history) and two amortized
+    /// O(1) appends; no copy of either structure.
     /// `kvDigest` is `keyDigest(event.kv)` when the caller has it already.
     mutating func recordChange(_ event: WatchEvent, kvDigest: UInt64? = nil) {
         let proposedAt = applyingProposedAtMilliseconds
@@ -67,7 +68,8 @@ extension KVStore {
         let eventsMax = limit > 0 ? limit : Int.max
         var result: [WatchEvent] = []
         // Revision 1 is the empty store: it has no record. Records are consecutive from there.
-        var position = changeLog.position(of: Swift.max(start, changeLog.firstRevision ?? start)) ?? changeLog.records.count
+        var position =
+            changeLog.position(of: Swift.max(start, changeLog.firstRevision ?? start)) ?? changeLog.records.count
         while position < changeLog.records.count {
             let record = changeLog.records[position]
             precondition(record.revision >= start, "events before the start")

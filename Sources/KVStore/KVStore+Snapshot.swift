@@ -49,7 +49,9 @@ extension KVStore {
             // Invariant (compaction): only the first version sits at or below the compacted
             // revision, and it is a put.
             precondition(position == 0 && !version.isTombstone, "history holds a compacted version")
-            guard let keyValue = chain.keyValue(at: compactedRevision) else { preconditionFailure("base version vanished") }
+            guard let keyValue = chain.keyValue(at: compactedRevision) else {
+                preconditionFailure("base version vanished")
+            }
             base.append((keyValue, version.proposedAtMilliseconds))
         }
         writer.writeVarint(UInt64(base.count))
@@ -135,7 +137,9 @@ extension KVStore {
             // No history: the store as if compacted at its own revision.
             compactedRevision = revision
             history = VersionIndex(
-                sortedChains: index.entries.map { KeyHistory(key: $0.key, versions: [KeyVersion($0, proposedAtMilliseconds: 0)]) }
+                sortedChains: index.entries.map {
+                    KeyHistory(key: $0.key, versions: [KeyVersion($0, proposedAtMilliseconds: 0)])
+                }
             )
         }
         for (position, restored) in restoredSessions.enumerated() {
@@ -168,7 +172,8 @@ extension KVStore {
             // A version below 1 fails `validateRestoredState`; keep the chain well formed until then.
             var fixed = keyValue
             fixed.version = Swift.max(1, keyValue.version)
-            chains.append(KeyHistory(key: keyValue.key, versions: [KeyVersion(fixed, proposedAtMilliseconds: proposedAt)]))
+            chains.append(
+                KeyHistory(key: keyValue.key, versions: [KeyVersion(fixed, proposedAtMilliseconds: proposedAt)]))
         }
         index = KeyIndex(sortedEntries: entries)
         history = VersionIndex(sortedChains: chains)
@@ -282,7 +287,8 @@ extension KVStore {
                         throw .invalidState("delete of missing key \(KVBytes.describe(event.key)) at \(changeRevision)")
                     }
                     live[event.key] = nil
-                    let tombstone = KeyValue(key: event.key, value: [], createRevision: 0, modRevision: changeRevision, version: 0)
+                    let tombstone = KeyValue(
+                        key: event.key, value: [], createRevision: 0, modRevision: changeRevision, version: 0)
                     change = WatchEvent(type: .delete, kv: tombstone, prevKV: previous)
                 }
                 _ = appendToHistory(change, proposedAtMilliseconds: record.proposedAt, orderingKeys: false)
@@ -312,7 +318,9 @@ extension KVStore {
         }
         var uses: Set<UInt64> = []
         for (clientID, session) in sessions {
-            if !RequestID(clientID: clientID, sequence: 0).hasSession { return "session for untracked client \(clientID)" }
+            if !RequestID(clientID: clientID, sequence: 0).hasSession {
+                return "session for untracked client \(clientID)"
+            }
             if session.lastUsed == 0 || session.lastUsed > sessionClock {
                 return "session \(clientID) last used at \(session.lastUsed), clock \(sessionClock)"
             }

@@ -53,7 +53,8 @@ extension KVStore {
         for keyValue in removed {
             keysDigest &-= Self.keyDigest(keyValue)
             // etcd's tombstone: the key and the deleting revision, every other field empty.
-            let tombstone = KeyValue(key: keyValue.key, value: [], createRevision: 0, modRevision: revision + 1, version: 0)
+            let tombstone = KeyValue(
+                key: keyValue.key, value: [], createRevision: 0, modRevision: revision + 1, version: 0)
             recordChange(WatchEvent(type: .delete, kv: tombstone, prevKV: keyValue))
         }
         return DeleteRangeResponse(revision: 0, deleted: Int64(removed.count), prevKVs: delete.prevKV ? removed : [])

@@ -186,40 +186,6 @@ struct OrderedIndex<Entry: IndexEntry>: Sendable {
         return nil
     }
 
-    /// Runs `body` on the entry under `key` in place (no copy of the entry, so an entry that
-    /// owns a growing array can append in amortized O(1)); a missing entry is first made by
-    /// `create`. `body` must keep the key. One search: O(log n), plus O(chunk) on insert.
-    mutating func modify<Result>(
-        key: [UInt8],
-        create: () -> Entry,
-        _ body: (inout Entry) -> Result
-    ) -> Result {
-        precondition(!key.isEmpty, "modify: empty key")
-        var position = lowerBound(key)
-        if position != endPosition && KVBytes.compare(self[position].key, key) == 0 {
-            let result = body(&chunks[position.chunk][position.entry])
-            precondition(chunks[position.chunk][position.entry].key == key, "modify: the entry changed its key")
-            return result
-        }
-        var entry = create()
-        let result = body(&entry)
-        precondition(entry.key == key, "modify: the entry changed its key")
-        if chunks.isEmpty {
-            chunks = [[entry]]
-            count = 1
-            return result
-        }
-        if position == endPosition {
-            position = Position(chunk: chunks.count - 1, entry: chunks[chunks.count - 1].count)
-        }
-        chunks[position.chunk].insert(entry, at: position.entry)
-        count += 1
-        if chunks[position.chunk].count > KVLimits.keyIndexChunkEntriesMax {
-            split(chunk: position.chunk)
-        }
-        return result
-    }
-
     private mutating func split(chunk: Int) {
         let half = chunks[chunk].count / 2
         let tail = Array(chunks[chunk][half...])

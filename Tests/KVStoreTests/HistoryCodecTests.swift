@@ -8,14 +8,16 @@ import Testing
 
     @Test func compactionAndProposalTimeRoundTrip() throws {
         let commands = [
-            WriteCommand(requestID: RequestID(clientID: 3, sequence: 9), operation: .compact(CompactionRequest(revision: 42))),
+            WriteCommand(
+                requestID: RequestID(clientID: 3, sequence: 9), operation: .compact(CompactionRequest(revision: 42))),
             WriteCommand(requestID: .none, operation: .compact(CompactionRequest(revision: -1, physical: true))),
             WriteCommand(
                 requestID: RequestID(clientID: 1, sequence: 2),
                 operation: .put(PutRequest(key: b("k"), value: b("v"))),
                 proposedAtMilliseconds: 1_764_540_000_123
             ),
-            WriteCommand(requestID: .none, operation: .compact(CompactionRequest(revision: 7)), proposedAtMilliseconds: -5),
+            WriteCommand(
+                requestID: .none, operation: .compact(CompactionRequest(revision: 7)), proposedAtMilliseconds: -5),
         ]
         for command in commands {
             #expect(try WriteCommand.decode(command.encode()) == command, "\(command)")
@@ -23,7 +25,8 @@ import Testing
     }
 
     @Test func aCommandWithoutTimeKeepsFormatOneBytes() throws {
-        let command = WriteCommand(requestID: RequestID(clientID: 1, sequence: 2), operation: .put(PutRequest(key: b("k"), value: b("v"))))
+        let command = WriteCommand(
+            requestID: RequestID(clientID: 1, sequence: 2), operation: .put(PutRequest(key: b("k"), value: b("v"))))
         // Format 1 as written before the proposal time existed.
         #expect(command.encode() == [1, 1, 2, 1, 1, 0x6B, 1, 0x76, 0])
         var timed = command
@@ -79,7 +82,9 @@ import Testing
         )
         let bytes = command.encode()
         for length in 0..<bytes.count {
-            #expect(throws: KVCodecError.self, "length \(length)") { try WriteCommand.decode(Array(bytes.prefix(length))) }
+            #expect(throws: KVCodecError.self, "length \(length)") {
+                try WriteCommand.decode(Array(bytes.prefix(length)))
+            }
         }
     }
 
@@ -141,7 +146,9 @@ import Testing
             #expect(try restored.range(request) == store.range(request), "revision \(revision)")
         }
         let from = store.compactedRevision + 1
-        #expect(try restored.events(from: from, key: [0], rangeEnd: [0]) == store.events(from: from, key: [0], rangeEnd: [0]))
+        #expect(
+            try restored.events(from: from, key: [0], rangeEnd: [0])
+                == store.events(from: from, key: [0], rangeEnd: [0]))
         #expect(restored.history(key: [0], rangeEnd: [0]) == store.history(key: [0], rangeEnd: [0]))
         #expect(try restored.hashKV() == store.hashKV())
         // The restored store goes on exactly like the original.
@@ -196,59 +203,78 @@ import Testing
             writer.writeBytes(b("v"))
         }
         let cases: [(String, [UInt8])] = [
-            ("fewer records than revisions", sealed { writer in
-                header(&writer, revision: 3, compacted: 0)
-                writer.writeVarint(0)
-                writer.writeVarint(1)
-                writer.writeSigned(0)
-                writer.writeVarint(1)
-                put(&writer, "a")
-                writer.writeVarint(0)
-            }),
-            ("empty record", sealed { writer in
-                header(&writer, revision: 2, compacted: 0)
-                writer.writeVarint(0)
-                writer.writeVarint(1)
-                writer.writeSigned(0)
-                writer.writeVarint(0)
-                writer.writeVarint(0)
-            }),
-            ("delete of a missing key", sealed { writer in
-                header(&writer, revision: 2, compacted: 0)
-                writer.writeVarint(0)
-                writer.writeVarint(1)
-                writer.writeSigned(0)
-                writer.writeVarint(1)
-                writer.writeByte(WatchEventType.delete.rawValue)
-                writer.writeBytes(b("a"))
-                writer.writeVarint(0)
-            }),
-            ("base key after the compaction", sealed { writer in
-                header(&writer, revision: 4, compacted: 3)
-                writer.writeVarint(1)
-                writer.writeKeyValue(KeyValue(key: b("a"), value: [], createRevision: 2, modRevision: 4, version: 1))
-                writer.writeSigned(0)
-                writer.writeVarint(1)
-                writer.writeSigned(0)
-                writer.writeVarint(1)
-                put(&writer, "b")
-                writer.writeVarint(0)
-            }),
-            ("compaction beyond the revision", sealed { writer in
-                header(&writer, revision: 2, compacted: 3)
-                writer.writeVarint(0)
-                writer.writeVarint(0)
-                writer.writeVarint(0)
-            }),
-            ("empty key", sealed { writer in
-                header(&writer, revision: 2, compacted: 0)
-                writer.writeVarint(0)
-                writer.writeVarint(1)
-                writer.writeSigned(0)
-                writer.writeVarint(1)
-                put(&writer, "")
-                writer.writeVarint(0)
-            }),
+            (
+                "fewer records than revisions",
+                sealed { writer in
+                    header(&writer, revision: 3, compacted: 0)
+                    writer.writeVarint(0)
+                    writer.writeVarint(1)
+                    writer.writeSigned(0)
+                    writer.writeVarint(1)
+                    put(&writer, "a")
+                    writer.writeVarint(0)
+                }
+            ),
+            (
+                "empty record",
+                sealed { writer in
+                    header(&writer, revision: 2, compacted: 0)
+                    writer.writeVarint(0)
+                    writer.writeVarint(1)
+                    writer.writeSigned(0)
+                    writer.writeVarint(0)
+                    writer.writeVarint(0)
+                }
+            ),
+            (
+                "delete of a missing key",
+                sealed { writer in
+                    header(&writer, revision: 2, compacted: 0)
+                    writer.writeVarint(0)
+                    writer.writeVarint(1)
+                    writer.writeSigned(0)
+                    writer.writeVarint(1)
+                    writer.writeByte(WatchEventType.delete.rawValue)
+                    writer.writeBytes(b("a"))
+                    writer.writeVarint(0)
+                }
+            ),
+            (
+                "base key after the compaction",
+                sealed { writer in
+                    header(&writer, revision: 4, compacted: 3)
+                    writer.writeVarint(1)
+                    writer.writeKeyValue(
+                        KeyValue(key: b("a"), value: [], createRevision: 2, modRevision: 4, version: 1))
+                    writer.writeSigned(0)
+                    writer.writeVarint(1)
+                    writer.writeSigned(0)
+                    writer.writeVarint(1)
+                    put(&writer, "b")
+                    writer.writeVarint(0)
+                }
+            ),
+            (
+                "compaction beyond the revision",
+                sealed { writer in
+                    header(&writer, revision: 2, compacted: 3)
+                    writer.writeVarint(0)
+                    writer.writeVarint(0)
+                    writer.writeVarint(0)
+                }
+            ),
+            (
+                "empty key",
+                sealed { writer in
+                    header(&writer, revision: 2, compacted: 0)
+                    writer.writeVarint(0)
+                    writer.writeVarint(1)
+                    writer.writeSigned(0)
+                    writer.writeVarint(1)
+                    put(&writer, "")
+                    writer.writeVarint(0)
+                }
+            ),
         ]
         for (name, bytes) in cases {
             let error = #expect(throws: KVSnapshotError.self, "\(name)") { try KVStore(snapshot: bytes) }
@@ -262,7 +288,8 @@ import Testing
             writer.writeVarint(UInt64(Int.max))
         }
         let error = #expect(throws: KVSnapshotError.self) { try KVStore(snapshot: huge) }
-        if let error, case .malformed(let codec) = error, case .lengthTooLarge = codec.reason {} else {
+        if let error, case .malformed(let codec) = error, case .lengthTooLarge = codec.reason {
+        } else {
             Issue.record("expected lengthTooLarge, got \(String(describing: error))")
         }
     }

@@ -35,7 +35,8 @@ import Testing
                     made.append(WatchEvent(type: .put, kv: kv, prevKV: previous))
                 } else if let previous {
                     map[change.key] = nil
-                    let tombstone = KeyValue(key: change.key, value: [], createRevision: 0, modRevision: next, version: 0)
+                    let tombstone = KeyValue(
+                        key: change.key, value: [], createRevision: 0, modRevision: next, version: 0)
                     made.append(WatchEvent(type: .delete, kv: tombstone, prevKV: previous))
                 }
             }
@@ -104,7 +105,9 @@ import Testing
                     let start = key(&random)
                     let end = rangeEnd(&random)
                     let range = KeyRange(key: start, rangeEnd: end)
-                    let doomed = model.current.keys.filter { range.contains($0) }.sorted { $0.lexicographicallyPrecedes($1) }
+                    let doomed = model.current.keys.filter { range.contains($0) }.sorted {
+                        $0.lexicographicallyPrecedes($1)
+                    }
                     command = .deleteRange(DeleteRangeRequest(key: start, rangeEnd: end))
                     model.write(doomed.map { ($0, nil) }, time: time)
                 } else if choice < 17 {
@@ -133,7 +136,8 @@ import Testing
                     command = .compact(CompactionRequest(revision: target))
                     if target > model.compacted && target <= model.revision { model.compacted = target }
                 }
-                let result = store.apply(WriteCommand(requestID: .none, operation: command, proposedAtMilliseconds: time))
+                let result = store.apply(
+                    WriteCommand(requestID: .none, operation: command, proposedAtMilliseconds: time))
                 let context = "seed \(seed) step \(step) \(command)"
                 #expect(result.revision == model.revision, "\(context)")
                 #expect(store.compactedRevision == model.compacted, "\(context)")
@@ -188,7 +192,8 @@ import Testing
     }
 
     /// Events from a random revision over a random range, compared with the model's.
-    func checkEvents(_ store: KVStore, _ model: NaiveHistory, _ random: inout RandomRequests, _ context: String) throws {
+    func checkEvents(_ store: KVStore, _ model: NaiveHistory, _ random: inout RandomRequests, _ context: String) throws
+    {
         let start = Int64(random.int(0...Int(model.revision + 1)))
         let key = random.int(0...3) == 0 ? [0] : key(&random)
         let end = rangeEnd(&random)

@@ -125,7 +125,9 @@ import Testing
             #expect(throws: KVError.compacted(revision: 5)) { try store.pairs("a", at: revision) }
         }
         // a's versions at r2, r3 and the r4 tombstone are gone; its r5 version stays.
-        let kept = store.history(key: b("a"), rangeEnd: all).map { "\(String(decoding: $0.key, as: UTF8.self))@\($0.revision)" }
+        let kept = store.history(key: b("a"), rangeEnd: all).map {
+            "\(String(decoding: $0.key, as: UTF8.self))@\($0.revision)"
+        }
         #expect(kept == ["a@5", "ab@7", "b@6"])
         #expect(store.approximateBytes < bytesBefore)
         #expect(store.checkConsistency() == nil)
@@ -204,8 +206,14 @@ import Testing
 
     @Test func historyListsVersionsWithProposalTimes() {
         var store = KVStore()
-        _ = store.apply(WriteCommand(requestID: .none, operation: .put(PutRequest(key: b("a"), value: b("1"))), proposedAtMilliseconds: 1000))
-        _ = store.apply(WriteCommand(requestID: .none, operation: .deleteRange(DeleteRangeRequest(key: b("a"))), proposedAtMilliseconds: 2000))
+        _ = store.apply(
+            WriteCommand(
+                requestID: .none, operation: .put(PutRequest(key: b("a"), value: b("1"))), proposedAtMilliseconds: 1000)
+        )
+        _ = store.apply(
+            WriteCommand(
+                requestID: .none, operation: .deleteRange(DeleteRangeRequest(key: b("a"))), proposedAtMilliseconds: 2000
+            ))
         _ = store.apply(WriteCommand(requestID: .none, operation: .put(PutRequest(key: b("a"), value: b("2")))))
         let entries = store.history(key: b("a"))
         #expect(entries.map(\.revision) == [2, 3, 4])
@@ -264,7 +272,9 @@ import Testing
         // The proposal time is part of the state.
         var timed = KVStore()
         var untimed = KVStore()
-        _ = timed.apply(WriteCommand(requestID: .none, operation: .put(PutRequest(key: b("a"), value: [])), proposedAtMilliseconds: 5))
+        _ = timed.apply(
+            WriteCommand(
+                requestID: .none, operation: .put(PutRequest(key: b("a"), value: [])), proposedAtMilliseconds: 5))
         untimed.put("a", "")
         #expect(timed != untimed)
         #expect(timed.stateDigest() != untimed.stateDigest())

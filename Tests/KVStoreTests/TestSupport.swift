@@ -87,7 +87,9 @@ extension KVStore {
                     return "chain of \(KVBytes.describe(chain.key)) goes back"
                 }
                 if version.modRevision <= compactedRevision {
-                    if position != 0 || version.isTombstone { return "compacted version kept for \(KVBytes.describe(chain.key))" }
+                    if position != 0 || version.isTombstone {
+                        return "compacted version kept for \(KVBytes.describe(chain.key))"
+                    }
                 } else {
                     versionsAfterCompaction += 1
                 }
@@ -96,7 +98,9 @@ extension KVStore {
         }
         if !liveFromHistory.elementsEqual(index.entries) { return "history's latest versions are not the live keys" }
         let first = Swift.max(compactedRevision, 1) + 1
-        if Int64(changeLog.records.count) != revision - first + 1 { return "change log has \(changeLog.records.count) records" }
+        if Int64(changeLog.records.count) != revision - first + 1 {
+            return "change log has \(changeLog.records.count) records"
+        }
         var events = 0
         for (offset, record) in changeLog.records.enumerated() {
             if record.revision != first + Int64(offset) { return "record \(record.revision) out of place" }
@@ -264,7 +268,9 @@ struct RandomRequests {
         case 0...2: operation = .put(put())
         case 3...5: operation = .deleteRange(deleteRange())
         case 6...8: operation = .txn(txn(depth: 1))
-        default: operation = .compact(CompactionRequest(revision: int(0...1) == 0 ? int64() : Int64(int(0...30)), physical: bool()))
+        default:
+            operation = .compact(
+                CompactionRequest(revision: int(0...1) == 0 ? int64() : Int64(int(0...30)), physical: bool()))
         }
         let id = RequestID(
             clientID: bool() ? 0 : UInt64.random(in: 0...UInt64.max, using: &generator),

@@ -168,7 +168,9 @@ import Testing
         #expect(response.responses[1].rangeResponse?.kvs.first?.value == b("2"))
         #expect(response.responses[2].rangeResponse?.kvs.first?.value == b("after"))
         // A range at a future or compacted revision fails the whole txn before it writes.
-        #expect(store.apply(WriteCommand(requestID: .none, operation: .compact(CompactionRequest(revision: 3)))).error == nil)
+        #expect(
+            store.apply(WriteCommand(requestID: .none, operation: .compact(CompactionRequest(revision: 3)))).error
+                == nil)
         let before = store.snapshot()
         let future = store.txn(
             TxnRequest(success: [
