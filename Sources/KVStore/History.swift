@@ -182,6 +182,12 @@ struct ChangeLog: Sendable, Equatable {
         return 0
     }
 
+    /// Starts an empty log with a whole record (snapshot restore of the compacted revision's).
+    mutating func restoreFirstRecord(_ record: RevisionRecord) {
+        precondition(records.isEmpty, "a first record after others")
+        records.append(record)
+    }
+
     /// Drops every record with `revision <= through`: O(records kept).
     mutating func dropRecords(through revision: Int64) {
         guard let first = records.first?.revision, first <= revision else { return }

@@ -53,16 +53,18 @@ extension KVStore {
     /// has a matching event. So a watcher resumes from `last.revision + 1` when `count >= limit`, and is in
     /// sync up to the current revision otherwise.
     ///
-    /// Throws `.compacted(revision: compactedRevision)` when `start <= compactedRevision`
-    /// (the events of those revisions are gone; etcd's watch reports `compact_revision`). A
-    /// start after the current revision gives no events. O(revisions scanned × events).
+    /// Throws `.compacted(revision: compactedRevision)` when `start < firstWatchableRevision`
+    /// (the events of those revisions are gone; etcd's watch reports `compact_revision`, and
+    /// etcd clients then watch again from it, which works). A start after the current revision
+    /// gives no events; a start `<= 1` means from the beginning (a server maps etcd's
+    /// `start_revision` 0, "from now", to `revision + 1` itself). O(revisions scanned × events).
     public func events(
         from start: Int64,
         key: [UInt8],
         rangeEnd: [UInt8] = [],
         limit: Int = Int.max
     ) throws(KVError) -> [WatchEvent] {
-        if start <= compactedRevision { throw .compacted(revision: compactedRevision) }
+        if Swift.max(start, 1) < firstWatchableRevision { throw .compacted(revision: compactedRevision) }
         guard start <= revision else { return [] }
         let range = KeyRange(key: key, rangeEnd: rangeEnd)
         let eventsMax = limit > 0 ? limit : Int.max
@@ -83,6 +85,13 @@ extension KVStore {
             position += 1
         }
         return result
+    }
+
+    /// The oldest revision `events(from:)` replays: the compacted revision itself (its
+    /// record is kept), or the one after it when a format-1 snapshot brought no record.
+    public var firstWatchableRevision: Int64 {
+        if compactedRevision <= 1 { return 1 }
+        return changeLog.firstRevision == compactedRevision ? compactedRevision : compactedRevision + 1
     }
 
     // MARK: - History
@@ -147,7 +156,8 @@ extension KVStore {
 
     /// Forgets what reads at revisions `>= through` do not need: per key, every version
     /// older than the newest one at or before `through`, and that one too when it is a
-    /// tombstone; and the change log up to `through`. Digest and byte estimate follow
+    /// tombstone; and the change log before `through` (its own record stays, so a watch can
+    /// start at the compacted revision, as etcd allows). Digest and byte estimate follow
     /// incrementally. O(writes since the last compaction + versions dropped + records kept):
     /// never quadratic, and independent of how many keys were left alone.
     mutating func compact(through compactRevision: Int64) {
@@ -163,13 +173,13 @@ extension KVStore {
             removed: { key in bytesDropped += Self.keyBytes(key) }
         )
         for record in changeLog.records {
-            if record.revision > compactRevision { break }
+            if record.revision >= compactRevision { break }
             bytesDropped += Self.recordOverheadBytes
             for (ordinal, event) in record.events.enumerated() {
                 digestDropped &+= Self.eventOrderDigest(event, ordinal: ordinal, kvDigest: Self.keyDigest(event.kv))
             }
         }
-        changeLog.dropRecords(through: compactRevision)
+        changeLog.dropRecords(through: compactRevision - 1)
         compactedRevision = compactRevision
         historyDigest &-= digestDropped
         approximateBytes -= bytesDropped

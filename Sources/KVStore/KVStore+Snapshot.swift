@@ -4,16 +4,20 @@
 /// snapshot := magic "SKVS"  format  body  crc32c(magic..body) as UInt32 little-endian
 /// body(2)  := revision  compactedRevision  sessionClock
 ///             baseCount (keyValue proposedAt)*   -- the live keys at compactedRevision
+///             hasCompactedRecord(bool) [proposedAt eventCount fullEvent*]
 ///             recordCount record*                -- revisions max(compactedRevision, 1) + 1 ... revision
 ///             sessionCount session*
 /// record   := proposedAt  eventCount event*
 /// event    := type(0 put | 1 delete) key [value, for a put]
+/// fullEvent := type keyValue hasPrevKV(bool) [keyValue]
 /// body(1)  := revision  sessionClock  keyCount keyValue*  sessionCount session*
 /// session  := clientID  sequence  lastUsed  result
 /// ```
 /// Format 2 stores the history as the store at the compacted revision plus the change log
 /// after it; restore replays the log through the same code that applied it, so the restored
-/// store (chains, events with their `prevKV`s, digests) is the one that was saved. Format 1
+/// store (chains, events with their `prevKV`s, digests) is the one that was saved. The
+/// compacted revision's own record (kept for watches starting there) cannot be replayed,
+/// the state before it being gone, so it is stored whole. Format 1
 /// (no history) still restores, as a store compacted at its own revision.
 ///
 /// Keys are in byte order and sessions in clientID order. Restore checks the checksum first
@@ -32,6 +36,8 @@ extension KVStore {
         /// proposal time and event count (an empty record parses; restore then refuses it).
         static let record = 2
         static let event = 2
+        /// type, keyValue (5 one-byte fields), hasPrevKV.
+        static let fullEvent = 7
         static let session = 4
     }
 
@@ -59,8 +65,23 @@ extension KVStore {
             writer.writeKeyValue(keyValue)
             writer.writeSigned(proposedAt)
         }
-        writer.writeVarint(UInt64(changeLog.records.count))
-        for record in changeLog.records {
+        var replayed = changeLog.records[...]
+        if compactedRevision >= 2, let first = changeLog.records.first, first.revision == compactedRevision {
+            writer.writeBool(true)
+            writer.writeSigned(first.proposedAtMilliseconds)
+            writer.writeVarint(UInt64(first.events.count))
+            for event in first.events {
+                writer.writeByte(event.type.rawValue)
+                writer.writeKeyValue(event.kv)
+                writer.writeBool(event.prevKV != nil)
+                if let prevKV = event.prevKV { writer.writeKeyValue(prevKV) }
+            }
+            replayed = replayed.dropFirst()
+        } else {
+            writer.writeBool(false)
+        }
+        writer.writeVarint(UInt64(replayed.count))
+        for record in replayed {
             writer.writeSigned(record.proposedAtMilliseconds)
             writer.writeVarint(UInt64(record.events.count))
             for event in record.events {
@@ -108,16 +129,22 @@ extension KVStore {
         if format == Self.snapshotFormatVersion {
             let savedRevision: Int64
             let records: [(proposedAt: Int64, events: [(type: WatchEventType, key: [UInt8], value: [UInt8])])]
+            let compactedRecord: RevisionRecord?
             do {
                 savedRevision = try reader.readSigned()
                 compactedRevision = try reader.readSigned()
                 sessionClock = try reader.readVarint()
                 try readBase(&reader)
+                compactedRecord = try Self.readCompactedRecord(&reader, revision: compactedRevision)
                 records = try Self.readRecords(&reader)
                 restoredSessions = try Self.readSessions(&reader)
                 try reader.expectEnd()
             } catch {
                 throw .malformed(error)
+            }
+            if let compactedRecord {
+                if let problem = Self.checkCompactedRecord(compactedRecord) { throw .invalidState(problem) }
+                changeLog.restoreFirstRecord(compactedRecord)
             }
             try replay(records, upTo: savedRevision)
         } else {
@@ -211,6 +238,56 @@ extension KVStore {
             records.append((proposedAt, events))
         }
         return records
+    }
+
+    private static func readCompactedRecord(
+        _ reader: inout ByteReader,
+        revision: Int64
+    ) throws(KVCodecError) -> RevisionRecord? {
+        guard try reader.readBool(field: "snapshot.hasCompactedRecord") else { return nil }
+        let proposedAt = try reader.readSigned()
+        let count = try reader.readCount(
+            field: "snapshot.compactedEvents",
+            limit: Int.max,
+            minimumElementBytes: SnapshotMinimumBytes.fullEvent
+        )
+        var events: [WatchEvent] = []
+        events.reserveCapacity(count)
+        for _ in 0..<count {
+            let typeOffset = reader.offset
+            let typeTag = try reader.readByte()
+            guard let type = WatchEventType(rawValue: typeTag) else {
+                throw KVCodecError(.unknownTag(field: "snapshot.compactedEvent", tag: typeTag), offset: typeOffset)
+            }
+            let kv = try reader.readKeyValue()
+            let prevKV =
+                try reader.readBool(field: "snapshot.compactedEvent.hasPrevKV") ? try reader.readKeyValue() : nil
+            events.append(WatchEvent(type: type, kv: kv, prevKV: prevKV))
+        }
+        return RevisionRecord(revision: revision, proposedAtMilliseconds: proposedAt, events: events)
+    }
+
+    /// What a stored compacted-revision record must look like; nil when it does.
+    private static func checkCompactedRecord(_ record: RevisionRecord) -> String? {
+        if record.revision < 2 { return "a change record for revision \(record.revision)" }
+        if record.events.isEmpty { return "revision \(record.revision) has no changes" }
+        for event in record.events {
+            let kv = event.kv
+            if kv.key.isEmpty || kv.modRevision != record.revision {
+                return "event of \(KVBytes.describe(kv.key)) at \(kv.modRevision) in record \(record.revision)"
+            }
+            let wellFormed: Bool
+            switch event.type {
+            case .put: wellFormed = kv.version >= 1 && kv.createRevision >= 2 && kv.createRevision <= kv.modRevision
+            case .delete:
+                wellFormed = kv.version == 0 && kv.createRevision == 0 && kv.value.isEmpty && event.prevKV != nil
+            }
+            if !wellFormed { return "malformed \(event.type) event of \(KVBytes.describe(kv.key))" }
+            if let prevKV = event.prevKV, prevKV.key != kv.key || prevKV.modRevision >= record.revision {
+                return "previous pair of \(KVBytes.describe(kv.key)) does not precede it"
+            }
+        }
+        return nil
     }
 
     private static func readSessions(

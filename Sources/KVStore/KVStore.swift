@@ -31,12 +31,13 @@ public struct KVStore: Sendable {
     /// the key is not live.
     var history = VersionIndex()
 
-    /// The changes of every revision after `max(compactedRevision, 1)`, in revision order.
-    /// Invariant: one record per revision up to `revision`.
+    /// The changes of every revision from `compactedRevision` (kept so a watch may start
+    /// there, as etcd allows; revision 1, the empty store, has none) up to `revision`, in
+    /// revision order. Invariant: one record per revision. (After restoring a format-1
+    /// snapshot the compacted revision's own record is missing: see `firstWatchableRevision`.)
     var changeLog = ChangeLog()
 
-    /// etcd's `compactMainRev`: reads below it and watches from it or below fail as
-    /// compacted. 0 until the first compaction. Invariant: `compactedRevision <= revision`.
+    /// etcd's `compactMainRev`: reads and watches below it fail as compacted. 0 until the first compaction. Invariant: `compactedRevision <= revision`.
     public internal(set) var compactedRevision: Int64 = 0
 
     /// Wrapping sum of `versionDigest` over every retained version and `eventOrderDigest` over

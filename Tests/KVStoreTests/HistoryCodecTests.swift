@@ -175,6 +175,9 @@ import Testing
         #expect(store.compactedRevision == 5)
         #expect(store.value("a") == "1")
         #expect(throws: KVError.compacted(revision: 5)) { try store.range(RangeRequest(key: b("a"), revision: 4)) }
+        // Format 1 brought no events, not even those of its own revision.
+        #expect(store.firstWatchableRevision == 6)
+        #expect(throws: KVError.compacted(revision: 5)) { try store.events(from: 5, key: b("a")) }
         #expect(store.checkConsistency() == nil)
         store.put("a", "2")
         #expect(store.get(b("a"))?.version == 4)
@@ -208,6 +211,7 @@ import Testing
                 sealed { writer in
                     header(&writer, revision: 3, compacted: 0)
                     writer.writeVarint(0)
+                    writer.writeBool(false)  // no compacted-revision record
                     writer.writeVarint(1)
                     writer.writeSigned(0)
                     writer.writeVarint(1)
@@ -220,6 +224,7 @@ import Testing
                 sealed { writer in
                     header(&writer, revision: 2, compacted: 0)
                     writer.writeVarint(0)
+                    writer.writeBool(false)  // no compacted-revision record
                     writer.writeVarint(1)
                     writer.writeSigned(0)
                     writer.writeVarint(0)
@@ -231,6 +236,7 @@ import Testing
                 sealed { writer in
                     header(&writer, revision: 2, compacted: 0)
                     writer.writeVarint(0)
+                    writer.writeBool(false)  // no compacted-revision record
                     writer.writeVarint(1)
                     writer.writeSigned(0)
                     writer.writeVarint(1)
@@ -247,6 +253,7 @@ import Testing
                     writer.writeKeyValue(
                         KeyValue(key: b("a"), value: [], createRevision: 2, modRevision: 4, version: 1))
                     writer.writeSigned(0)
+                    writer.writeBool(false)  // no compacted-revision record
                     writer.writeVarint(1)
                     writer.writeSigned(0)
                     writer.writeVarint(1)
@@ -259,6 +266,7 @@ import Testing
                 sealed { writer in
                     header(&writer, revision: 2, compacted: 3)
                     writer.writeVarint(0)
+                    writer.writeBool(false)  // no compacted-revision record
                     writer.writeVarint(0)
                     writer.writeVarint(0)
                 }
@@ -268,6 +276,7 @@ import Testing
                 sealed { writer in
                     header(&writer, revision: 2, compacted: 0)
                     writer.writeVarint(0)
+                    writer.writeBool(false)  // no compacted-revision record
                     writer.writeVarint(1)
                     writer.writeSigned(0)
                     writer.writeVarint(1)
@@ -276,7 +285,31 @@ import Testing
                 }
             ),
         ]
-        for (name, bytes) in cases {
+        func compactedRecord(compacted: Int64, eventRevision: Int64) -> [UInt8] {
+            sealed { writer in
+                header(&writer, revision: 3, compacted: compacted)
+                writer.writeVarint(0)
+                writer.writeBool(true)
+                writer.writeSigned(0)
+                writer.writeVarint(1)
+                writer.writeByte(WatchEventType.put.rawValue)
+                writer.writeKeyValue(
+                    KeyValue(key: b("a"), value: [], createRevision: 2, modRevision: eventRevision, version: 1))
+                writer.writeBool(false)
+                writer.writeVarint(UInt64(3 - Swift.max(compacted, 1)))
+                for _ in 0..<(3 - Swift.max(compacted, 1)) {
+                    writer.writeSigned(0)
+                    writer.writeVarint(1)
+                    put(&writer, "z")
+                }
+                writer.writeVarint(0)
+            }
+        }
+        let recordCases: [(String, [UInt8])] = [
+            ("compacted record for revision 0", compactedRecord(compacted: 0, eventRevision: 0)),
+            ("compacted record event off its revision", compactedRecord(compacted: 3, eventRevision: 2)),
+        ]
+        for (name, bytes) in cases + recordCases {
             let error = #expect(throws: KVSnapshotError.self, "\(name)") { try KVStore(snapshot: bytes) }
             if let error, case .invalidState = error { continue }
             Issue.record("\(name): expected invalidState, got \(String(describing: error))")
@@ -285,6 +318,7 @@ import Testing
         let huge = sealed { writer in
             header(&writer, revision: 2, compacted: 0)
             writer.writeVarint(0)
+            writer.writeBool(false)  // no compacted-revision record
             writer.writeVarint(UInt64(Int.max))
         }
         let error = #expect(throws: KVSnapshotError.self) { try KVStore(snapshot: huge) }

@@ -197,9 +197,38 @@ import Testing
     @Test func eventsBelowTheCompactionFailWithTheCompactedRevision() throws {
         var store = recreatedStore()
         #expect(store.compact(5).error == nil)
-        #expect(throws: KVError.compacted(revision: 5)) { try store.events(from: 5, key: b("a")) }
+        #expect(store.firstWatchableRevision == 5)
+        #expect(throws: KVError.compacted(revision: 5)) { try store.events(from: 4, key: b("a")) }
         #expect(throws: KVError.compacted(revision: 5)) { try store.events(from: 2, key: b("a")) }
+        #expect(throws: KVError.compacted(revision: 5)) { try store.events(from: 0, key: b("a")) }
         #expect(try store.events(from: 6, key: [0], rangeEnd: [0]).map(\.revision) == [6, 7])
+    }
+
+    /// etcd clients answer a compacted watch by watching again from the compact revision:
+    /// that must work, with the compacted revision's own events, deletes and prevKVs included.
+    @Test func aWatchFromTheCompactedRevisionItselfReplaysIt() throws {
+        var store = KVStore()
+        store.put("a", "1")  // r2
+        store.txn(
+            TxnRequest(success: [
+                .put(PutRequest(key: b("b"), value: b("2"))), .deleteRange(DeleteRangeRequest(key: b("a"))),
+            ])
+        )  // r3
+        store.put("c", "3")  // r4
+        let before = try store.events(from: 3, key: [0], rangeEnd: [0])
+        #expect(store.compact(3).error == nil)
+        let after = try store.events(from: 3, key: [0], rangeEnd: [0])
+        #expect(after == before)
+        #expect(after.map(\.type) == [.put, .delete, .put])
+        #expect(after[1].prevKV?.value == b("1"))
+        // Also after a snapshot round trip, and dropped by the next compaction.
+        var restored = try KVStore(snapshot: store.snapshot())
+        #expect(restored == store)
+        #expect(try restored.events(from: 3, key: [0], rangeEnd: [0]) == before)
+        #expect(restored.compact(4).error == nil)
+        #expect(throws: KVError.compacted(revision: 4)) { try restored.events(from: 3, key: [0], rangeEnd: [0]) }
+        #expect(try restored.events(from: 4, key: [0], rangeEnd: [0]).map(\.kv.key) == [b("c")])
+        #expect(restored.checkConsistency() == nil)
     }
 
     // MARK: - Audit time and history
@@ -264,9 +293,15 @@ import Testing
         #expect(first.get(b("a"))?.value == second.get(b("a"))?.value)
         #expect(first != second)
         #expect(first.stateDigest() != second.stateDigest())
-        // Compacting both at the current revision makes them equal again.
+        // Compacting both at the current revision still keeps revision 3's events, whose
+        // prevKVs differ; one more equal write and a compaction past r3 make them equal.
         first.compact(3)
         second.compact(3)
+        #expect(first != second)
+        first.put("a", "3")
+        second.put("a", "3")
+        first.compact(4)
+        second.compact(4)
         #expect(first == second)
         #expect(first.stateDigest() == second.stateDigest())
         // The proposal time is part of the state.
