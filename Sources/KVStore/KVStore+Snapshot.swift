@@ -163,9 +163,12 @@ extension KVStore {
             }
             // No history: the store as if compacted at its own revision.
             compactedRevision = revision
+            // A version below 1 fails `validateRestoredState` below; keep the chain well formed until then.
             history = VersionIndex(
-                sortedChains: index.entries.map {
-                    KeyHistory(key: $0.key, versions: [KeyVersion($0, proposedAtMilliseconds: 0)])
+                sortedChains: index.entries.map { entry in
+                    var fixed = entry
+                    fixed.version = Swift.max(1, entry.version)
+                    return KeyHistory(key: entry.key, versions: [KeyVersion(fixed, proposedAtMilliseconds: 0)])
                 }
             )
         }

@@ -37,7 +37,8 @@ public struct KVStore: Sendable {
     /// snapshot the compacted revision's own record is missing: see `firstWatchableRevision`.)
     var changeLog = ChangeLog()
 
-    /// etcd's `compactMainRev`: reads and watches below it fail as compacted. 0 until the first compaction. Invariant: `compactedRevision <= revision`.
+    /// etcd's `compactMainRev`: reads and watches below it fail as compacted; 0 until the
+    /// first compaction. Invariant: `compactedRevision <= revision`.
     public internal(set) var compactedRevision: Int64 = 0
 
     /// Wrapping sum of `versionDigest` over every retained version and `eventOrderDigest` over

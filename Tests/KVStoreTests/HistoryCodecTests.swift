@@ -305,7 +305,17 @@ import Testing
                 writer.writeVarint(0)
             }
         }
+        let baseVersionZero = sealed { writer in
+            header(&writer, revision: 3, compacted: 3)
+            writer.writeVarint(1)
+            writer.writeKeyValue(KeyValue(key: b("a"), value: [], createRevision: 2, modRevision: 3, version: 0))
+            writer.writeSigned(0)
+            writer.writeBool(false)
+            writer.writeVarint(0)
+            writer.writeVarint(0)
+        }
         let recordCases: [(String, [UInt8])] = [
+            ("base version 0", baseVersionZero),
             ("compacted record for revision 0", compactedRecord(compacted: 0, eventRevision: 0)),
             ("compacted record event off its revision", compactedRecord(compacted: 3, eventRevision: 2)),
         ]
@@ -334,6 +344,34 @@ import Testing
             var corrupt = bytes
             corrupt[position] ^= 0x20
             #expect(throws: KVSnapshotError.self, "byte \(position)") { try KVStore(snapshot: corrupt) }
+        }
+    }
+
+    /// Corruption behind a valid checksum (as from a buggy writer): restore either refuses
+    /// it or yields a consistent store, and never traps.
+    @Test func resealedCorruptionNeverTraps() {
+        let bytes = storeWithHistory().snapshot()
+        let body = Array(bytes.prefix(bytes.count - 4))
+        for seed in testSeeds {
+            var random = RandomRequests(seed: seed)
+            for round in 0..<300 {
+                var corrupt = body
+                for _ in 0..<random.int(1...3) {
+                    let position = random.int(5...(corrupt.count - 1))
+                    switch random.int(0...2) {
+                    case 0: corrupt[position] = UInt8(random.int(0...255))
+                    case 1: corrupt[position] ^= 1
+                    default: corrupt.removeSubrange(position...)
+                    }
+                    if corrupt.count <= 6 { break }
+                }
+                var writer = ByteWriter()
+                writer.writeRaw(corrupt)
+                writer.writeUInt32LittleEndian(CRC32C.checksum(corrupt))
+                if let restored = try? KVStore(snapshot: writer.bytes) {
+                    #expect(restored.checkConsistency() == nil, "seed \(seed) round \(round)")
+                }
+            }
         }
     }
 }

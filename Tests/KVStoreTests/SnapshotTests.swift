@@ -155,6 +155,16 @@ import Testing
                 }
             ),
             (
+                "version 0",
+                sealed { writer in
+                    writer.writeSigned(3)
+                    writer.writeVarint(0)
+                    writer.writeVarint(1)
+                    writer.writeKeyValue(keyValue("a", create: 2, mod: 3, version: 0))
+                    writer.writeVarint(0)
+                }
+            ),
+            (
                 "impossible version",
                 sealed { writer in
                     writer.writeSigned(3)
