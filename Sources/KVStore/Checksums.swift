@@ -11,9 +11,18 @@ enum CRC32C {
     }
 
     static func checksum(_ bytes: [UInt8], count: Int? = nil) -> UInt32 {
+        finish(update(start, bytes, count: count))
+    }
+
+    /// Incremental use: `finish(update(update(start, a), b)) == checksum(a + b)`.
+    static let start: UInt32 = 0xFFFF_FFFF
+
+    static func finish(_ crc: UInt32) -> UInt32 { crc ^ 0xFFFF_FFFF }
+
+    static func update(_ state: UInt32, _ bytes: [UInt8], count: Int? = nil) -> UInt32 {
         let length = count ?? bytes.count
         precondition(length <= bytes.count, "CRC length beyond input")
-        var crc: UInt32 = 0xFFFF_FFFF
+        var crc = state
         table.withUnsafeBufferPointer { table in
             bytes.withUnsafeBufferPointer { input in
                 for index in 0..<length {
@@ -21,7 +30,7 @@ enum CRC32C {
                 }
             }
         }
-        return crc ^ 0xFFFF_FFFF
+        return crc
     }
 }
 

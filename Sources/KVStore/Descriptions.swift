@@ -7,6 +7,7 @@ extension WriteOperation: CustomStringConvertible {
         case .put(let put): return RequestOp.put(put).description
         case .deleteRange(let delete): return RequestOp.deleteRange(delete).description
         case .txn(let txn): return RequestOp.txn(txn).description
+        case .compact(let compact): return "compact \(compact.revision)" + (compact.physical ? " physical" : "")
         }
     }
 }
@@ -58,7 +59,9 @@ extension Compare: CustomStringConvertible {
 }
 
 extension WriteCommand: CustomStringConvertible {
-    public var description: String { "\(requestID) \(operation)" }
+    public var description: String {
+        "\(requestID) \(operation)" + (proposedAtMilliseconds != 0 ? " at=\(proposedAtMilliseconds)ms" : "")
+    }
 }
 
 extension WriteResult: CustomStringConvertible {
@@ -70,6 +73,7 @@ extension WriteResult: CustomStringConvertible {
             return "txn r=\(response.revision) " + (response.succeeded ? "succeeded" : "failed")
                 + " ops=\(response.responses.count)"
         case .failure(let error, let revision): return "error r=\(revision) \(error.message)"
+        case .compact(let response): return "compact r=\(response.revision)"
         }
     }
 }

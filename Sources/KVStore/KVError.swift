@@ -16,7 +16,9 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
     case valueProvided
     /// etcd `ErrKeyNotFound`: `ignoreValue` put on a missing key.
     case keyNotFound
-    /// etcd `ErrCompacted`: a read at a revision below the current one (Synod keeps no history).
+    /// etcd `ErrCompacted`: a read below, a watch from or a compaction at or below the
+    /// compacted revision. Carries the store's compacted revision (a watch reports it as
+    /// etcd's `compact_revision`).
     case compacted(revision: Int64)
     /// etcd `ErrFutureRev`.
     case futureRevision(revision: Int64)

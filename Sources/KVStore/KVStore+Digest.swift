@@ -2,11 +2,16 @@
 /// replicas, maintained incrementally as wrapping sums of per-key and per-session hashes
 /// (order independent, so no iteration order is involved) and combined in O(1).
 extension KVStore {
-    /// Equal for equal states (the same revision, keys with metadata, sessions and session
-    /// clock); different states collide with probability about 2^-64.
+    /// Equal for equal states (the same revision, keys with metadata, retained history with
+    /// proposal times and compacted revision, sessions and session clock); different states
+    /// collide with probability about 2^-64.
     public func stateDigest() -> UInt64 {
         var hasher = FNV1a()
         hasher.combine(UInt64(bitPattern: revision))
+        hasher.combine(UInt64(bitPattern: compactedRevision))
+        hasher.combine(UInt64(history.count))
+        hasher.combine(UInt64(changeLog.records.count))
+        hasher.combine(historyDigest)
         hasher.combine(sessionClock)
         hasher.combine(UInt64(index.count))
         hasher.combine(keysDigest)
@@ -33,8 +38,9 @@ extension KVStore {
         return hasher.finalized
     }
 
-    /// Recomputes both sums from scratch (restore; tests compare it with the incremental one).
+    /// Recomputes every sum from scratch (restore; tests compare it with the incremental one).
     mutating func recomputeDigests() {
+        recomputeHistoryDigest()
         var keys: UInt64 = 0
         for entry in index.entries { keys &+= Self.keyDigest(entry) }
         var sessionSum: UInt64 = 0

@@ -2,13 +2,17 @@
 /// `executeRange`: `count` is every key in the range; the min/max revision filters, the sort
 /// and the limit apply to the returned pairs only.
 extension KVStore {
-    /// Reads the current state. Synod keeps no history, so `revision` must be 0 (or negative,
-    /// as etcd), or the current revision.
+    /// Reads the store as it was at `request.revision` (`<= 0`: the current state), with etcd's
+    /// errors below the compacted revision and above the current one. The header revision is
+    /// the current one, as etcd's.
     public func range(_ request: RangeRequest) throws(KVError) -> RangeResponse {
         try Self.validateRange(request)
-        if request.revision > revision { throw .futureRevision(revision: request.revision) }
-        if request.revision > 0 && request.revision < revision { throw .compacted(revision: request.revision) }
-        return Self.executeRange(request, in: index, headerRevision: revision)
+        try checkReadable(request.revision)
+        if request.revision <= 0 || request.revision == revision {
+            return Self.executeRange(request, in: index, headerRevision: revision)
+        }
+        let view = index(at: request.revision, of: KeyRange(key: request.key, rangeEnd: request.rangeEnd))
+        return Self.executeRange(request, in: view, headerRevision: revision)
     }
 
     static func executeRange(_ request: RangeRequest, in index: KeyIndex, headerRevision: Int64) -> RangeResponse {

@@ -2,7 +2,8 @@
 /// nested txns against the pre-txn state (`compareToPath`); (2) check the ops on the chosen
 /// path against that state (`checkRequests`: ignoreValue puts need an existing key, ranges
 /// need a readable revision) so that a failing txn changes nothing; (3) run the ops in order,
-/// all writes at `beginRevision + 1`, each op seeing the writes before it.
+/// all writes at `beginRevision + 1`, each op seeing the writes before it. A range at an
+/// older revision reads the history, which the txn's own writes (all later) do not touch.
 extension KVStore {
     /// The outcome of the compares of one txn and, in order, of its nested txns on the
     /// chosen branch.
@@ -88,10 +89,11 @@ extension KVStore {
         for op in plan.succeeded ? txn.success : txn.failure {
             switch op {
             case .range(let range):
+                // etcd's `checkRange`: 0 reads the txn's view, others need a retained revision.
                 if range.revision == 0 { continue }
                 if range.revision > revision { throw .futureRevision(revision: range.revision) }
-                if range.revision < revision { throw .compacted(revision: range.revision) }
-                needsPreTxnView = true
+                if range.revision < compactedRevision { throw .compacted(revision: compactedRevision) }
+                if range.revision == revision { needsPreTxnView = true }
             case .put(let put):
                 if put.ignoreValue && index.find(put.key) == nil { throw .keyNotFound }
             case .deleteRange:
@@ -114,10 +116,12 @@ extension KVStore {
                 let view: KeyIndex
                 if range.revision == 0 {
                     view = index
-                } else {
-                    precondition(range.revision == execution.beginRevision, "range revision passed the checks")
+                } else if range.revision == execution.beginRevision {
                     guard let preTxnIndex = execution.preTxnIndex else { preconditionFailure("pre-txn view not kept") }
                     view = preTxnIndex
+                } else {
+                    precondition(range.revision < execution.beginRevision, "range revision passed the checks")
+                    view = index(at: range.revision, of: KeyRange(key: range.key, rangeEnd: range.rangeEnd))
                 }
                 let response = Self.executeRange(range, in: view, headerRevision: execution.currentRevision)
                 responses.append(.range(response))

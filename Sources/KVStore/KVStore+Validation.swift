@@ -15,6 +15,9 @@ extension KVStore {
             if total > KVLimits.txnOperationsTotalMax { throw .txnTooManyOperationsTotal(count: total) }
             _ = try checkIntervals(txn.success)
             _ = try checkIntervals(txn.failure)
+        case .compact:
+            // Whether the revision can be compacted depends on the store's state: checked when applied.
+            return
         }
         let payload = payloadBytes(operation)
         if payload > KVLimits.requestPayloadBytesMax { throw .requestTooLarge(sizeBytes: payload) }
@@ -89,6 +92,7 @@ extension KVStore {
         case .put(let put): return put.key.count + put.value.count
         case .deleteRange(let delete): return delete.key.count + delete.rangeEnd.count
         case .txn(let txn): return payloadBytes(txn)
+        case .compact: return 0
         }
     }
 

@@ -40,14 +40,23 @@ extension KVStore {
         }
         guard let stored else { preconditionFailure("upsert did not store the entry") }
         if let previous { keysDigest &-= Self.keyDigest(previous) }
-        keysDigest &+= Self.keyDigest(stored)
+        let storedDigest = Self.keyDigest(stored)
+        keysDigest &+= storedDigest
+        recordChange(WatchEvent(type: .put, kv: stored, prevKV: previous), kvDigest: storedDigest)
         return PutResponse(revision: newRevision, prevKV: put.prevKV ? previous : nil)
     }
 
-    /// Removes the keys; the response's revision is left 0 for the caller to fill.
+    /// Removes the keys at `revision + 1` (the caller advances `revision` when any went); the
+    /// response's revision is left 0 for the caller to fill.
     mutating func writeDeleteRange(_ delete: DeleteRangeRequest) -> DeleteRangeResponse {
         let removed = index.removeAll(in: KeyRange(key: delete.key, rangeEnd: delete.rangeEnd))
-        for keyValue in removed { keysDigest &-= Self.keyDigest(keyValue) }
+        for keyValue in removed {
+            keysDigest &-= Self.keyDigest(keyValue)
+            // etcd's tombstone: the key and the deleting revision, every other field empty.
+            let tombstone = KeyValue(
+                key: keyValue.key, value: [], createRevision: 0, modRevision: revision + 1, version: 0)
+            recordChange(WatchEvent(type: .delete, kv: tombstone, prevKV: keyValue))
+        }
         return DeleteRangeResponse(revision: 0, deleted: Int64(removed.count), prevKVs: delete.prevKV ? removed : [])
     }
 }

@@ -8,8 +8,14 @@
 ///
 /// Revisions follow etcd: an empty store is at revision 1; every write request that changes
 /// something takes the next revision (a txn once for all its writes); a delete that deletes
-/// nothing, a failed request and a read-only txn take none. Synod keeps no history: reads
-/// at an older revision fail as compacted.
+/// nothing, a failed request, a read-only txn and a compaction take none.
+///
+/// History (etcd's MVCC): every version of every key is kept until a compaction command
+/// forgets what reads at or after its revision no longer need. `range` reads any retained
+/// revision, `events(from:key:rangeEnd:limit:)` replays the change log for watches,
+/// `lastAppliedEvents` are the changes of the last applied command, `history(key:rangeEnd:limit:)`
+/// lists versions with the leader's proposal time, `hashKV(revision:)` fingerprints the
+/// history as etcd's HashKV does, and `approximateBytes` sizes it for a space quota.
 ///
 /// Exactly-once: every `WriteCommand` carries a `RequestID`. The session table remembers
 /// each client's last sequence and result; a repeat returns that result without applying,
@@ -17,8 +23,38 @@
 /// at most `KVLimits.sessionsMax` clients and evicts the least recently used one, ordered by
 /// the store's own use counter (`sessionClock`), never by hashing order.
 public struct KVStore: Sendable {
-    /// The live keys in byte order.
+    /// The live keys in byte order (the state at `revision`).
     var index = KeyIndex()
+
+    /// Every retained version of every key, keys in byte order, for reads at older revisions.
+    /// Invariant: the last version of each key is `index`'s entry for it, or a tombstone when
+    /// the key is not live.
+    var history = VersionIndex()
+
+    /// The changes of every revision from `compactedRevision` (kept so a watch may start
+    /// there, as etcd allows; revision 1, the empty store, has none) up to `revision`, in
+    /// revision order. Invariant: one record per revision. (After restoring a format-1
+    /// snapshot the compacted revision's own record is missing: see `firstWatchableRevision`.)
+    var changeLog = ChangeLog()
+
+    /// etcd's `compactMainRev`: reads and watches below it fail as compacted; 0 until the
+    /// first compaction. Invariant: `compactedRevision <= revision`.
+    public internal(set) var compactedRevision: Int64 = 0
+
+    /// Wrapping sum of `versionDigest` over every retained version and `eventOrderDigest` over
+    /// every change-log event: the history part of `stateDigest()`, kept incrementally by
+    /// writes and compactions.
+    var historyDigest: UInt64 = 0
+
+    /// A running estimate of the memory the retained keys, values and history take, for the
+    /// server's space quota (etcd's NOSPACE alarm). Derived, the same on every replica.
+    public internal(set) var approximateBytes = 0
+
+    /// The proposal time of the command being applied (not part of the state).
+    var applyingProposedAtMilliseconds: Int64 = 0
+
+    /// The revision the last `apply` wrote, 0 when it wrote none (not part of the state).
+    var lastAppliedWriteRevision: Int64 = 0
 
     /// etcd's store revision. Invariant: every key's `modRevision <= revision`; starts at 1.
     public internal(set) var revision: Int64 = 1
@@ -62,6 +98,9 @@ public struct KVStore: Sendable {
 
     /// Applies one command of the log (see the type's comment for exactly-once rules).
     public mutating func apply(_ command: WriteCommand) -> WriteResult {
+        lastAppliedWriteRevision = 0
+        applyingProposedAtMilliseconds = command.proposedAtMilliseconds
+        defer { applyingProposedAtMilliseconds = 0 }
         let requestID = command.requestID
         guard requestID.hasSession else { return applyOperation(command.operation) }
         if let session = sessions[requestID.clientID] {
@@ -85,6 +124,7 @@ public struct KVStore: Sendable {
         do {
             command = try WriteCommand.decode(bytes)
         } catch {
+            lastAppliedWriteRevision = 0
             return (nil, .failure(.malformedCommand(error), revision: revision))
         }
         return (command.requestID, apply(command))
@@ -103,21 +143,31 @@ public struct KVStore: Sendable {
         case .put(let put): result = applyPut(put)
         case .deleteRange(let delete): result = .deleteRange(applyDeleteRange(delete))
         case .txn(let txn): result = applyTxn(txn)
+        case .compact(let compaction): result = applyCompaction(compaction)
         }
         // Invariant: one request takes at most one revision.
         precondition(revision == revisionBefore || revision == revisionBefore + 1, "a request took two revisions")
         precondition(result.revision == revision, "a result must carry the store revision after the request")
+        // Invariant: the change log ends at the store revision, and a request that wrote
+        // left its events there.
+        precondition(changeLog.lastRevision ?? revision == revision, "the change log lags the store revision")
+        precondition(revision == revisionBefore || lastAppliedWriteRevision == revision, "a write left no events")
         return result
     }
 }
 
 extension KVStore: Equatable {
-    /// Equal logical state: revision, keys with metadata, sessions and the session clock.
-    /// (The index's chunk layout and the recency queue's stale entries do not count.)
+    /// Equal logical state: revision, keys with metadata, retained history (versions with
+    /// their proposal times, change log, compacted revision), sessions and the session clock.
+    /// (The indexes' chunk layout, the recency queue's stale entries and what the last
+    /// `apply` wrote do not count.)
     public static func == (lhs: KVStore, rhs: KVStore) -> Bool {
         lhs.revision == rhs.revision
+            && lhs.compactedRevision == rhs.compactedRevision
             && lhs.sessionClock == rhs.sessionClock
             && lhs.sessions == rhs.sessions
             && KeyIndex.sameEntries(lhs.index, rhs.index)
+            && lhs.changeLog == rhs.changeLog
+            && VersionIndex.sameEntries(lhs.history, rhs.history)
     }
 }

@@ -1,4 +1,14 @@
-/// The ordered key space: a sorted sequence of `KeyValue` split into chunks of at most
+/// Something stored in an `OrderedIndex` under its key.
+protocol IndexEntry: Sendable, Equatable {
+    var key: [UInt8] { get }
+}
+
+extension KeyValue: IndexEntry {}
+
+/// The live keys in byte order.
+typealias KeyIndex = OrderedIndex<KeyValue>
+
+/// An ordered key space: a sorted sequence of entries split into chunks of at most
 /// `KVLimits.keyIndexChunkEntriesMax` entries (a two-level B-tree without the height).
 ///
 /// Lookup is a binary search over the chunks' last keys, then inside one chunk: O(log n).
@@ -9,8 +19,8 @@
 ///
 /// Invariants (checked by `checkInvariants`): no chunk is empty or over the maximum, keys
 /// strictly ascend across the whole sequence, `count` is the number of entries.
-struct KeyIndex: Sendable {
-    private(set) var chunks: [[KeyValue]] = []
+struct OrderedIndex<Entry: IndexEntry>: Sendable {
+    private(set) var chunks: [[Entry]] = []
     private(set) var count = 0
 
     /// A place between entries: `entry` indexes into `chunks[chunk]`; the end is
@@ -23,7 +33,7 @@ struct KeyIndex: Sendable {
     init() {}
 
     /// Builds the index from entries already in strictly ascending key order.
-    init(sortedEntries: [KeyValue]) {
+    init(sortedEntries: [Entry]) {
         let chunkSize = Swift.max(1, KVLimits.keyIndexChunkEntriesMax / 2)
         var start = 0
         while start < sortedEntries.count {
@@ -36,7 +46,7 @@ struct KeyIndex: Sendable {
 
     var endPosition: Position { Position(chunk: chunks.count, entry: 0) }
 
-    subscript(position: Position) -> KeyValue {
+    subscript(position: Position) -> Entry {
         chunks[position.chunk][position.entry]
     }
 
@@ -69,7 +79,7 @@ struct KeyIndex: Sendable {
         return Position(chunk: low, entry: entryLow)
     }
 
-    func find(_ key: [UInt8]) -> KeyValue? {
+    func find(_ key: [UInt8]) -> Entry? {
         let position = lowerBound(key)
         guard position != endPosition else { return nil }
         let candidate = self[position]
@@ -121,7 +131,7 @@ struct KeyIndex: Sendable {
     }
 
     /// Visits entries in `[lower, upper)` in key order until `body` returns false.
-    func forEach(from lower: Position, to upper: Position, _ body: (KeyValue) -> Bool) {
+    func forEach(from lower: Position, to upper: Position, _ body: (Entry) -> Bool) {
         var position = lower
         while position != upper {
             if !body(self[position]) { return }
@@ -130,7 +140,7 @@ struct KeyIndex: Sendable {
     }
 
     /// Visits entries in `[lower, upper)` in descending key order until `body` returns false.
-    func forEachReversed(from lower: Position, to upper: Position, _ body: (KeyValue) -> Bool) {
+    func forEachReversed(from lower: Position, to upper: Position, _ body: (Entry) -> Bool) {
         var position = upper
         while position != lower {
             position = previous(position)
@@ -140,14 +150,14 @@ struct KeyIndex: Sendable {
 
     /// Inserts `keyValue`, or replaces the entry with the same key. Returns the replaced entry.
     @discardableResult
-    mutating func upsert(_ keyValue: KeyValue) -> KeyValue? {
+    mutating func upsert(_ keyValue: Entry) -> Entry? {
         upsert(key: keyValue.key) { _ in keyValue }
     }
 
     /// Stores `makeEntry(current entry or nil)` under `key` with one search; returns the
     /// replaced entry. The new entry must keep the key.
     @discardableResult
-    mutating func upsert(key: [UInt8], _ makeEntry: (KeyValue?) -> KeyValue) -> KeyValue? {
+    mutating func upsert(key: [UInt8], _ makeEntry: (Entry?) -> Entry) -> Entry? {
         precondition(!key.isEmpty, "upsert: empty key")
         if chunks.isEmpty {
             let keyValue = makeEntry(nil)
@@ -184,10 +194,10 @@ struct KeyIndex: Sendable {
     }
 
     /// Removes and returns the entries of `range`, in key order.
-    mutating func removeAll(in range: KeyRange) -> [KeyValue] {
+    mutating func removeAll(in range: KeyRange) -> [Entry] {
         let (lower, upper) = positions(of: range)
         guard lower != upper else { return [] }
-        var removed: [KeyValue] = []
+        var removed: [Entry] = []
         removed.reserveCapacity(distance(from: lower, to: upper))
         forEach(from: lower, to: upper) { entry in
             removed.append(entry)
@@ -216,7 +226,7 @@ struct KeyIndex: Sendable {
     }
 
     /// All entries in key order.
-    var entries: FlattenSequence<[[KeyValue]]> { chunks.joined() }
+    var entries: FlattenSequence<[[Entry]]> { chunks.joined() }
 
     /// Verifies the structural invariants; for tests and snapshot restore.
     func checkInvariants() -> String? {
@@ -236,7 +246,7 @@ struct KeyIndex: Sendable {
         return total == count ? nil : "count \(count) but \(total) entries"
     }
 
-    static func sameEntries(_ lhs: KeyIndex, _ rhs: KeyIndex) -> Bool {
+    static func sameEntries(_ lhs: OrderedIndex, _ rhs: OrderedIndex) -> Bool {
         lhs.count == rhs.count && lhs.entries.elementsEqual(rhs.entries)
     }
 }

@@ -22,9 +22,9 @@ public enum SortTarget: UInt8, Sendable, Hashable, CaseIterable {
 
 /// etcd's `RangeRequest`.
 ///
-/// Synod keeps no history: `revision` 0 (or negative, as etcd) reads the current state, the
-/// current revision itself is accepted, a lower one fails as compacted and a higher one as a
-/// future revision.
+/// `revision` 0 (or negative, as etcd) reads the current state; a positive one reads the
+/// store exactly as it was at that revision; below the compacted revision it fails as
+/// compacted, above the current one as a future revision.
 public struct RangeRequest: Sendable, Hashable {
     public var key: [UInt8]
     public var rangeEnd: [UInt8]
@@ -164,20 +164,50 @@ public struct TxnRequest: Sendable, Hashable {
     }
 }
 
+/// etcd's `CompactionRequest`: forget the history before `revision`.
+///
+/// After it, reads at any revision `>= revision` still answer exactly as before; reads below
+/// it, and watches from `revision` or below, fail as compacted. It takes no new revision.
+public struct CompactionRequest: Sendable, Hashable {
+    public var revision: Int64
+    /// etcd's `physical`: the server answers only once the compaction is durable. Carried for
+    /// the server; the store applies a compaction at once either way.
+    public var physical: Bool
+
+    public init(revision: Int64, physical: Bool = false) {
+        self.revision = revision
+        self.physical = physical
+    }
+}
+
 /// The write half of the API: what goes through the replicated log.
 public enum WriteOperation: Sendable, Hashable {
     case put(PutRequest)
     case deleteRange(DeleteRangeRequest)
     case txn(TxnRequest)
+    /// Compaction goes through the log so every replica forgets the same history at the same
+    /// point of the command sequence.
+    case compact(CompactionRequest)
 }
 
 /// One command of the replicated log: a write with its exactly-once identity.
 public struct WriteCommand: Sendable, Hashable {
     public var requestID: RequestID
     public var operation: WriteOperation
+    /// The leader's wall-clock time when it proposed the command, in milliseconds since
+    /// 1970 (0 = unknown). The store never reads a clock: it only records this time with the
+    /// revision the command writes, for `history(key:rangeEnd:limit:)`.
+    public var proposedAtMilliseconds: Int64
 
     public init(requestID: RequestID, operation: WriteOperation) {
         self.requestID = requestID
         self.operation = operation
+        self.proposedAtMilliseconds = 0
+    }
+
+    public init(requestID: RequestID, operation: WriteOperation, proposedAtMilliseconds: Int64) {
+        self.requestID = requestID
+        self.operation = operation
+        self.proposedAtMilliseconds = proposedAtMilliseconds
     }
 }

@@ -65,6 +65,15 @@ public struct TxnResponse: Sendable, Hashable {
     }
 }
 
+/// etcd's `CompactionResponse`: just the header revision (compaction takes none).
+public struct CompactionResponse: Sendable, Hashable {
+    public var revision: Int64
+
+    public init(revision: Int64) {
+        self.revision = revision
+    }
+}
+
 /// The outcome of applying one `WriteCommand`: the response, or the error with the store
 /// revision at the time. Identical on every replica for the same command sequence.
 public enum WriteResult: Sendable, Hashable {
@@ -72,6 +81,7 @@ public enum WriteResult: Sendable, Hashable {
     case deleteRange(DeleteRangeResponse)
     case txn(TxnResponse)
     case failure(KVError, revision: Int64)
+    case compact(CompactionResponse)
 
     /// etcd's `header.revision`.
     public var revision: Int64 {
@@ -80,6 +90,7 @@ public enum WriteResult: Sendable, Hashable {
         case .deleteRange(let response): return response.revision
         case .txn(let response): return response.revision
         case .failure(_, let revision): return revision
+        case .compact(let response): return response.revision
         }
     }
 

@@ -1,32 +1,48 @@
 /// The binary form of a `WriteCommand`, the bytes that travel through the Paxos log.
 ///
-/// Format 1 (all integers LEB128 varints; signed ones zig-zag; byte strings length-prefixed):
+/// Formats 1 and 2 (all integers LEB128 varints; signed ones zig-zag; byte strings
+/// length-prefixed); format 2 only adds the proposal time:
 /// ```
 /// command   := format=0x01  clientID  sequence  operation
-/// operation := tag(1 put | 2 deleteRange | 3 txn) body
+///            | format=0x02  clientID  sequence  proposedAtMilliseconds  operation
+/// operation := tag(1 put | 2 deleteRange | 3 txn | 4 compact) body
 /// requestOp := tag(0 range | 1 put | 2 deleteRange | 3 txn) body
 /// put       := key value flags(bit0 prevKV, bit1 ignoreValue)
 /// delete    := key rangeEnd flags(bit0 prevKV)
+/// compact   := revision flags(bit0 physical)
 /// range     := key rangeEnd limit revision sortOrder sortTarget
 ///              flags(bit0 serializable, bit1 keysOnly, bit2 countOnly)
 ///              minMod maxMod minCreate maxCreate
 /// txn       := count compare*  count requestOp*  count requestOp*
 /// compare   := key rangeEnd result targetTag(0 version | 1 create | 2 mod | 3 value | 4 lease) operand
 /// ```
+/// A command without a proposal time (0) encodes as format 1, byte for byte as before the
+/// time existed, so logs written by older builds and by newer ones read alike. The compact
+/// tag is new in both formats (a build without it refuses such a command as an unknown tag).
+///
 /// The decoder checks every length against what is left of the input (no allocation from a
 /// corrupt length), bounds nesting by `KVLimits.txnNestingDepthMax`, refuses undefined tags and
 /// flag bits and trailing bytes, and throws `KVCodecError` — it never traps. Semantic limits
 /// (key sizes, op counts) are the store's validation, so a decodable command that breaks them
 /// is applied as a deterministic error.
 extension WriteCommand {
-    /// The leading byte of format 1.
+    /// The leading byte of format 1 (no proposal time).
     public static let formatVersion: UInt8 = 1
+    /// The leading byte of format 2 (with a proposal time).
+    public static let formatVersionWithTime: UInt8 = 2
 
     public func encode() -> [UInt8] {
         var writer = ByteWriter()
-        writer.writeByte(Self.formatVersion)
-        writer.writeVarint(requestID.clientID)
-        writer.writeVarint(requestID.sequence)
+        if proposedAtMilliseconds == 0 {
+            writer.writeByte(Self.formatVersion)
+            writer.writeVarint(requestID.clientID)
+            writer.writeVarint(requestID.sequence)
+        } else {
+            writer.writeByte(Self.formatVersionWithTime)
+            writer.writeVarint(requestID.clientID)
+            writer.writeVarint(requestID.sequence)
+            writer.writeSigned(proposedAtMilliseconds)
+        }
         writer.writeOperation(operation)
         return writer.bytes
     }
@@ -37,12 +53,19 @@ extension WriteCommand {
         }
         var reader = ByteReader(bytes)
         let format = try reader.readByte()
-        guard format == formatVersion else { throw KVCodecError(.unknownFormat(format), offset: 0) }
+        guard format == formatVersion || format == formatVersionWithTime else {
+            throw KVCodecError(.unknownFormat(format), offset: 0)
+        }
         let clientID = try reader.readVarint()
         let sequence = try reader.readVarint()
+        let proposedAtMilliseconds = format == formatVersionWithTime ? try reader.readSigned() : 0
         let operation = try reader.readOperation()
         try reader.expectEnd()
-        return WriteCommand(requestID: RequestID(clientID: clientID, sequence: sequence), operation: operation)
+        return WriteCommand(
+            requestID: RequestID(clientID: clientID, sequence: sequence),
+            operation: operation,
+            proposedAtMilliseconds: proposedAtMilliseconds
+        )
     }
 }
 
@@ -51,6 +74,8 @@ enum OperationTag: UInt8 {
     case put = 1
     case deleteRange = 2
     case txn = 3
+    /// Top-level operations only: a txn cannot compact (etcd's `RequestOp` has no compaction).
+    case compact = 4
 }
 
 private enum FlagBit {
@@ -63,6 +88,8 @@ private enum FlagBit {
     static let rangeKeysOnly: UInt8 = 1 << 1
     static let rangeCountOnly: UInt8 = 1 << 2
     static let rangeAll: UInt8 = rangeSerializable | rangeKeysOnly | rangeCountOnly
+    static let compactPhysical: UInt8 = 1 << 0
+    static let compactAll: UInt8 = compactPhysical
 }
 
 /// Smallest encodings, used to bound counts by the input left.
@@ -85,6 +112,10 @@ extension ByteWriter {
         case .txn(let txn):
             writeByte(OperationTag.txn.rawValue)
             writeTxn(txn)
+        case .compact(let compact):
+            writeByte(OperationTag.compact.rawValue)
+            writeSigned(compact.revision)
+            writeByte(compact.physical ? FlagBit.compactPhysical : 0)
         }
     }
 
@@ -183,6 +214,10 @@ extension ByteReader {
         case .put: return .put(try readPut())
         case .deleteRange: return .deleteRange(try readDeleteRange())
         case .txn: return .txn(try readTxn(depth: 1))
+        case .compact:
+            let revision = try readSigned()
+            let flags = try readFlags(field: "compact.flags", allowed: FlagBit.compactAll)
+            return .compact(CompactionRequest(revision: revision, physical: flags & FlagBit.compactPhysical != 0))
         case .range, nil:
             throw KVCodecError(.unknownTag(field: "operation", tag: tag), offset: tagOffset)
         }
@@ -196,7 +231,7 @@ extension ByteReader {
         case .put: return .put(try readPut())
         case .deleteRange: return .deleteRange(try readDeleteRange())
         case .txn: return .txn(try readTxn(depth: depth + 1))
-        case nil: throw KVCodecError(.unknownTag(field: "requestOp", tag: tag), offset: tagOffset)
+        case .compact, nil: throw KVCodecError(.unknownTag(field: "requestOp", tag: tag), offset: tagOffset)
         }
     }
 

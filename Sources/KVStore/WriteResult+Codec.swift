@@ -2,7 +2,7 @@
 /// each client's last result) and for the session part of the state digest.
 ///
 /// ```
-/// result   := tag(1 put | 2 deleteRange | 3 txn | 4 failure) body
+/// result   := tag(1 put | 2 deleteRange | 3 txn | 4 failure | 5 compact) body
 /// response := tag(0 range | 1 put | 2 deleteRange | 3 txn) body
 /// keyValue := key value createRevision modRevision version
 /// ```
@@ -12,6 +12,7 @@ private enum ResultTag {
     static let deleteRange: UInt8 = 2
     static let txn: UInt8 = 3
     static let failure: UInt8 = 4
+    static let compact: UInt8 = 5
 }
 
 private enum ErrorTag: UInt8 {
@@ -57,6 +58,9 @@ extension ByteWriter {
             writeByte(ResultTag.failure)
             writeSigned(revision)
             writeError(error)
+        case .compact(let response):
+            writeByte(ResultTag.compact)
+            writeSigned(response.revision)
         }
     }
 
@@ -177,6 +181,7 @@ extension ByteReader {
         case ResultTag.failure:
             let revision = try readSigned()
             return .failure(try readError(), revision: revision)
+        case ResultTag.compact: return .compact(CompactionResponse(revision: try readSigned()))
         default: throw KVCodecError(.unknownTag(field: "result", tag: tag), offset: tagOffset)
         }
     }
@@ -194,7 +199,7 @@ extension ByteReader {
         case .put: return .put(try readPutResponse())
         case .deleteRange: return .deleteRange(try readDeleteRangeResponse())
         case .txn: return .txn(try readTxnResponse(depth: depth + 1))
-        case nil: throw KVCodecError(.unknownTag(field: "responseOp", tag: tag), offset: tagOffset)
+        case .compact, nil: throw KVCodecError(.unknownTag(field: "responseOp", tag: tag), offset: tagOffset)
         }
     }
 

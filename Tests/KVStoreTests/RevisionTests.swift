@@ -91,7 +91,12 @@ import Testing
         store.put("a", "2")  // rev 3
         #expect(try store.range(RangeRequest(key: b("a"), revision: 3)).kvs.count == 1)
         #expect(try store.range(RangeRequest(key: b("a"), revision: -1)).kvs.count == 1)
-        #expect(throws: KVError.compacted(revision: 2)) { try store.range(RangeRequest(key: b("a"), revision: 2)) }
+        #expect(try store.range(RangeRequest(key: b("a"), revision: 2)).kvs.first?.value == b("1"))
+        #expect(try store.range(RangeRequest(key: b("a"), revision: 1)).kvs.isEmpty)
+        #expect(
+            store.apply(WriteCommand(requestID: .none, operation: .compact(CompactionRequest(revision: 3)))).error
+                == nil)
+        #expect(throws: KVError.compacted(revision: 3)) { try store.range(RangeRequest(key: b("a"), revision: 2)) }
         #expect(throws: KVError.futureRevision(revision: 4)) { try store.range(RangeRequest(key: b("a"), revision: 4)) }
         #expect(KVError.compacted(revision: 2).message == "etcdserver: mvcc: required revision has been compacted")
         #expect(

@@ -110,12 +110,12 @@ import Testing
         }
     }
 
-    /// Content with a valid checksum but broken invariants is refused.
+    /// Content with a valid checksum but broken invariants is refused (format 1, no history).
     @Test func invalidStateIsRefused() {
         func sealed(_ body: (inout ByteWriter) -> Void) -> [UInt8] {
             var writer = ByteWriter()
             writer.writeRaw(b("SKVS"))
-            writer.writeByte(KVStore.snapshotFormatVersion)
+            writer.writeByte(KVStore.snapshotFormatVersionWithoutHistory)
             body(&writer)
             writer.writeUInt32LittleEndian(CRC32C.checksum(writer.bytes))
             return writer.bytes
@@ -151,6 +151,16 @@ import Testing
                     writer.writeVarint(0)
                     writer.writeVarint(1)
                     writer.writeKeyValue(keyValue("a", create: 2, mod: 3, version: 1))
+                    writer.writeVarint(0)
+                }
+            ),
+            (
+                "version 0",
+                sealed { writer in
+                    writer.writeSigned(3)
+                    writer.writeVarint(0)
+                    writer.writeVarint(1)
+                    writer.writeKeyValue(keyValue("a", create: 2, mod: 3, version: 0))
                     writer.writeVarint(0)
                 }
             ),

@@ -67,6 +67,49 @@ extension KVStore {
         copy.recomputeDigests()
         if copy.keysDigest != keysDigest { return "keys digest drifted" }
         if copy.sessionsDigest != sessionsDigest { return "sessions digest drifted" }
+        if copy.historyDigest != historyDigest { return "history digest drifted" }
+        copy.recomputeApproximateBytes()
+        if copy.approximateBytes != approximateBytes { return "approximate bytes drifted" }
+        return checkHistoryInvariants()
+    }
+
+    /// The history's invariants: chains well formed and ending in the live state, the change
+    /// log consecutive up to the store revision and matching the chains.
+    func checkHistoryInvariants() -> String? {
+        if let problem = history.checkInvariants() { return "history: \(problem)" }
+        if compactedRevision > revision { return "compacted \(compactedRevision) beyond revision \(revision)" }
+        var liveFromHistory: [KeyValue] = []
+        var versionsAfterCompaction = 0
+        for chain in history.entries {
+            if chain.versions.isEmpty { return "empty chain for \(KVBytes.describe(chain.key))" }
+            for (position, version) in chain.versions.enumerated() {
+                if position > 0 && chain.versions[position - 1].modRevision > version.modRevision {
+                    return "chain of \(KVBytes.describe(chain.key)) goes back"
+                }
+                if version.modRevision <= compactedRevision {
+                    if position != 0 || version.isTombstone {
+                        return "compacted version kept for \(KVBytes.describe(chain.key))"
+                    }
+                } else {
+                    versionsAfterCompaction += 1
+                }
+            }
+            if let live = chain.keyValue(at: revision) { liveFromHistory.append(live) }
+        }
+        if !liveFromHistory.elementsEqual(index.entries) { return "history's latest versions are not the live keys" }
+        // The compacted revision keeps its record (unless a format-1 snapshot brought none).
+        let first = firstWatchableRevision <= 1 ? 2 : firstWatchableRevision
+        if Int64(changeLog.records.count) != revision - first + 1 {
+            return "change log has \(changeLog.records.count) records"
+        }
+        var events = 0
+        for (offset, record) in changeLog.records.enumerated() {
+            if record.revision != first + Int64(offset) { return "record \(record.revision) out of place" }
+            if record.events.isEmpty { return "record \(record.revision) is empty" }
+            for event in record.events where event.revision != record.revision { return "event off its record" }
+            if record.revision > compactedRevision { events += record.events.count }
+        }
+        if events != versionsAfterCompaction { return "\(events) events but \(versionsAfterCompaction) versions" }
         return nil
     }
 }
@@ -85,6 +128,20 @@ extension WriteResult {
     var txnResponse: TxnResponse? {
         if case .txn(let response) = self { return response }
         return nil
+    }
+}
+
+extension KVStore {
+    @discardableResult
+    mutating func compact(_ revision: Int64, id: RequestID = .none) -> WriteResult {
+        apply(WriteCommand(requestID: id, operation: .compact(CompactionRequest(revision: revision))))
+    }
+
+    /// The pairs of a range at `revision`, as "key=value" strings.
+    func pairs(_ key: String, end: [UInt8] = [], at revision: Int64) throws -> [String] {
+        try range(RangeRequest(key: b(key), rangeEnd: end, revision: revision)).kvs.map {
+            String(decoding: $0.key, as: UTF8.self) + "=" + String(decoding: $0.value, as: UTF8.self)
+        }
     }
 }
 
@@ -208,15 +265,18 @@ struct RandomRequests {
 
     mutating func command() -> WriteCommand {
         let operation: WriteOperation
-        switch int(0...2) {
-        case 0: operation = .put(put())
-        case 1: operation = .deleteRange(deleteRange())
-        default: operation = .txn(txn(depth: 1))
+        switch int(0...9) {
+        case 0...2: operation = .put(put())
+        case 3...5: operation = .deleteRange(deleteRange())
+        case 6...8: operation = .txn(txn(depth: 1))
+        default:
+            operation = .compact(
+                CompactionRequest(revision: int(0...1) == 0 ? int64() : Int64(int(0...30)), physical: bool()))
         }
         let id = RequestID(
             clientID: bool() ? 0 : UInt64.random(in: 0...UInt64.max, using: &generator),
             sequence: UInt64.random(in: 0...UInt64.max, using: &generator)
         )
-        return WriteCommand(requestID: id, operation: operation)
+        return WriteCommand(requestID: id, operation: operation, proposedAtMilliseconds: bool() ? 0 : int64())
     }
 }

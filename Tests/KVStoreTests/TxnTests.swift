@@ -167,7 +167,10 @@ import Testing
         let response = try #require(store.txn(txn).txnResponse)
         #expect(response.responses[1].rangeResponse?.kvs.first?.value == b("2"))
         #expect(response.responses[2].rangeResponse?.kvs.first?.value == b("after"))
-        // A range at any other revision fails the whole txn before it writes.
+        // A range at a future or compacted revision fails the whole txn before it writes.
+        #expect(
+            store.apply(WriteCommand(requestID: .none, operation: .compact(CompactionRequest(revision: 3)))).error
+                == nil)
         let before = store.snapshot()
         let future = store.txn(
             TxnRequest(success: [
@@ -180,7 +183,7 @@ import Testing
                 .put(PutRequest(key: b("x"), value: [])), .range(RangeRequest(key: b("a"), revision: 2)),
             ])
         )
-        #expect(compacted == .failure(.compacted(revision: 2), revision: 5))
+        #expect(compacted == .failure(.compacted(revision: 3), revision: 5))
         #expect(store.snapshot() == before)
     }
 
