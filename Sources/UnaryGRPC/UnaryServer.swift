@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHPACK
+import NIOHTTP1
 import NIOHTTP2
 import NIOPosix
 
@@ -59,6 +60,8 @@ public final class UnaryServer: Sendable {
         public var drainTimeout: Duration = .seconds(5)
         /// Bounds of each streaming call's outbound queue.
         public var streamingLimits = StreamingLimits()
+        /// Bounds of the HTTP/1.1 side.
+        public var httpLimits = HTTPLimits()
 
         public init() {}
     }
@@ -79,14 +82,17 @@ public final class UnaryServer: Sendable {
     }
 
     /// Binds and starts serving `methods` and `streamingMethods` (keyed by path; a path
-    /// should be in one of them only, unary wins).
+    /// should be in one of them only, unary wins) over HTTP/2, and `http` for HTTP/1.1
+    /// requests on the same port (told apart by the HTTP/2 client preface); without `http`,
+    /// HTTP/1.1 requests get 404.
     public static func bind(
         host: String, port: Int, group: EventLoopGroup, methods: [String: UnaryMethod],
-        streamingMethods: [String: StreamingMethod] = [:], options: Options = Options()
+        streamingMethods: [String: StreamingMethod] = [:], http: HTTPHandler? = nil, options: Options = Options()
     ) async throws -> UnaryServer {
         let connections = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
         let concurrentStreamsMax = options.concurrentStreamsMax
         let streamingLimits = options.streamingLimits
+        let httpLimits = options.httpLimits
         let requestBytesMax = options.requestBytesMax
         let connectionBufferedBytesMax = max(options.connectionBufferedBytesMax, options.requestBytesMax)
         let listener = try await ServerBootstrap(group: group)
@@ -99,13 +105,21 @@ public final class UnaryServer: Sendable {
                     _ = connections.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(NIOHTTP2Handler.unaryGRPC(mode: .server, concurrentStreamsMax: concurrentStreamsMax))
-                    try sync.addHandler(
-                        UnaryServerHandler(
-                            methods: methods, streamingMethods: streamingMethods, streamingLimits: streamingLimits,
-                            requestBytesMax: requestBytesMax, connectionBufferedBytesMax: connectionBufferedBytesMax,
-                            outbox: ConnectionOutbox(eventLoop: channel.eventLoop)))
+                    let detector = ProtocolDetector(
+                        http2: { sync in
+                            try sync.addHandler(
+                                NIOHTTP2Handler.unaryGRPC(mode: .server, concurrentStreamsMax: concurrentStreamsMax))
+                            try sync.addHandler(
+                                UnaryServerHandler(
+                                    methods: methods, streamingMethods: streamingMethods, streamingLimits: streamingLimits,
+                                    requestBytesMax: requestBytesMax, connectionBufferedBytesMax: connectionBufferedBytesMax,
+                                    outbox: ConnectionOutbox(eventLoop: channel.eventLoop)))
+                        },
+                        http1: { sync in
+                            try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+                            try sync.addHandler(HTTP1ServerHandler(application: http, limits: httpLimits))
+                        })
+                    try channel.pipeline.syncOperations.addHandler(detector)
                 }
             }
             .bind(host: host, port: port).get()
