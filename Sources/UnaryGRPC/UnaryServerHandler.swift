@@ -94,7 +94,7 @@ final class UnaryServerHandler: ChannelInboundHandler {
                     return
                 }
                 if streamID > lastStreamID { lastStreamID = streamID }
-                accept(streamID, headers: headers.headers, endStream: headers.endStream, context: context)
+                accept(streamID, headers: headers.headers, context: context)
             }
             if headers.endStream { end(streamID) }
         case .data(let data):
@@ -189,22 +189,27 @@ final class UnaryServerHandler: ChannelInboundHandler {
     /// A new stream's headers: finds its method. Anything the server cannot serve (not a
     /// gRPC request, an unknown path) is answered at once, without waiting for a body the
     /// client may never end (a streaming client half-closes only when it is done).
-    private func accept(_ streamID: HTTP2StreamID, headers: HPACKHeaders, endStream: Bool, context: ChannelHandlerContext) {
-        streams[streamID] = Stream(headers: headers, body: ByteBuffer())
+    private func accept(_ streamID: HTTP2StreamID, headers: HPACKHeaders, context: ChannelHandlerContext) {
+        var stream = Stream(headers: headers, body: ByteBuffer())
         guard headers.first(name: ":method") == "POST" else {
+            streams[streamID] = stream
             return answerEarly(streamID, GRPCStatus(code: GRPCStatus.unimplemented, message: "gRPC requires POST"))
         }
         guard let contentType = headers.first(name: "content-type"), contentType.hasPrefix(GRPCWire.contentType) else {
+            streams[streamID] = stream
             return answerEarly(
                 streamID, GRPCStatus(code: GRPCStatus.invalidArgument, message: "content-type is not application/grpc"))
         }
         let path = headers.first(name: ":path") ?? ""
-        streams[streamID]!.path = path
+        stream.path = path
         if let method = methods[path] {
-            streams[streamID]!.method = method
+            stream.method = method
+            streams[streamID] = stream
         } else if let method = streamingMethods[path] {
+            streams[streamID] = stream
             startStreaming(streamID, path: path, headers: headers, method: method, context: context)
         } else {
+            streams[streamID] = stream
             answerEarly(streamID, GRPCStatus(code: GRPCStatus.unimplemented, message: "unknown method \(path)"))
         }
     }

@@ -77,10 +77,8 @@ struct HTTP1Tests {
                     let stream = request.responder.startStream(contentType: "application/octet-stream")
                     self.floodStream.withLockedValue { $0 = stream }
                     DispatchQueue.global().async {
-                        for index in 0..<200_000 where !stream.write([UInt8](repeating: 7, count: 1024)) {
-                            self.floodRefused.withLockedValue { $0 = index }
-                            return
-                        }
+                        let accepted = sendUntilStalled { stream.write([UInt8](repeating: 7, count: 1024)) }
+                        self.floodRefused.withLockedValue { $0 = accepted }
                     }
                 default:
                     request.responder.respond(status: 404, contentType: "text/plain", body: Array("no \(request.path)\n".utf8))
@@ -173,7 +171,7 @@ struct HTTP1Tests {
         try await withServer(http: application.handler, options: options) { port, group in
             let client = try await RawTestClient.connect(port: port, group: group, reads: false)
             client.send("GET /flood HTTP/1.1\r\nHost: x\r\n\r\n")
-            try await eventually("the refusal") { application.floodRefused.withLockedValue { $0 } != nil }
+            try await eventually("the writer to stall") { application.floodRefused.withLockedValue { $0 } != nil }
             let stream = try #require(application.floodStream.withLockedValue { $0 })
             #expect(stream.queuedBytes <= options.httpLimits.streamQueuedBytesMax)
             #expect(stream.queuedBytes > options.httpLimits.streamQueuedBytesMax - 2048)

@@ -1,4 +1,7 @@
 import Dispatch
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHPACK
@@ -50,6 +53,23 @@ final class CallLog: Sendable {
 /// `payload` as gRPC's length-prefixed message bytes.
 func framed(_ payload: [UInt8]) -> [UInt8] {
     Array(GRPCWire.frame(payload, allocator: ByteBufferAllocator()).readableBytesView)
+}
+
+/// Calls `send` until it has refused for 200 ms in a row (the consumer is stalled, not
+/// just slower than this thread); returns how many it accepted.
+func sendUntilStalled(_ send: () -> Bool) -> Int {
+    var accepted = 0
+    var refusedInARow = 0
+    while refusedInARow < 40 && accepted < 1_000_000 {
+        if send() {
+            accepted += 1
+            refusedInARow = 0
+        } else {
+            refusedInARow += 1
+            usleep(5_000)
+        }
+    }
+    return accepted
 }
 
 @Suite("Streaming calls over loopback")
@@ -286,20 +306,16 @@ struct StreamingTests {
         let log = CallLog()
         try await withServer(options: options, { call in
             DispatchQueue.global().async {
-                for _ in 0..<100_000 {
-                    guard call.responder.send([UInt8](repeating: 9, count: messageBytes)) else {
-                        refused.withLockedValue { $0 = true }
-                        break
-                    }
-                    accepted.withLockedValue { $0 += 1 }
-                }
+                let count = sendUntilStalled { call.responder.send([UInt8](repeating: 9, count: messageBytes)) }
+                accepted.withLockedValue { $0 = count }
+                refused.withLockedValue { $0 = true }
             }
             return log.observer(call.responder)
         }) { port, group in
             let client = try await FrameTestClient.connect(
                 port: port, group: group, streamWindowBytes: 65_535, returnsCredit: false)
             client.open(1, path: Self.path)
-            try await eventually("the first refusal") { refused.withLockedValue { $0 } }
+            try await eventually("the sender to stall") { refused.withLockedValue { $0 } }
             // Let the server write what the window allows, then see the queue stand still.
             try await Task.sleep(for: .milliseconds(200))
             let responder = try #require(log.snapshot.responder)
