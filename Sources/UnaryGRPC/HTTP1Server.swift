@@ -198,6 +198,8 @@ final class HTTP1ServerHandler: ChannelInboundHandler {
     private var requestNumber = 0
     private var context: ChannelHandlerContext?
     private var draining = false
+    /// The request being answered is a HEAD: headers only (RFC 9110 §9.3.2).
+    private var answeringHead = false
 
     init(application: HTTPHandler?, limits: HTTPLimits) {
         self.application = application
@@ -226,6 +228,7 @@ final class HTTP1ServerHandler: ChannelInboundHandler {
             guard case .reading(let head) = state else { return }
             requestNumber += 1
             state = .waiting(keepAlive: head.isKeepAlive && !draining)
+            answeringHead = head.method == .HEAD
             guard let application else {
                 return respond(
                     requestNumber, status: 404, contentType: "text/plain; charset=utf-8",
@@ -257,9 +260,11 @@ final class HTTP1ServerHandler: ChannelInboundHandler {
         head.headers.add(name: "content-length", value: String(body.count))
         for (name, value) in headers { head.headers.add(name: name, value: value) }
         context.write(wrapOutboundOut(.head(head)), promise: nil)
-        var buffer = context.channel.allocator.buffer(capacity: body.count)
-        buffer.writeBytes(body)
-        context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        if !answeringHead {
+            var buffer = context.channel.allocator.buffer(capacity: body.count)
+            buffer.writeBytes(body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        }
         end(keepAlive: keepAlive, context: context)
     }
 
@@ -270,6 +275,11 @@ final class HTTP1ServerHandler: ChannelInboundHandler {
         }
         var head = responseHead(status: status, contentType: contentType, keepAlive: keepAlive)
         head.headers.add(name: "cache-control", value: "no-cache")
+        if answeringHead {
+            stream.close()
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            return end(keepAlive: keepAlive, context: context)
+        }
         state = .streaming(stream, keepAlive: keepAlive)
         context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
         pump(stream)

@@ -133,14 +133,17 @@ public final class UnaryServer: Sendable {
     }
 
     /// Stops accepting connections, sends GOAWAY on every connection, lets the calls in
-    /// flight finish (up to `drainTimeout`), then closes what is left.
+    /// flight finish (up to `drainTimeout`), then closes what is left. Streaming calls are
+    /// not told: the application should finish them (etcd ends its watches); those still
+    /// open at the timeout get `onCancel` (UNAVAILABLE) when their connection closes.
     public func beginGracefulShutdown() {
         let eventLoop = listener.eventLoop
         listener.close(promise: nil)
         let open = connections.withLockedValue { Array($0.values) }
         for channel in open { channel.pipeline.fireUserInboundEventTriggered(UnaryServerHandler.Drain()) }
         let closed = EventLoopFuture.andAllComplete(open.map(\.closeFuture), on: eventLoop)
-        let timeout = eventLoop.scheduleTask(in: .nanoseconds(Int64(options.drainTimeout.components.seconds * 1_000_000_000))) {
+        let (seconds, attoseconds) = options.drainTimeout.components
+        let timeout = eventLoop.scheduleTask(in: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)) {
             for channel in open { channel.close(promise: nil) }
         }
         closed.whenComplete { _ in

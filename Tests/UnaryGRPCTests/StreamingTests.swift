@@ -344,6 +344,34 @@ struct StreamingTests {
         }
     }
 
+    @Test("a graceful shutdown waits up to drainTimeout for open streaming calls, then cancels them", .timeLimit(.minutes(1)))
+    func gracefulShutdown() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var options = UnaryServer.Options()
+        options.drainTimeout = .milliseconds(500)
+        let log = CallLog()
+        let server = try await UnaryServer.bind(
+            host: "127.0.0.1", port: 0, group: group, methods: [:],
+            streamingMethods: [Self.path: { call in log.observer(call.responder) }], options: options)
+        let client = try await FrameTestClient.connect(port: try #require(server.localAddress?.port), group: group)
+        client.open(1, path: Self.path)
+        client.data(1, framed([1]))
+        try await eventually("the call") { log.snapshot.messages.count == 1 }
+        let start = ContinuousClock.now
+        server.beginGracefulShutdown()
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(log.snapshot.cancelled == nil)
+        // Still served while draining.
+        client.data(1, framed([2]))
+        try await eventually("the second message") { log.snapshot.messages.count == 2 }
+        try await server.run()
+        #expect(ContinuousClock.now - start >= .milliseconds(500))
+        try await eventually("onCancel") { log.snapshot.cancelled != nil }
+        #expect(log.snapshot.cancelled?.code == GRPCStatus.unavailable)
+        await client.close()
+        try await group.shutdownGracefully()
+    }
+
     @Test("an unknown path is answered UNIMPLEMENTED on its HEADERS, though the client never half-closes", .timeLimit(.minutes(1)))
     func unknownPathAtOnce() async throws {
         try await withServer({ call in StreamingObserver(onMessage: { _ in }) }) { port, group in
