@@ -92,6 +92,10 @@ public final class UnaryServer: Sendable {
         let connections = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
         let concurrentStreamsMax = options.concurrentStreamsMax
         let streamingLimits = options.streamingLimits
+        precondition(streamingLimits.queuedMessagesMax > 0, "streamingLimits.queuedMessagesMax must be positive")
+        precondition(streamingLimits.queuedBytesMax > 0, "streamingLimits.queuedBytesMax must be positive")
+        precondition(streamingLimits.inFlightBytesMax > 0, "streamingLimits.inFlightBytesMax must be positive")
+        precondition(options.httpLimits.streamQueuedBytesMax > 0, "httpLimits.streamQueuedBytesMax must be positive")
         let httpLimits = options.httpLimits
         let requestBytesMax = options.requestBytesMax
         let connectionBufferedBytesMax = max(options.connectionBufferedBytesMax, options.requestBytesMax)

@@ -231,6 +231,34 @@ struct StreamingTests {
         }
     }
 
+    @Test("the method resets a call: queued messages are dropped, RST_STREAM(CANCEL), no callback", .timeLimit(.minutes(1)))
+    func serverResets() async throws {
+        let log = CallLog()
+        try await withServer({ call in
+            log.observer(
+                call.responder,
+                onMessage: { _, message in
+                    if message == [0] {
+                        call.responder.reset()
+                        #expect(!call.responder.send([1]))
+                    }
+                })
+        }) { port, group in
+            let client = try await FrameTestClient.connect(port: port, group: group)
+            client.open(1, path: Self.path)
+            client.data(1, framed([0]))
+            try await eventually("the reset") { client.wasReset(1) != nil }
+            #expect(client.wasReset(1) == .cancel)
+            #expect(client.trailers(1) == nil)
+            client.data(1, framed([5]))
+            try await Task.sleep(for: .milliseconds(50))
+            #expect(log.snapshot.messages == [[0]])
+            #expect(log.snapshot.cancelled == nil)
+            #expect(log.snapshot.responder?.queuedBytes == 0)
+            await client.close()
+        }
+    }
+
     @Test("a server-streaming call: the client half-closes at once, the server sends then finishes", .timeLimit(.minutes(1)))
     func halfCloseThenServerSends() async throws {
         let log = CallLog()
