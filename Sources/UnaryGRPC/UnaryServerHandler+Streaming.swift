@@ -56,7 +56,8 @@ extension UnaryServerHandler {
             }
         }
         if body.readableBytes == 0 {
-            body.clear()
+            // A long-lived call (a watch) must not keep the capacity of its largest message.
+            if body.capacity > Self.discardReadBytesAbove { body = ByteBuffer() } else { body.clear() }
         } else if body.readerIndex >= Self.discardReadBytesAbove {
             body.discardReadBytes()
         }
@@ -65,7 +66,8 @@ extension UnaryServerHandler {
         if let failure { abortStreaming(streamID, failure, context: context) }
     }
 
-    /// Read bytes a stream's buffer keeps before compacting.
+    /// Read bytes a stream's buffer keeps before compacting, and the capacity an empty one
+    /// keeps.
     static var discardReadBytesAbove: Int { 64 << 10 }
 
     /// END_STREAM on a streaming call.
