@@ -56,6 +56,19 @@ public struct StreamingObserver: Sendable {
 
 /// A streaming method: called on the event loop when the call's HEADERS arrive (before any
 /// message), returns how it wants to be told about the call. It may send at once.
+///
+/// For example etcd's `Watch` (`WatchSession` being the application's own type):
+///
+///     let watch: StreamingMethod = { call in
+///         let session = WatchSession(responder: call.responder)
+///         return StreamingObserver(
+///             onMessage: { bytes in session.handle(bytes) },  // create/cancel/progress requests
+///             onHalfClose: {},                                 // etcd keeps the watchers running
+///             onCancel: { _ in session.cancelAll() },          // client gone: drop the watchers
+///             onWritable: { session.resume() })                // send what was held back
+///     }
+///     // On the store's thread, for each event batch:
+///     //     if !responder.send(encoded) { hold the batch back; resume in onWritable }
 public typealias StreamingMethod = @Sendable (StreamingCall) -> StreamingObserver
 
 /// Bounds of one streaming call's outbound queue.
