@@ -61,7 +61,11 @@ let package = Package(
         .target(name: "Transport", dependencies: ["Paxos", "Storage", nioCore, nioPosix, logging], swiftSettings: strictSettings),
         // Unary gRPC straight on swift-nio-http2 frames: the client API's hot path
         // (grpc-swift-2's server costs ~300 µs of CPU per call here; docs/BENCHMARKS.md).
-        .target(name: "UnaryGRPC", dependencies: [nioCore, nioPosix, nioHTTP2], swiftSettings: strictSettings),
+        .target(
+            name: "UnaryGRPC",
+            dependencies: [nioCore, nioPosix, nioHTTP2, .product(name: "NIOHTTP1", package: "swift-nio")],
+            swiftSettings: strictSettings
+        ),
         // Starting and supervising local `synod serve` processes: `synod cluster`, `synod demo`
         // and the process tests share it. Foundation only.
         .target(name: "ClusterLauncher", swiftSettings: strictSettings),

@@ -46,6 +46,28 @@ public enum GRPCWire {
         return .success(body.readBytes(length: Int(length)) ?? [])
     }
 
+    /// Takes the next whole message off the front of a stream's `buffer`: nil while its last
+    /// byte has not arrived. A message whose prefix announces more than `messageBytesMax`
+    /// bytes fails at once, before its bytes are buffered.
+    static func nextMessage(_ buffer: inout ByteBuffer, messageBytesMax: Int) -> Result<[UInt8]?, GRPCStatus> {
+        guard let compressed = buffer.getInteger(at: buffer.readerIndex, as: UInt8.self),
+            let length = buffer.getInteger(at: buffer.readerIndex + 1, as: UInt32.self)
+        else { return .success(nil) }
+        guard compressed == 0 else {
+            return .failure(
+                GRPCStatus(code: GRPCStatus.unimplemented, message: "compressed gRPC messages are not supported"))
+        }
+        guard Int(length) <= messageBytesMax else {
+            return .failure(
+                GRPCStatus(
+                    code: GRPCStatus.resourceExhausted,
+                    message: "request message of \(length) bytes is larger than the server's limit of \(messageBytesMax) bytes"))
+        }
+        guard buffer.readableBytes >= prefixBytes + Int(length) else { return .success(nil) }
+        buffer.moveReaderIndex(forwardBy: prefixBytes)
+        return .success(buffer.readBytes(length: Int(length)))
+    }
+
     /// The `grpc-timeout` header ("100m", "5S"; at most 8 digits and a unit), or nil when
     /// absent or malformed (then the server's own request timeout applies).
     static func timeout(_ text: String) -> Duration? {

@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHPACK
+import NIOHTTP1
 import NIOHTTP2
 import NIOPosix
 
@@ -37,11 +38,12 @@ public struct UnaryResponder: Sendable {
     }
 }
 
-/// A unary-only gRPC server straight on swift-nio-http2's frame layer: no per-stream child
-/// channels, no async sequences, no task per call. It speaks the same wire format as any
-/// gRPC server (etcdctl and grpc-go clients use it unchanged) at a fraction of the CPU per
-/// call (docs/BENCHMARKS.md). Streaming methods are not supported: a call to an unknown
-/// path is answered with UNIMPLEMENTED.
+/// A gRPC server straight on swift-nio-http2's frame layer: no per-stream child channels,
+/// no async sequences, no task per call. It speaks the same wire format as any gRPC server
+/// (etcdctl and grpc-go clients use it unchanged) at a fraction of the CPU per call
+/// (docs/BENCHMARKS.md). Unary methods are the fast path; streaming methods (`StreamingCall`)
+/// get each message as it arrives and a bounded outbound queue. A call to an unknown path
+/// is answered UNIMPLEMENTED as soon as its headers arrive.
 public final class UnaryServer: Sendable {
     public struct Options: Sendable {
         /// Largest request message; larger ones get RESOURCE_EXHAUSTED and the stream is reset.
@@ -56,6 +58,10 @@ public final class UnaryServer: Sendable {
         public var concurrentStreamsMax = 4096
         /// Bound on a graceful shutdown's wait for calls in flight.
         public var drainTimeout: Duration = .seconds(5)
+        /// Bounds of each streaming call's outbound queue.
+        public var streamingLimits = StreamingLimits()
+        /// Bounds of the HTTP/1.1 side.
+        public var httpLimits = HTTPLimits()
 
         public init() {}
     }
@@ -75,12 +81,22 @@ public final class UnaryServer: Sendable {
         self.stopped = listener.eventLoop.makePromise()
     }
 
-    /// Binds and starts serving `methods` (keyed by path).
+    /// Binds and starts serving `methods` and `streamingMethods` (keyed by path; a path
+    /// should be in one of them only, unary wins) over HTTP/2, and `http` for HTTP/1.1
+    /// requests on the same port (told apart by the HTTP/2 client preface); without `http`,
+    /// HTTP/1.1 requests get 404.
     public static func bind(
-        host: String, port: Int, group: EventLoopGroup, methods: [String: UnaryMethod], options: Options = Options()
+        host: String, port: Int, group: EventLoopGroup, methods: [String: UnaryMethod],
+        streamingMethods: [String: StreamingMethod] = [:], http: HTTPHandler? = nil, options: Options = Options()
     ) async throws -> UnaryServer {
         let connections = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
         let concurrentStreamsMax = options.concurrentStreamsMax
+        let streamingLimits = options.streamingLimits
+        precondition(streamingLimits.queuedMessagesMax > 0, "streamingLimits.queuedMessagesMax must be positive")
+        precondition(streamingLimits.queuedBytesMax > 0, "streamingLimits.queuedBytesMax must be positive")
+        precondition(streamingLimits.inFlightBytesMax > 0, "streamingLimits.inFlightBytesMax must be positive")
+        precondition(options.httpLimits.streamQueuedBytesMax > 0, "httpLimits.streamQueuedBytesMax must be positive")
+        let httpLimits = options.httpLimits
         let requestBytesMax = options.requestBytesMax
         let connectionBufferedBytesMax = max(options.connectionBufferedBytesMax, options.requestBytesMax)
         let listener = try await ServerBootstrap(group: group)
@@ -93,13 +109,21 @@ public final class UnaryServer: Sendable {
                     _ = connections.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
                 }
                 return channel.eventLoop.makeCompletedFuture {
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(NIOHTTP2Handler.unaryGRPC(mode: .server, concurrentStreamsMax: concurrentStreamsMax))
-                    try sync.addHandler(
-                        UnaryServerHandler(
-                            methods: methods, requestBytesMax: requestBytesMax,
-                            connectionBufferedBytesMax: connectionBufferedBytesMax,
-                            outbox: ConnectionOutbox(eventLoop: channel.eventLoop)))
+                    let detector = ProtocolDetector(
+                        http2: { sync in
+                            try sync.addHandler(
+                                NIOHTTP2Handler.unaryGRPC(mode: .server, concurrentStreamsMax: concurrentStreamsMax))
+                            try sync.addHandler(
+                                UnaryServerHandler(
+                                    methods: methods, streamingMethods: streamingMethods, streamingLimits: streamingLimits,
+                                    requestBytesMax: requestBytesMax, connectionBufferedBytesMax: connectionBufferedBytesMax,
+                                    outbox: ConnectionOutbox(eventLoop: channel.eventLoop)))
+                        },
+                        http1: { sync in
+                            try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
+                            try sync.addHandler(HTTP1ServerHandler(application: http, limits: httpLimits))
+                        })
+                    try channel.pipeline.syncOperations.addHandler(detector)
                 }
             }
             .bind(host: host, port: port).get()
@@ -113,14 +137,17 @@ public final class UnaryServer: Sendable {
     }
 
     /// Stops accepting connections, sends GOAWAY on every connection, lets the calls in
-    /// flight finish (up to `drainTimeout`), then closes what is left.
+    /// flight finish (up to `drainTimeout`), then closes what is left. Streaming calls are
+    /// not told: the application should finish them (etcd ends its watches); those still
+    /// open at the timeout get `onCancel` (UNAVAILABLE) when their connection closes.
     public func beginGracefulShutdown() {
         let eventLoop = listener.eventLoop
         listener.close(promise: nil)
         let open = connections.withLockedValue { Array($0.values) }
         for channel in open { channel.pipeline.fireUserInboundEventTriggered(UnaryServerHandler.Drain()) }
         let closed = EventLoopFuture.andAllComplete(open.map(\.closeFuture), on: eventLoop)
-        let timeout = eventLoop.scheduleTask(in: .nanoseconds(Int64(options.drainTimeout.components.seconds * 1_000_000_000))) {
+        let (seconds, attoseconds) = options.drainTimeout.components
+        let timeout = eventLoop.scheduleTask(in: .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)) {
             for channel in open { channel.close(promise: nil) }
         }
         closed.whenComplete { _ in
@@ -145,6 +172,8 @@ final class ConnectionOutbox: @unchecked Sendable {
     private let lock = NIOLock()
     // Guarded by `lock`.
     private var pending: [(HTTP2StreamID, Response)] = []
+    /// Streaming calls with something to write (each listed once: `StreamingResponder.State.scheduled`).
+    private var pendingStreams: [StreamingResponder] = []
     private var drainScheduled = false
     /// Set and read on `eventLoop` only.
     nonisolated(unsafe) weak var handler: UnaryServerHandler?
@@ -162,269 +191,30 @@ final class ConnectionOutbox: @unchecked Sendable {
         if schedule { eventLoop.execute { self.drain() } }
     }
 
+    /// Asks for a pass over `responder`'s queue (the caller set its `scheduled` flag).
+    func post(_ responder: StreamingResponder) {
+        let schedule = lock.withLock {
+            pendingStreams.append(responder)
+            defer { drainScheduled = true }
+            return !drainScheduled
+        }
+        if schedule { eventLoop.execute { self.drain() } }
+    }
+
     private func drain() {
-        let responses = lock.withLock {
+        let (responses, streams) = lock.withLock {
             defer {
                 pending.removeAll(keepingCapacity: true)
+                if !pendingStreams.isEmpty { pendingStreams.removeAll(keepingCapacity: true) }
                 drainScheduled = false
             }
-            return pending
+            return (pending, pendingStreams)
         }
-        handler?.write(responses)
-    }
-}
-
-/// The connection's gRPC layer on HTTP/2 frames: collects each stream's headers and body,
-/// dispatches the call, writes the response.
-final class UnaryServerHandler: ChannelInboundHandler {
-    typealias InboundIn = HTTP2Frame
-    typealias OutboundOut = HTTP2Frame
-
-    /// Asks the connection to finish its calls and close (graceful shutdown).
-    struct Drain: Sendable {}
-
-    struct Stream {
-        var headers: HPACKHeaders
-        var body: ByteBuffer
-        var unacknowledgedBytes = 0
-        /// The client sent END_STREAM.
-        var ended = false
-        /// Already answered (an error before the body ended); the rest of the body is dropped.
-        var answered = false
-    }
-
-    let methods: [String: UnaryMethod]
-    let requestBytesMax: Int
-    let connectionBufferedBytesMax: Int
-    /// Sum of the bodies in `streams`. Invariant: ≤ connectionBufferedBytesMax.
-    private var bufferedBytes = 0
-    let outbox: ConnectionOutbox
-    private var streams: [HTTP2StreamID: Stream] = [:]
-    private var context: ChannelHandlerContext?
-    private var flushPending = false
-    private var draining = false
-    private var closeScheduled = false
-    private var lastStreamID: HTTP2StreamID = .rootStream
-
-    init(
-        methods: [String: UnaryMethod], requestBytesMax: Int, connectionBufferedBytesMax: Int,
-        outbox: ConnectionOutbox
-    ) {
-        self.methods = methods
-        self.requestBytesMax = requestBytesMax
-        self.connectionBufferedBytesMax = connectionBufferedBytesMax
-        self.outbox = outbox
-    }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        self.context = context
-        outbox.handler = self
-        if context.channel.isActive { openConnectionWindow(context: context) }
-    }
-
-    func handlerRemoved(context: ChannelHandlerContext) {
-        self.context = nil
-        outbox.handler = nil
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        openConnectionWindow(context: context)
-        context.fireChannelActive()
-    }
-
-    private func openConnectionWindow(context: ChannelHandlerContext) {
-        context.writeAndFlush(wrapOutboundOut(InboundCredit.openingUpdate), promise: nil)
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
-        let streamID = frame.streamID
-        switch frame.payload {
-        case .headers(let headers):
-            if streams[streamID] == nil {
-                guard !draining else {
-                    write(HTTP2Frame(streamID: streamID, payload: .rstStream(.refusedStream)), context: context)
-                    return
-                }
-                streams[streamID] = Stream(headers: headers.headers, body: ByteBuffer())
-                if streamID > lastStreamID { lastStreamID = streamID }
-            }
-            if headers.endStream { end(streamID) }
-        case .data(let data):
-            let bytes: ByteBuffer
-            switch data.data {
-            case .byteBuffer(let buffer): bytes = buffer
-            case .fileRegion: bytes = ByteBuffer()
-            }
-            let flowControlled = bytes.readableBytes + (data.paddingBytes ?? 0)
-            var streamUnacknowledged = 0
-            if streams[streamID] != nil {
-                if !streams[streamID]!.answered {
-                    if streams[streamID]!.body.readableBytes + bytes.readableBytes > requestBytesMax + GRPCWire.prefixBytes {
-                        dropBody(streamID)
-                        answerEarly(
-                            streamID,
-                            GRPCStatus(
-                                code: GRPCStatus.resourceExhausted,
-                                message: "request message larger than the server's limit of \(requestBytesMax) bytes"))
-                    } else if bufferedBytes + bytes.readableBytes > connectionBufferedBytesMax {
-                        dropBody(streamID)
-                        answerEarly(
-                            streamID,
-                            GRPCStatus(
-                                code: GRPCStatus.resourceExhausted,
-                                message:
-                                    "this connection is sending more than \(connectionBufferedBytesMax) bytes of requests at once; retry"
-                            ))
-                    } else {
-                        streams[streamID]!.body.writeImmutableBuffer(bytes)
-                        bufferedBytes += bytes.readableBytes
-                    }
-                }
-                streamUnacknowledged = streams[streamID]?.unacknowledgedBytes ?? 0
-            }
-            if streams[streamID] != nil {
-                let update = InboundCredit.received(
-                    flowControlled, on: streamID, streamUnacknowledged: &streamUnacknowledged,
-                    streamOpen: !data.endStream)
-                streams[streamID]!.unacknowledgedBytes = streamUnacknowledged
-                if let update { write(update, context: context) }
-            }
-            if data.endStream { end(streamID) }
-        case .rstStream:
-            removeStream(streamID)
-            closeIfDrained(context: context)
-        default:
-            // SETTINGS, PING, GOAWAY, WINDOW_UPDATE, PRIORITY: NIOHTTP2Handler handled them.
-            break
-        }
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        if flushPending {
-            flushPending = false
-            context.flush()
-        }
-        context.fireChannelReadComplete()
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let window = event as? NIOHTTP2WindowUpdatedEvent {
-            if let update = InboundCredit.connectionUpdate(window) { write(update, context: context) }
-        } else if let closed = event as? StreamClosedEvent {
-            removeStream(closed.streamID)
-            closeIfDrained(context: context)
-        } else if event is Drain {
-            draining = true
-            context.writeAndFlush(
-                wrapOutboundOut(
-                    HTTP2Frame(
-                        streamID: .rootStream,
-                        payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil))),
-                promise: nil)
-            closeIfDrained(context: context)
+        if let handler {
+            handler.write(responses, streams)
         } else {
-            context.fireUserInboundEventTriggered(event)
+            for responder in streams { responder.connectionClosed() }
         }
     }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        // NIOHTTP2Handler already answered protocol errors (GOAWAY or RST_STREAM); a
-        // connection-level error leaves nothing worth keeping.
-        if error is NIOHTTP2Errors.StreamClosed || error is NIOHTTP2Errors.NoSuchStream { return }
-        context.close(promise: nil)
-    }
-
-    /// The client finished the request: check it and hand it to its method.
-    private func end(_ streamID: HTTP2StreamID) {
-        guard let body = streams[streamID]?.body else { return }
-        dropBody(streamID)
-        streams[streamID]!.ended = true
-        let stream = streams[streamID]!
-        guard !stream.answered else { return }
-        let responder = UnaryResponder(outbox: outbox, streamID: streamID)
-        let headers = stream.headers
-        guard headers.first(name: ":method") == "POST" else {
-            return responder.fail(GRPCStatus(code: GRPCStatus.unimplemented, message: "gRPC requires POST"))
-        }
-        guard let contentType = headers.first(name: "content-type"), contentType.hasPrefix(GRPCWire.contentType) else {
-            return responder.fail(
-                GRPCStatus(code: GRPCStatus.invalidArgument, message: "content-type is not application/grpc"))
-        }
-        let path = headers.first(name: ":path") ?? ""
-        guard let method = methods[path] else {
-            return responder.fail(GRPCStatus(code: GRPCStatus.unimplemented, message: "unknown method \(path)"))
-        }
-        switch GRPCWire.unframe(body) {
-        case .failure(let status):
-            responder.fail(status)
-        case .success(let payload):
-            let timeout = headers.first(name: "grpc-timeout").flatMap(GRPCWire.timeout)
-            method(UnaryCall(path: path, metadata: headers, payload: payload, timeout: timeout, responder: responder))
-        }
-    }
-
-    private func dropBody(_ streamID: HTTP2StreamID) {
-        guard let bytes = streams[streamID]?.body.readableBytes else { return }
-        bufferedBytes -= bytes
-        streams[streamID]!.body = ByteBuffer()
-        assert(bufferedBytes >= 0, "buffered request bytes went negative")
-    }
-
-    private func removeStream(_ streamID: HTTP2StreamID) {
-        dropBody(streamID)
-        streams.removeValue(forKey: streamID)
-    }
-
-    /// Answers before the body ended (e.g. too large): the answer goes out and the stream is
-    /// reset, so the client stops sending.
-    private func answerEarly(_ streamID: HTTP2StreamID, _ status: GRPCStatus) {
-        streams[streamID]?.answered = true
-        UnaryResponder(outbox: outbox, streamID: streamID).fail(status)
-    }
-
-    /// Writes responses posted by `ConnectionOutbox`, then flushes once.
-    func write(_ responses: [(HTTP2StreamID, ConnectionOutbox.Response)]) {
-        guard let context else { return }
-        for (streamID, response) in responses {
-            guard let stream = streams[streamID] else { continue }  // reset or closed meanwhile
-            switch response() {
-            case .success(let payload):
-                write(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: Self.responseHeaders))), context: context)
-                let message = GRPCWire.frame(payload, allocator: context.channel.allocator)
-                write(HTTP2Frame(streamID: streamID, payload: .data(.init(data: .byteBuffer(message)))), context: context)
-                write(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: Self.okTrailers, endStream: true))), context: context)
-            case .failure(let status):
-                var headers = Self.responseHeaders
-                headers.add(name: "grpc-status", value: String(status.code))
-                headers.add(name: "grpc-message", value: GRPCMessageEncoding.encode(status.message))
-                write(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: headers, endStream: true))), context: context)
-            }
-            if !stream.ended {
-                write(HTTP2Frame(streamID: streamID, payload: .rstStream(.noError)), context: context)
-            }
-            removeStream(streamID)
-        }
-        flushPending = false
-        context.flush()
-        closeIfDrained(context: context)
-    }
-
-    private func write(_ frame: HTTP2Frame, context: ChannelHandlerContext) {
-        context.write(wrapOutboundOut(frame), promise: nil)
-        flushPending = true
-    }
-
-    /// Closes a draining connection once its last call was answered — on the next
-    /// event-loop pass: this can run inside NIOHTTP2Handler's flush (a stream-closed event),
-    /// before the answer's frames reached the socket, and closing then would drop them.
-    private func closeIfDrained(context: ChannelHandlerContext) {
-        guard draining && streams.isEmpty && !closeScheduled else { return }
-        closeScheduled = true
-        let channel = context.channel
-        context.eventLoop.execute { channel.close(promise: nil) }
-    }
-
-    static let responseHeaders: HPACKHeaders = [":status": "200", "content-type": GRPCWire.contentType]
-    static let okTrailers: HPACKHeaders = ["grpc-status": "0"]
 }
+
