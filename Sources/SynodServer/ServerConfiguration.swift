@@ -76,8 +76,8 @@ public struct ServerConfiguration: Sendable {
         dataDirectory: String,
         defaultConsistency: ReadConsistency = .linearizable,
         tickMilliseconds: Int = 10,
-        heartbeatIntervalTicks: Int = 5,
-        electionTimeoutTicks: Int = 50,
+        heartbeatIntervalTicks: Int = 3,
+        electionTimeoutTicks: Int = 15,
         requestTimeoutMilliseconds: Int = 5_000,
         snapshotEverySlots: Int = 10_000,
         requestBytesMax: Int = 1_572_864,
@@ -107,6 +107,11 @@ public struct ServerConfiguration: Sendable {
             throw .invalid("--fail-every must be at least one tick (\(tickMilliseconds) ms), not \(faults.meanMillisecondsBetweenFailures)")
         }
         guard tickMilliseconds >= 1 else { throw .invalid("tick must be at least 1 ms") }
+        guard electionTimeoutTicks >= 3 * heartbeatIntervalTicks else {
+            throw .invalid(
+                "--election-timeout (\(electionTimeoutTicks * tickMilliseconds) ms) must be at least 3 × --heartbeat-interval "
+                    + "(\(heartbeatIntervalTicks * tickMilliseconds) ms)")
+        }
         guard snapshotEverySlots >= 1 else { throw .invalid("--snapshot-every must be at least 1") }
         guard requestTimeoutMilliseconds >= 1 else { throw .invalid("request timeout must be positive") }
         do {
@@ -114,6 +119,22 @@ public struct ServerConfiguration: Sendable {
         } catch {
             throw .invalid(error.description)
         }
+    }
+
+    /// Defaults for a LAN (loopback round trip ≈ 0.1 ms): a heartbeat every 30 ms and a
+    /// randomized 150–300 ms election timeout, so a failed leader is replaced in about a
+    /// quarter of a second. Across data centers raise both with the round-trip time (etcd's
+    /// advice: heartbeat ≈ the RTT, election timeout ≥ 10 × the heartbeat).
+    public static let heartbeatIntervalMillisecondsDefault = 30
+    public static let electionTimeoutMillisecondsDefault = 150
+
+    /// Milliseconds as whole ticks (at least one), for a flag named `what`.
+    public static func ticks(_ milliseconds: Int, tickMilliseconds: Int, what: String) throws(ServerConfigurationError) -> Int {
+        guard tickMilliseconds >= 1 else { throw .invalid("--tick-ms must be at least 1") }
+        guard milliseconds >= tickMilliseconds, milliseconds % tickMilliseconds == 0 else {
+            throw .invalid("\(what) must be a positive multiple of the tick (\(tickMilliseconds) ms), not \(milliseconds)")
+        }
+        return milliseconds / tickMilliseconds
     }
 
     /// The consensus core's configuration for this replica.

@@ -54,8 +54,14 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Snapshot the state machine and compact the log every this many slots.")
     var snapshotEvery: Int = 10_000
 
-    @Option(help: "Milliseconds per Paxos tick (heartbeat = 5 ticks, election timeout = 50–100 ticks).")
+    @Option(help: "Milliseconds per Paxos tick (the unit of the two timings below).")
     var tickMs: Int = 10
+
+    @Option(help: "Milliseconds between a leader's heartbeats (like etcd's --heartbeat-interval).")
+    var heartbeatInterval: Int = ServerConfiguration.heartbeatIntervalMillisecondsDefault
+
+    @Option(help: "Milliseconds without a leader before a follower campaigns; randomized up to twice that (like etcd's --election-timeout).")
+    var electionTimeout: Int = ServerConfiguration.electionTimeoutMillisecondsDefault
 
     @Flag(name: .customLong(String(SupervisorWatch.flag.dropFirst(2))), help: ArgumentHelp(SupervisorWatch.help))
     var exitOnStdinEOF = false
@@ -86,7 +92,10 @@ struct ServeCommand: AsyncParsableCommand {
                 replicaID: id, peers: members, clientEndpoints: clients,
                 listenClient: try Endpoint(parsing: listenClient, what: "--listen-client"),
                 listenPeer: listenPeer ?? ownPeer, dataDirectory: dataDir, defaultConsistency: consistency,
-                tickMilliseconds: tickMs, snapshotEverySlots: snapshotEvery, faults: faults)
+                tickMilliseconds: tickMs,
+                heartbeatIntervalTicks: try ServerConfiguration.ticks(heartbeatInterval, tickMilliseconds: tickMs, what: "--heartbeat-interval"),
+                electionTimeoutTicks: try ServerConfiguration.ticks(electionTimeout, tickMilliseconds: tickMs, what: "--election-timeout"),
+                snapshotEverySlots: snapshotEvery, faults: faults)
         } catch let error as ServerConfigurationError {
             // One line naming the problem, no usage block.
             FileHandle.standardError.write(Data("synod serve: \(error.description)\n".utf8))

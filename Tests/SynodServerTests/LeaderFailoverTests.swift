@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 extension SynodProcessTests {
-    @Test("after kill -9 of the leader, writes through the other replicas succeed again within 10 s", .timeLimit(.minutes(10)))
+    @Test("after kill -9 of the leader, a write through another replica succeeds soon (loosely < 3 s here; the benchmark measures the 300 ms goal)", .timeLimit(.minutes(10)))
     func leaderFailover() async throws {
         try await LocalCluster.with(name: "failover", replicas: 3) { cluster in
             try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
@@ -42,6 +42,8 @@ extension SynodProcessTests {
                 print("failover: first write after the kill succeeded: \(written) after \(elapsed), \(attempt) attempts")
                 cluster.expect(written, "no write succeeded within 10 s of killing leader r\(leader); last error \(lastError)")
                 guard written else { return }
+                // Election timeout 150–300 ms by default; a loaded CI machine stretches it.
+                cluster.expect(elapsed < .seconds(3), "the first write after the kill took \(elapsed)")
 
                 // Every survivor takes writes now, names a new leader, and still has the old write.
                 for id in survivors {
