@@ -36,6 +36,10 @@ public enum Message: Hashable, Sendable {
     /// The leader's answer: the read may be served once `readIndex` is applied; a zero
     /// `ballot` means the leader could not confirm its leadership and the read must retry.
     case readIndexResponse(requestID: UInt64, ballot: Ballot, readIndex: Slot)
+    /// The leader of `ballot` steps down in favour of `target` (a planned leader change:
+    /// SIGTERM, `MoveLeader`): followers forget it as their leader, so that they promise to
+    /// the target without waiting out an election timeout, and the target campaigns at once.
+    case transferLeadership(ballot: Ballot, target: ReplicaID)
 
     /// A short name for traces and metrics.
     public var kind: String {
@@ -52,6 +56,7 @@ public enum Message: Hashable, Sendable {
         case .forward: return "forward"
         case .readIndexRequest: return "read-index-request"
         case .readIndexResponse: return "read-index-response"
+        case .transferLeadership: return "transfer-leadership"
         }
     }
 }
@@ -139,6 +144,8 @@ extension Message {
             return " n=\(commands.count)"
         case .readIndexRequest(let requestID):
             return " id=\(requestID)"
+        case .transferLeadership(let ballot, let target):
+            return " b=\(ballot) to=r\(target)"
         case .readIndexResponse(let requestID, let ballot, let readIndex):
             return " id=\(requestID) b=\(ballot) index=\(readIndex)"
         }

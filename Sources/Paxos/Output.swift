@@ -159,4 +159,7 @@ public enum Event: Sendable {
     /// A snapshot through `slot` received from a peer was installed and made durable;
     /// the learner continues after it.
     case snapshotInstalled(through: Slot)
+    /// A planned leader change: if this replica leads, it hands leadership to `target` (or,
+    /// if nil, to the peer that has learned the most and was heard from recently).
+    case transferLeadership(to: ReplicaID?)
 }

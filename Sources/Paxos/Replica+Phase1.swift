@@ -185,4 +185,45 @@ extension Replica {
             startCampaign()
         }
     }
+
+    /// A planned leader change (Raft's leadership transfer, in Paxos terms): the leader picks
+    /// an up-to-date peer it heard from recently, tells everyone it steps down in favour of
+    /// it, and drops its leadership (queued commands are dropped for the clients to retry with
+    /// their request ids). No safety argument changes: the target still runs Phase 1 with a
+    /// higher ballot; the message only spares everyone the election timeout.
+    mutating func transferLeadership(to requested: ReplicaID?) {
+        guard let leadership = proposer.leadership else { return }
+        let candidates = configuration.peers.filter { peer in
+            guard let heard = leadership.peerLastHeard[peer] else { return false }
+            return now - heard <= configuration.electionTimeoutTicks
+        }
+        let target: ReplicaID?
+        if let requested {
+            target = candidates.contains(requested) ? requested : nil
+        } else {
+            target = candidates.max { lhs, rhs in
+                let left = leadership.peerChosenThrough[lhs] ?? 0
+                let right = leadership.peerChosenThrough[rhs] ?? 0
+                return left != right ? left < right : lhs > rhs
+            }
+        }
+        guard let target else { return }
+        broadcast(.transferLeadership(ballot: leadership.ballot, target: target))
+        abandonProposer()
+        leader = nil
+        leaderBallot = .zero
+        ticksSinceLeaderContact = 0
+        electionTimeout = randomElectionTimeout()
+    }
+
+    mutating func onTransferLeadership(from: ReplicaID, ballot: Ballot, target: ReplicaID) {
+        guard leader == from, ballot == leaderBallot else { return }
+        leader = nil
+        leaderBallot = .zero
+        ticksSinceLeaderContact = 0
+        promiseHoldTicks = 0
+        if target == id && !acceptorDown {
+            startCampaign()
+        }
+    }
 }

@@ -93,6 +93,8 @@ public struct Replica: Sendable {
             acceptor.compact(through: slot, keepingTail: configuration.compactionTailSlots)
         case .snapshotInstalled(let slot):
             installSnapshot(through: slot)
+        case .transferLeadership(let target):
+            transferLeadership(to: target)
         }
         finishStep()
         let result = output
@@ -156,6 +158,8 @@ public struct Replica: Sendable {
             onReadIndexRequest(from: from, requestID: requestID)
         case .readIndexResponse(let requestID, let ballot, let readIndex):
             onReadIndexResponse(requestID: requestID, ballot: ballot, readIndex: readIndex)
+        case .transferLeadership(let ballot, let target):
+            onTransferLeadership(from: from, ballot: ballot, target: target)
         }
     }
 

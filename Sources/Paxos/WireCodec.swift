@@ -50,6 +50,7 @@ public enum WireTag {
     public static let messageForward: UInt8 = 10
     public static let messageReadIndexRequest: UInt8 = 11
     public static let messageReadIndexResponse: UInt8 = 12
+    public static let messageTransferLeadership: UInt8 = 13
 
     /// The version byte that opens every encoded `Envelope`; a peer speaking another
     /// version is refused with a `DecodeError` instead of being misread.
@@ -503,6 +504,10 @@ extension Message {
             writer.writeVarint(requestID)
             ballot.encode(into: &writer)
             writer.writeVarint(readIndex)
+        case .transferLeadership(let ballot, let target):
+            writer.writeUInt8(WireTag.messageTransferLeadership)
+            ballot.encode(into: &writer)
+            writer.writeVarint(UInt64(target))
         }
     }
 
@@ -553,6 +558,14 @@ extension Message {
             let requestID = try reader.readVarint()
             let ballot = try Ballot.decode(from: &reader)
             return .readIndexResponse(requestID: requestID, ballot: ballot, readIndex: try reader.readVarint())
+        case WireTag.messageTransferLeadership:
+            let ballot = try Ballot.decode(from: &reader)
+            let targetOffset = reader.offset
+            let target = try reader.readVarint()
+            guard target <= UInt64(UInt32.max) else {
+                throw DecodeError("transfer target \(target) is not a replica id", offset: targetOffset)
+            }
+            return .transferLeadership(ballot: ballot, target: ReplicaID(target))
         default:
             throw DecodeError("unknown Message tag \(tag)", offset: tagOffset)
         }

@@ -228,6 +228,12 @@ public final class ReplicaRuntime {
             reads.append(readID)
         case .status(let reply):
             reply(status)
+        case .transferLeadership(let target, let reply):
+            guard replica != nil, replica!.isLeader else { return reply(false) }
+            output.append(replica!.step(.transferLeadership(to: target)))
+            let started = !replica!.isLeader
+            if started { environment.log(.notice, "handing leadership over\(target.map { " to r\($0)" } ?? "")") }
+            reply(started)
         }
     }
 

@@ -115,6 +115,9 @@ public enum RuntimeEvent: Sendable {
     case read(RangeRequest, serializable: Bool, deadline: RuntimeInstant, reply: ReadReply)
     /// A status query.
     case status(@Sendable (ReplicaStatus) -> Void)
+    /// A planned leader change: if this replica leads, it hands leadership to `to` (nil:
+    /// the most up-to-date peer). `reply` says whether a transfer started.
+    case transferLeadership(to: ReplicaID?, reply: @Sendable (Bool) -> Void)
 
     /// Bytes the event holds, for the inbox's byte bound.
     public var approximateBytes: Int {
@@ -123,7 +126,7 @@ public enum RuntimeEvent: Sendable {
         case .snapshotChunk(_, let chunk): return chunk.bytes.count + SnapshotChunk.headerBytes
         case .write(_, let command, _, _): return command.bytes.count + 64
         case .read(let request, _, _, _): return request.key.count + request.rangeEnd.count + 64
-        case .status: return 16
+        case .status, .transferLeadership: return 16
         }
     }
 

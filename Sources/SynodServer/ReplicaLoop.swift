@@ -139,6 +139,7 @@ final class ReplicaLoop: @unchecked Sendable {
             case .write(_, _, _, let reply): reply(.failure(.stopping))
             case .read(_, _, _, let reply): reply(.failure(.stopping))
             case .status(let reply): reply(runtime.status)
+            case .transferLeadership(_, let reply): reply(false)
             default: break
             }
         }

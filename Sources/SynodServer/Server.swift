@@ -67,7 +67,8 @@ public final class SynodServer: Sendable {
         do {
             clientServer = try await UnaryServer.bind(
                 host: configuration.listenClient.host, port: configuration.listenClient.port, group: clientGroup,
-                methods: frontEnd.methods, options: options)
+                methods: frontEnd.methods.merging([EtcdFrontEnd.moveLeaderPath: frontEnd.moveLeaderMethod]) { own, _ in own },
+                options: options)
         } catch {
             loop.stop()
             transport.shutdown()
@@ -88,6 +89,9 @@ public final class SynodServer: Sendable {
             try? await group.shutdownGracefully()
             try? await clientGroup.shutdownGracefully()
             throw ServerError.clientAPIFailed("\(error)", configuration.listenClient)
+        }
+        if loop.handOverLeadership() {
+            logger.notice("shutting down after handing leadership over")
         }
         logger.notice("shutting down: stopping the replica loop and the peer transport")
         loop.stop()

@@ -269,6 +269,12 @@ extension Simulation {
         if random.next() % 10_000 < plan.partitionPerTenThousand {
             changePartition()
         }
+        // Planned leader changes (SIGTERM, MoveLeader) through the runtime, now and then.
+        if random.next() % 10_000 < plan.partitionPerTenThousand / 3, let leader = leaderID {
+            let target: ReplicaID? = random.next() % 2 == 0 ? nil : ReplicaID(1 + random.next() % UInt64(nodes.count))
+            trace.note(time, "transfer leadership from r\(leader) to \(target.map { "r\($0)" } ?? "the most up-to-date peer")")
+            deliver(.transferLeadership(to: target, reply: { _ in }), to: node(leader))
+        }
     }
 
     var leaderID: ReplicaID? { nodes.first(where: { $0.replica?.isLeader == true })?.id }

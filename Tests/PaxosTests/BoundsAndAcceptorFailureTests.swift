@@ -126,3 +126,36 @@ struct BoundsAndAcceptorFailureTests {
         #expect(later.messages.contains { if case .promise = $0.message { return true } else { return false } })
     }
 }
+
+@Suite("Planned leader changes")
+struct LeadershipTransferTests {
+    @Test("A leader hands leadership to an up-to-date peer, which leads without an election timeout")
+    func transfer() throws {
+        var cluster = try ScriptedCluster(size: 3)
+        cluster.elect(1)
+        cluster.step(1, .propose([command("a")]))
+        cluster.deliverAll()
+        for _ in 0..<2 {
+            cluster.step(1, .tick)
+            cluster.deliverAll()
+        }
+        cluster.step(1, .transferLeadership(to: 3))
+        #expect(!cluster.replicas[1]!.isLeader)
+        cluster.deliverAll()
+        #expect(cluster.replicas[3]!.isLeader, "r3 did not take over")
+        #expect(cluster.replicas[2]!.leader == 3)
+        cluster.step(2, .propose([command("b")]))
+        cluster.deliverAll()
+        #expect(cluster.committed(3).flatMap(\.entry.value.commands) == [command("a"), command("b")])
+    }
+
+    @Test("A follower ignores a transfer that does not come from its leader")
+    func transferFromAStranger() throws {
+        var cluster = try ScriptedCluster(size: 3)
+        cluster.elect(1)
+        let output = cluster.step(
+            3, .receive(Envelope(from: 2, to: 3, message: .transferLeadership(ballot: Ballot(round: 9, replica: 2), target: 3))))
+        #expect(output.messages.isEmpty)
+        #expect(cluster.replicas[3]!.leader == 1)
+    }
+}

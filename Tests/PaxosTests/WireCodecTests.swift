@@ -38,7 +38,7 @@ private struct Generator {
 
     mutating func entries() -> [SlotEntry] { (0..<int(0...5)).map { _ in slotEntry() } }
 
-    static let messageKinds = 12
+    static let messageKinds = 13
 
     mutating func message(kind: Int) -> Message {
         switch kind {
@@ -54,6 +54,7 @@ private struct Generator {
         case 9: return .forward(commands: commands())
         case 10: return .readIndexRequest(requestID: uint64())
         case 11: return .readIndexResponse(requestID: uint64(), ballot: ballot(), readIndex: uint64())
+        case 12: return .transferLeadership(ballot: ballot(), target: uint32())
         default: preconditionFailure("no message kind \(kind)")
         }
     }

@@ -222,6 +222,17 @@ final class ReplicaProcess: @unchecked Sendable {
         appendToLog("---- test harness: r\(id) killed with SIGKILL at \(Date()) ----\n")
     }
 
+    /// SIGTERM, then waits (bounded) until the process has stopped gracefully.
+    func terminate() async {
+        guard let pid = child.processIdentifier, child.isRunning else { return }
+        child.terminate()
+        if !(await child.exited(within: .seconds(10))) {
+            Issue.record("r\(id) (pid \(pid)) still running 10 s after SIGTERM")
+            child.kill9()
+        }
+        appendToLog("---- test harness: r\(id) stopped with SIGTERM at \(Date()) ----\n")
+    }
+
     /// SIGSTOP: the replica keeps its sockets but answers nothing until `resume()`.
     func pause() {
         child.pause()

@@ -43,9 +43,9 @@ struct EnvelopeGenerator {
         }
     }
 
-    /// Message kind `index % 12`, so cycling through indexes covers every kind.
+    /// Message kind `index % 13`, so cycling through indexes covers every kind.
     mutating func message(kind index: Int) -> Message {
-        switch index % 12 {
+        switch index % 13 {
         case 0: return .prepare(ballot: ballot(), fromSlot: integer())
         case 1: return .promise(ballot: ballot(), entries: entries(), chosenThrough: integer(), more: integer() % 2 == 0)
         case 2: return .accept(ballot: ballot(), slot: integer(), value: value(), chosenThrough: integer())
@@ -57,6 +57,7 @@ struct EnvelopeGenerator {
         case 8: return .learnRequest(fromSlot: integer())
         case 9: return .forward(commands: (0..<Int.random(in: 0...3, using: &random)).map { _ in command() })
         case 10: return .readIndexRequest(requestID: integer())
+        case 11: return .transferLeadership(ballot: ballot(), target: ReplicaID(truncatingIfNeeded: integer()))
         default: return .readIndexResponse(requestID: integer(), ballot: ballot(), readIndex: integer())
         }
     }
