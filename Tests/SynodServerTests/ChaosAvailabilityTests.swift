@@ -65,31 +65,8 @@ extension SynodProcessTests {
                 print("\(name): \(counts) in \(elapsed)")
                 for error in counts.unexpectedErrors.prefix(10) { cluster.fail("\(name): unexpected error: \(error)") }
                 var history = recorder.history
-                var finalValues: [String: String?] = [:]
-                for key in keys {
-                    let call = monotonicNanoseconds()
-                    var value: String??
-                    _ = await eventually(timeout: .seconds(20), interval: .milliseconds(200)) {
-                        for connection in connections.connections {
-                            do {
-                                value = .some(try await connection.value(key, timeout: .seconds(2)))
-                                return true
-                            } catch {
-                                continue
-                            }
-                        }
-                        return false
-                    }
-                    guard let value else {
-                        cluster.fail("\(name): no linearizable read of \(key) succeeded within 20 s after the load")
-                        return GoodputRun(perSecond: perSecond, failures: 0, recoveries: 0, unknown: counts.unknown)
-                    }
-                    finalValues[key] = value
-                    history.append(
-                        KVOperation(
-                            clientID: 0, input: .get(key: key), call: call, returned: monotonicNanoseconds(),
-                            output: .value(value)))
-                }
+                guard let finalValues = await finalReads(keys: keys, into: &history, connections: connections, cluster: cluster)
+                else { return GoodputRun(perSecond: perSecond, failures: 0, recoveries: 0, unknown: counts.unknown) }
                 checkLastWritesVisible(history: history, finalValues: finalValues, cluster: cluster)
                 checkLinearizable(history: history, cluster: cluster)
                 let logs = cluster.replicas.map { $0.log() }.joined(separator: "\n")

@@ -185,31 +185,8 @@ extension SynodProcessTests {
                 // show through them.
                 var history = recorder.history
                 print("kill-restart: history: \(Self.tally(history))")
-                var finalValues: [String: String?] = [:]
-                for key in keys {
-                    let call = monotonicNanoseconds()
-                    var value: String??
-                    _ = await eventually(timeout: .seconds(20), interval: .milliseconds(200)) {
-                        for connection in connections.connections {
-                            do {
-                                value = .some(try await connection.value(key, timeout: .seconds(2)))
-                                return true
-                            } catch {
-                                continue
-                            }
-                        }
-                        return false
-                    }
-                    guard let value else {
-                        cluster.fail("no linearizable read of \(key) succeeded within 20 s after the load")
-                        return
-                    }
-                    finalValues[key] = value
-                    history.append(
-                        KVOperation(
-                            clientID: 0, input: .get(key: key), call: call, returned: monotonicNanoseconds(),
-                            output: .value(value)))
-                }
+                guard let finalValues = await Self.finalReads(keys: keys, into: &history, connections: connections, cluster: cluster)
+                else { return }
                 Self.checkLastWritesVisible(history: history, finalValues: finalValues, cluster: cluster)
                 Self.checkLinearizable(history: history, cluster: cluster)
                 await Self.checkReplicasConverge(
@@ -217,6 +194,39 @@ extension SynodProcessTests {
                 print("kill-restart: finished after \(ContinuousClock.now - started)")
             }
         }
+    }
+
+    /// One linearizable read of each key after the load (any replica that answers), added
+    /// to the history: every acknowledged write must show through them. Nil (and the
+    /// cluster failed) if some key could not be read within 20 s.
+    static func finalReads(
+        keys: [String], into history: inout [KVOperation], connections: ClusterConnections, cluster: LocalCluster
+    ) async -> [String: String?]? {
+        var finalValues: [String: String?] = [:]
+        for key in keys {
+            let call = monotonicNanoseconds()
+            var value: String??
+            _ = await eventually(timeout: .seconds(20), interval: .milliseconds(200)) {
+                for connection in connections.connections {
+                    do {
+                        value = .some(try await connection.value(key, timeout: .seconds(2)))
+                        return true
+                    } catch {
+                        continue
+                    }
+                }
+                return false
+            }
+            guard let value else {
+                cluster.fail("no linearizable read of \(key) succeeded within 20 s after the load")
+                return nil
+            }
+            finalValues[key] = value
+            history.append(
+                KVOperation(
+                    clientID: 0, input: .get(key: key), call: call, returned: monotonicNanoseconds(), output: .value(value)))
+        }
+        return finalValues
     }
 
     /// What the history holds, by kind and outcome.
