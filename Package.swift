@@ -41,6 +41,7 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // The pure core: no dependencies beyond the standard library.
@@ -76,6 +77,7 @@ let package = Package(
                 "Paxos", "KVStore", "Storage", "ReplicaRuntime", "Transport", "EtcdAPI", "UnaryGRPC", grpcCore, swiftProtobuf,
                 nioCore, nioPosix, logging,
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: strictSettings
         ),

@@ -90,6 +90,7 @@ extension ReplicaRuntime {
             guard chunk.through > self.replica!.learner.appliedThrough else { return }
             kv = restored
             snapshotThrough = chunk.through
+            appliedThroughKV = chunk.through
             environment.log(.notice, "installed snapshot through slot \(chunk.through) from r\(peer)")
             output.append(self.replica!.step(.snapshotInstalled(through: chunk.through)))
         } catch let error as StorageError {

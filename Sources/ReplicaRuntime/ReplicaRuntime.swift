@@ -101,6 +101,10 @@ public final class ReplicaRuntime {
     var nextReadID: ReadID = 1
     /// Invariant: `requestsWaiting` = writers in `writesWaiting` + `readsWaiting.count`;
     /// `requestBytesWaiting` = the bytes of the writes among them.
+    /// The slot the store has applied (the core's `appliedThrough` runs ahead of it within a
+    /// turn, until the turn's output is carried out).
+    public internal(set) var appliedThroughKV: Slot = 0
+
     /// Set when the process died at a crash point: the runtime does nothing more.
     public private(set) var isHalted = false
     /// Cleared by `stopInjectingFaults` (the simulator's liveness phase).
@@ -228,6 +232,11 @@ public final class ReplicaRuntime {
             reads.append(readID)
         case .status(let reply):
             reply(status)
+        case .backup(let reply):
+            guard replica != nil else { return reply(nil) }
+            // What this turn stepped so far is not applied yet: the image is the store as of
+            // the slots applied, which `appliedThroughKV` names.
+            reply(BackupImage(appliedThrough: appliedThroughKV, revision: kv.revision, stateMachine: kv.snapshot()))
         case .transferLeadership(let target, let reply):
             guard replica != nil, replica!.isLeader else { return reply(false) }
             output.append(replica!.step(.transferLeadership(to: target)))
@@ -307,6 +316,7 @@ public final class ReplicaRuntime {
 
     func apply(_ item: SlotEntry) {
         environment.didApply(item)
+        appliedThroughKV = item.slot
         for command in item.entry.value.commands {
             let (requestID, result) = kv.apply(encoded: command.bytes)
             guard let requestID else { continue }
@@ -423,6 +433,7 @@ public final class ReplicaRuntime {
         var durable = recovered.durable
         if options.bug == .forgetPromise { durable.promised = .zero }
         snapshotThrough = durable.snapshotThrough
+        appliedThroughKV = durable.snapshotThrough
         replica = Replica(configuration: options.paxos, durable: durable)
         lastLeader = nil
         environment.log(

@@ -118,6 +118,9 @@ public enum RuntimeEvent: Sendable {
     /// A planned leader change: if this replica leads, it hands leadership to `to` (nil:
     /// the most up-to-date peer). `reply` says whether a transfer started.
     case transferLeadership(to: ReplicaID?, reply: @Sendable (Bool) -> Void)
+    /// A consistent image of the state machine for a backup: the slot it is applied
+    /// through, its revision and `KVStore.snapshot()` bytes (nil while the replica is down).
+    case backup(@Sendable (BackupImage?) -> Void)
 
     /// Bytes the event holds, for the inbox's byte bound.
     public var approximateBytes: Int {
@@ -126,7 +129,7 @@ public enum RuntimeEvent: Sendable {
         case .snapshotChunk(_, let chunk): return chunk.bytes.count + SnapshotChunk.headerBytes
         case .write(_, let command, _, _): return command.bytes.count + 64
         case .read(let request, _, _, _): return request.key.count + request.rangeEnd.count + 64
-        case .status, .transferLeadership: return 16
+        case .status, .transferLeadership, .backup: return 16
         }
     }
 
@@ -136,6 +139,19 @@ public enum RuntimeEvent: Sendable {
         case .write, .read: return true
         default: return false
         }
+    }
+}
+
+/// The state machine as of one applied slot, for `Maintenance.Snapshot`.
+public struct BackupImage: Sendable {
+    public var appliedThrough: Slot
+    public var revision: Int64
+    public var stateMachine: [UInt8]
+
+    public init(appliedThrough: Slot, revision: Int64, stateMachine: [UInt8]) {
+        self.appliedThrough = appliedThrough
+        self.revision = revision
+        self.stateMachine = stateMachine
     }
 }
 

@@ -140,6 +140,7 @@ final class ReplicaLoop: @unchecked Sendable {
             case .read(_, _, _, let reply): reply(.failure(.stopping))
             case .status(let reply): reply(runtime.status)
             case .transferLeadership(_, let reply): reply(false)
+            case .backup(let reply): reply(nil)
             default: break
             }
         }

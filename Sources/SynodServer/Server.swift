@@ -68,6 +68,7 @@ public final class SynodServer: Sendable {
             clientServer = try await UnaryServer.bind(
                 host: configuration.listenClient.host, port: configuration.listenClient.port, group: clientGroup,
                 methods: frontEnd.methods.merging([EtcdFrontEnd.moveLeaderPath: frontEnd.moveLeaderMethod]) { own, _ in own },
+                streamingMethods: [EtcdFrontEnd.snapshotPath: frontEnd.snapshotMethod],
                 options: options)
         } catch {
             loop.stop()
