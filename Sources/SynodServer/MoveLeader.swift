@@ -86,3 +86,23 @@ extension EtcdFrontEnd {
         bytes.append(UInt8(value))
     }
 }
+
+/// `Maintenance.Defragment` (`etcdctl defrag`): etcd rewrites its bolt database to return
+/// freed pages to the file system. Synod has nothing to defragment — snapshots and log
+/// compaction already drop what is no longer needed, and log segments are deleted whole — so
+/// it answers at once with its header, as etcd answers when the database is compact.
+extension EtcdFrontEnd {
+    static let defragmentPath = "/etcdserverpb.Maintenance/Defragment"
+
+    var defragmentMethod: UnaryMethod {
+        { [self] call in
+            status { status in
+                let headerBytes: [UInt8] = (try? self.header(status).serializedBytes()) ?? []
+                var response: [UInt8] = [0x0A]
+                Self.appendVarint(UInt64(headerBytes.count), to: &response)
+                let body = response + headerBytes
+                call.responder.respond { .success(body) }
+            }
+        }
+    }
+}

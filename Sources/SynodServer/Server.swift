@@ -67,7 +67,10 @@ public final class SynodServer: Sendable {
         do {
             clientServer = try await UnaryServer.bind(
                 host: configuration.listenClient.host, port: configuration.listenClient.port, group: clientGroup,
-                methods: frontEnd.methods.merging([EtcdFrontEnd.moveLeaderPath: frontEnd.moveLeaderMethod]) { own, _ in own },
+                methods: frontEnd.methods.merging([
+                    EtcdFrontEnd.moveLeaderPath: frontEnd.moveLeaderMethod,
+                    EtcdFrontEnd.defragmentPath: frontEnd.defragmentMethod,
+                ]) { own, _ in own },
                 streamingMethods: [EtcdFrontEnd.snapshotPath: frontEnd.snapshotMethod],
                 options: options)
         } catch {
