@@ -56,6 +56,9 @@ public final class UnaryServer: Sendable {
         public var connectionBufferedBytesMax = 64 << 20
         /// SETTINGS_MAX_CONCURRENT_STREAMS: etcd clients multiplex every call on one connection.
         public var concurrentStreamsMax = 4096
+        /// Open client connections at most; a connection beyond it is closed at once (each
+        /// may buffer `connectionBufferedBytesMax`, so this bounds the server's memory too).
+        public var connectionsMax = 1024
         /// Bound on a graceful shutdown's wait for calls in flight.
         public var drainTimeout: Duration = .seconds(5)
         /// Bounds of each streaming call's outbound queue.
@@ -91,6 +94,7 @@ public final class UnaryServer: Sendable {
     ) async throws -> UnaryServer {
         let connections = NIOLockedValueBox<[ObjectIdentifier: Channel]>([:])
         let concurrentStreamsMax = options.concurrentStreamsMax
+        let connectionsMax = max(1, options.connectionsMax)
         let streamingLimits = options.streamingLimits
         precondition(streamingLimits.queuedMessagesMax > 0, "streamingLimits.queuedMessagesMax must be positive")
         precondition(streamingLimits.queuedBytesMax > 0, "streamingLimits.queuedBytesMax must be positive")
@@ -104,7 +108,15 @@ public final class UnaryServer: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
-                connections.withLockedValue { $0[ObjectIdentifier(channel)] = channel }
+                let admitted = connections.withLockedValue { open -> Bool in
+                    guard open.count < connectionsMax else { return false }
+                    open[ObjectIdentifier(channel)] = channel
+                    return true
+                }
+                guard admitted else {
+                    // Over the bound: refuse the connection rather than risk the replica.
+                    return channel.close()
+                }
                 channel.closeFuture.whenComplete { _ in
                     _ = connections.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
                 }

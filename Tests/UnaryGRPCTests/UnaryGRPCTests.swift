@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHPACK
@@ -259,5 +262,43 @@ final class AnswerGate: @unchecked Sendable {
     func releaseAll() {
         let calls = lock.withLock { held }
         for call in calls { call.responder.respond { .success(call.payload) } }
+    }
+}
+
+@Suite("UnaryServer connection bound")
+struct ConnectionBoundTests {
+    @Test("connections beyond connectionsMax are closed at once; the admitted ones keep working")
+    func connectionsMax() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        var options = UnaryServer.Options()
+        options.connectionsMax = 2
+        let server = try await UnaryServer.bind(host: "127.0.0.1", port: 0, group: group, methods: [:], options: options)
+        let port = try #require(server.localAddress?.port)
+        var sockets: [Int32] = []
+        defer { for socket in sockets { close(socket) } }
+        for _ in 0..<3 {
+            let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = in_port_t(UInt16(port).bigEndian)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            #expect(connected == 0)
+            sockets.append(descriptor)
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        // The third connection was closed by the server: a read returns end of file.
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(sockets[2], SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var byte: UInt8 = 0
+        #expect(recv(sockets[2], &byte, 1, 0) == 0, "the connection over the bound was not closed")
+        // The first is still open: a read times out (no EOF).
+        setsockopt(sockets[0], SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        #expect(recv(sockets[0], &byte, 1, Int32(MSG_DONTWAIT)) == -1, "an admitted connection was closed")
+        server.beginGracefulShutdown()
+        try await server.run()
+        try await group.shutdownGracefully()
     }
 }
