@@ -207,3 +207,36 @@ struct SnapshotOrderTests {
         #expect(installed.revision != source.revision)
     }
 }
+
+@Suite("Replica runtime: forwarded writes and leader changes")
+struct ReforwardTests {
+    @Test("A write forwarded to a leader that is replaced goes to the new leader; one without a session fails at once")
+    func reforward() throws {
+        let (runtime, environment) = try ReplicaRuntimeTests.runtime(replicas: [1, 2, 3])
+        let outcomes = Outcomes()
+        let (tracked, trackedBytes) = ReplicaRuntimeTests.put("k", sequence: 1)
+        let untracked = WriteCommand(
+            requestID: RequestID(clientID: RequestID.untrackedBit | 9, sequence: 1),
+            operation: .put(PutRequest(key: Array("u".utf8), value: [1])))
+        runtime.turn(
+            [
+                .write(tracked, trackedBytes, deadline: .distantFuture, reply: { outcome in outcomes.writes.withLock { $0.append(outcome) } }),
+                .write(
+                    untracked, Command(untracked.encode()), deadline: .distantFuture,
+                    reply: { outcome in outcomes.writes.withLock { $0.append(outcome) } }),
+            ], tick: false, now: .milliseconds(1))
+        #expect(environment.sent.filter { if case .forward = $0.message { return $0.to == 2 } else { return false } }.count == 1)
+        environment.sent.removeAll()
+        // r3 takes over with a higher ballot.
+        runtime.turn(
+            [.message(Envelope(from: 3, to: 1, message: .heartbeat(ballot: Ballot(round: 2, replica: 3), chosenThrough: 0, readRound: 0)))],
+            tick: false, now: .milliseconds(2))
+        let forwards = environment.sent.compactMap { envelope -> [Command]? in
+            guard envelope.to == 3, case .forward(let commands) = envelope.message else { return nil }
+            return commands
+        }
+        #expect(forwards.flatMap { $0 } == [trackedBytes], "the tracked write was not re-forwarded to r3: \(environment.sent)")
+        #expect(outcomes.failures == [.leaderChanged])
+        #expect(runtime.requestsWaiting == 1)
+    }
+}
