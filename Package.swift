@@ -48,6 +48,9 @@ let package = Package(
         .target(name: "Paxos", swiftSettings: strictSettings),
         .target(name: "KVStore", swiftSettings: strictSettings),
         .target(name: "Storage", dependencies: ["Paxos"], swiftSettings: strictSettings),
+        // The simulated file system (crashes, torn writes) and the storage benchmark: tools
+        // over Storage, kept out of the production module.
+        .target(name: "StorageTools", dependencies: ["Storage", "Paxos"], swiftSettings: strictSettings),
         .target(name: "Linearizability", swiftSettings: strictSettings),
         // The replica runtime: carries out the core's outputs over storage, answers clients,
         // snapshots, compacts, bounds queues, injects faults — the one type the server runs
@@ -55,7 +58,7 @@ let package = Package(
         .target(name: "ReplicaRuntime", dependencies: ["Paxos", "KVStore", "Storage"], swiftSettings: strictSettings),
         .target(
             name: "SynodSimulation",
-            dependencies: ["Paxos", "KVStore", "Storage", "Linearizability", "ReplicaRuntime"],
+            dependencies: ["Paxos", "KVStore", "Storage", "StorageTools", "Linearizability", "ReplicaRuntime"],
             swiftSettings: strictSettings
         ),
         // The network: peer frames on SwiftNIO, the etcd v3 API on grpc-swift-2.
@@ -89,7 +92,7 @@ let package = Package(
         .executableTarget(
             name: "synod",
             dependencies: [
-                "SynodSimulation", "SynodServer", "SynodClient", "Storage", "KVStore", "Linearizability", "EtcdAPI", "Paxos",
+                "SynodSimulation", "SynodServer", "SynodClient", "Storage", "StorageTools", "KVStore", "Linearizability", "EtcdAPI", "Paxos",
                 "ClusterLauncher",
                 "UnaryGRPC", grpcCore, grpcPosix, swiftProtobuf, nioCore, nioPosix,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -101,9 +104,9 @@ let package = Package(
         .testTarget(name: "PaxosTests", dependencies: ["Paxos"], swiftSettings: strictSettings),
         .testTarget(name: "KVStoreTests", dependencies: ["KVStore"], swiftSettings: strictSettings),
         .testTarget(
-            name: "ReplicaRuntimeTests", dependencies: ["ReplicaRuntime", "Paxos", "KVStore", "Storage"],
+            name: "ReplicaRuntimeTests", dependencies: ["ReplicaRuntime", "Paxos", "KVStore", "Storage", "StorageTools"],
             swiftSettings: strictSettings),
-        .testTarget(name: "StorageTests", dependencies: ["Storage", "Paxos"], swiftSettings: strictSettings),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "StorageTools", "Paxos"], swiftSettings: strictSettings),
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"], swiftSettings: strictSettings),
         .testTarget(
             name: "SynodSimulationTests",

@@ -53,19 +53,19 @@ public protocol StorageFile: AnyObject {
 }
 
 /// `directory/name`.
-func joinPath(_ directory: String, _ name: String) -> String {
+public func joinPath(_ directory: String, _ name: String) -> String {
     directory.hasSuffix("/") ? directory + name : directory + "/" + name
 }
 
 /// The directory part of `path` (`"."` when there is none).
-func parentDirectory(of path: String) -> String {
+public func parentDirectory(of path: String) -> String {
     guard let slash = path.lastIndex(of: "/") else { return "." }
     if slash == path.startIndex { return "/" }
     return String(path[path.startIndex..<slash])
 }
 
 /// The last component of `path`.
-func fileName(of path: String) -> String {
+public func fileName(of path: String) -> String {
     guard let slash = path.lastIndex(of: "/") else { return path }
     return String(path[path.index(after: slash)...])
 }

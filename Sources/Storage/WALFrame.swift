@@ -12,12 +12,13 @@ import Paxos
 ///
 /// The payload of a `record` frame is `Record.encoded()`. Segments are preallocated and
 /// therefore zero-filled past the last record: a zero length word is the end of the log.
-enum WALFrame {
+public enum WALFrame {
     static let headerBytes = 8
     /// The only frame type so far; the byte leaves room for others (e.g. a checkpoint).
     static let typeRecord: UInt8 = 1
 
-    static func encode(_ record: Record) -> [UInt8] {
+    /// The framed bytes of one record, as the log writes them.
+    public static func encode(_ record: Record) -> [UInt8] {
         var body = ByteWriter()
         body.writeUInt8(typeRecord)
         record.encode(into: &body)

@@ -2,6 +2,7 @@ import KVStore
 import Paxos
 import ReplicaRuntime
 import Storage
+import StorageTools
 
 /// One simulated replica process: the shipped `ReplicaRuntime` over a simulated file
 /// system, fed by the simulated network in turns like the server's loop. A crash discards

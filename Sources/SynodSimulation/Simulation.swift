@@ -3,6 +3,7 @@ import Linearizability
 import Paxos
 import ReplicaRuntime
 import Storage
+import StorageTools
 
 /// The outcome of one simulated run.
 public struct SimulationResult: Sendable {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Storage
+import StorageTools
 
 /// `synod bench-storage`: how fast this disk makes records durable, raw and through the
 /// write-ahead log's group commit.

@@ -2,6 +2,7 @@ import KVStore
 import Paxos
 import ReplicaRuntime
 import Storage
+import StorageTools
 import Synchronization
 import Testing
 

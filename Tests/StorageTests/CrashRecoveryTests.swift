@@ -2,6 +2,7 @@ import Paxos
 import Testing
 
 @testable import Storage
+@testable import StorageTools
 
 /// Crash at every write point of a workload, with the simulated disk choosing what of the
 /// unsynced writes survives (dropped, whole, torn at a sector, zero-filled).

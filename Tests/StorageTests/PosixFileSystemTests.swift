@@ -3,6 +3,7 @@ import Paxos
 import Testing
 
 @testable import Storage
+@testable import StorageTools
 
 /// The real disk, in a fresh directory under /tmp.
 @Suite("POSIX file system")

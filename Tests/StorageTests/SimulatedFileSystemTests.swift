@@ -1,6 +1,7 @@
 import Testing
 
 @testable import Storage
+@testable import StorageTools
 
 @Suite("Simulated file system")
 struct SimulatedFileSystemTests {

@@ -2,6 +2,7 @@ import Paxos
 import Testing
 
 @testable import Storage
+@testable import StorageTools
 
 @Suite("Snapshots and compaction")
 struct SnapshotTests {

@@ -1,3 +1,5 @@
+import Paxos
+import Storage
 /// An in-memory `FileSystem` for the deterministic simulator and the crash tests.
 ///
 /// It models what a crash may do to a real disk, every choice drawn from one seeded PRNG:
@@ -47,7 +49,7 @@ public final class SimulatedFileSystem: FileSystem {
     }
 
     private var directories: [String: Directory] = [:]
-    private var random: SimulationRandom
+    private var random: SplitMix64
     /// Bumped by every crash; handles opened before it fail.
     private var generation = 0
     private var pendingSyncFailure: Int32?
@@ -73,7 +75,7 @@ public final class SimulatedFileSystem: FileSystem {
     public private(set) var lastCrashLog: [String] = []
 
     public init(seed: UInt64) {
-        random = SimulationRandom(seed: seed)
+        random = SplitMix64(seed: seed)
         directories["/"] = Directory()
     }
 

@@ -1,5 +1,6 @@
 import Glibc
 import Paxos
+import Storage
 
 /// One measured case of `StorageBenchmark`.
 public struct StorageBenchmarkCase: Codable, Hashable, Sendable {
