@@ -42,6 +42,7 @@ final class ReplicaLoop: @unchecked Sendable {
         self.logger = logger
         origin = clock.now
         environment = ServerEnvironment(transport: transport, logger: logger)
+        watchHub = WatchHub(clusterID: configuration.clusterID, memberID: UInt64(configuration.replicaID))
         runtime = ReplicaRuntime(
             options: RuntimeOptions(
                 paxos: paxosConfiguration, directory: configuration.dataDirectory, fileSystem: PosixFileSystem(),
@@ -102,9 +103,8 @@ final class ReplicaLoop: @unchecked Sendable {
         return true
     }
 
-    /// Called on the loop thread after every turn and every batch of tasks (the watch hub
-    /// sends what the turn applied). Set before `start`.
-    var afterTurn: ((ReplicaRuntime) -> Void)?
+    /// The replica's etcd watchers; touched only on the loop thread (from tasks).
+    let watchHub: WatchHub
 
     /// Starts the thread after recovering from the data directory.
     func start() throws {
@@ -156,9 +156,9 @@ final class ReplicaLoop: @unchecked Sendable {
             runtime.turn(batch, tick: tickDue, now: now)
             // After the turn: a task sees every command the turn applied (a watch created
             // now starts from the store's state after them), and `afterTurn` runs once for
-            // both, so nothing applied in between is missed.
+            // both (the watch hub sends what was applied), so nothing applied in between is missed.
             for task in work { task(runtime) }
-            afterTurn?(runtime)
+            watchHub.afterTurn(runtime)
         }
     }
 

@@ -67,7 +67,7 @@ public final class SynodServer: Sendable {
         do {
             clientServer = try await UnaryServer.bind(
                 host: configuration.listenClient.host, port: configuration.listenClient.port, group: clientGroup,
-                methods: frontEnd.methods, options: options)
+                methods: frontEnd.methods, streamingMethods: frontEnd.streamingMethods, options: options)
         } catch {
             loop.stop()
             transport.shutdown()
