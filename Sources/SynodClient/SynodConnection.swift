@@ -46,6 +46,18 @@ public final class SynodConnection: Sendable {
         }
     }
 
+    /// A unary call whose messages are coded by the caller (Synod's own methods, which the
+    /// generated etcd code does not have).
+    func rawUnary(
+        service: String, method: String, request: [UInt8], metadata: Metadata = [:], options: CallOptions
+    ) async throws -> [UInt8] {
+        try await grpc.unary(
+            request: ClientRequest(message: request, metadata: metadata),
+            descriptor: MethodDescriptor(fullyQualifiedService: service, method: method),
+            serializer: RawBytesCoding(), deserializer: RawBytesCoding(), options: options
+        ) { response in try response.message }
+    }
+
     /// A failed endpoint is retried at most this long after its last attempt.
     static let reconnectBackoffMax: Duration = .seconds(2)
 
@@ -53,5 +65,13 @@ public final class SynodConnection: Sendable {
     public func close() async {
         grpc.beginGracefulShutdown()
         await runner.value
+    }
+}
+
+/// Messages passed through as bytes (`SynodConnection.rawUnary`).
+struct RawBytesCoding: MessageSerializer, MessageDeserializer {
+    func serialize<Bytes: GRPCContiguousBytes>(_ message: [UInt8]) throws -> Bytes { Bytes(message) }
+    func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> [UInt8] {
+        serializedMessageBytes.withUnsafeBytes { Array($0) }
     }
 }

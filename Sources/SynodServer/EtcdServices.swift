@@ -236,6 +236,7 @@ final class EtcdFrontEnd: Sendable {
                 }
             },
             Self.hashKVPath: hashKVMethod,
+            Self.historyPath: historyMethod,
             "/etcdserverpb.Maintenance/Status": Self.method(Etcdserverpb_StatusRequest.self) { [self] _, _, respond in
                 status { status in respond { self.statusResponse(status) } }
             },
