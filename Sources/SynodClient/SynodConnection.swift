@@ -58,6 +58,23 @@ public final class SynodConnection: Sendable {
         ) { response in try response.message }
     }
 
+    /// A bidirectional call whose messages are coded by the caller: `requests` are sent as
+    /// they come, each response goes to `onResponse`; returns when the server ends the call.
+    func rawBidirectional(
+        service: String, method: String, requests: AsyncStream<[UInt8]>,
+        onResponse: @escaping @Sendable ([UInt8]) throws -> Void
+    ) async throws {
+        try await grpc.bidirectionalStreaming(
+            request: StreamingClientRequest(of: [UInt8].self) { writer in
+                for await request in requests { try await writer.write(request) }
+            },
+            descriptor: MethodDescriptor(fullyQualifiedService: service, method: method),
+            serializer: RawBytesCoding(), deserializer: RawBytesCoding(), options: .defaults
+        ) { response in
+            for try await message in response.messages { try onResponse(message) }
+        }
+    }
+
     /// A failed endpoint is retried at most this long after its last attempt.
     static let reconnectBackoffMax: Duration = .seconds(2)
 
