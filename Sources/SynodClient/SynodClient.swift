@@ -71,6 +71,9 @@ public final class SynodClient: Sendable {
 
     // MARK: - Plumbing shared by the calls
 
+    /// The endpoint calls go to now (it moves on after failures).
+    var preferredIndex: Int { state.withLock { $0.preferred } }
+
     /// The connection to `endpoints[index]`, opened on first use.
     func connection(at index: Int) throws(SynodClientError) -> SynodConnection {
         try state.withLock { state throws(SynodClientError) -> SynodConnection in

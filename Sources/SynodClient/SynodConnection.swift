@@ -46,6 +46,35 @@ public final class SynodConnection: Sendable {
         }
     }
 
+    /// A unary call whose messages are coded by the caller (Synod's own methods, which the
+    /// generated etcd code does not have).
+    func rawUnary(
+        service: String, method: String, request: [UInt8], metadata: Metadata = [:], options: CallOptions
+    ) async throws -> [UInt8] {
+        try await grpc.unary(
+            request: ClientRequest(message: request, metadata: metadata),
+            descriptor: MethodDescriptor(fullyQualifiedService: service, method: method),
+            serializer: RawBytesCoding(), deserializer: RawBytesCoding(), options: options
+        ) { response in try response.message }
+    }
+
+    /// A bidirectional call whose messages are coded by the caller: `requests` are sent as
+    /// they come, each response goes to `onResponse`; returns when the server ends the call.
+    func rawBidirectional(
+        service: String, method: String, requests: AsyncStream<[UInt8]>,
+        onResponse: @escaping @Sendable ([UInt8]) throws -> Void
+    ) async throws {
+        try await grpc.bidirectionalStreaming(
+            request: StreamingClientRequest(of: [UInt8].self) { writer in
+                for await request in requests { try await writer.write(request) }
+            },
+            descriptor: MethodDescriptor(fullyQualifiedService: service, method: method),
+            serializer: RawBytesCoding(), deserializer: RawBytesCoding(), options: .defaults
+        ) { response in
+            for try await message in response.messages { try onResponse(message) }
+        }
+    }
+
     /// A failed endpoint is retried at most this long after its last attempt.
     static let reconnectBackoffMax: Duration = .seconds(2)
 
@@ -53,5 +82,13 @@ public final class SynodConnection: Sendable {
     public func close() async {
         grpc.beginGracefulShutdown()
         await runner.value
+    }
+}
+
+/// Messages passed through as bytes (`SynodConnection.rawUnary`).
+struct RawBytesCoding: MessageSerializer, MessageDeserializer {
+    func serialize<Bytes: GRPCContiguousBytes>(_ message: [UInt8]) throws -> Bytes { Bytes(message) }
+    func deserialize<Bytes: GRPCContiguousBytes>(_ serializedMessageBytes: Bytes) throws -> [UInt8] {
+        serializedMessageBytes.withUnsafeBytes { Array($0) }
     }
 }

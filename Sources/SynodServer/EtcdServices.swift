@@ -105,7 +105,11 @@ final class EtcdFrontEnd: Sendable {
         } catch {
             throw EtcdConversions.rpcError(error)
         }
-        let command = WriteCommand(requestID: try requestID(from: call.metadata), operation: operation)
+        // The proposing replica's wall clock, stored with the command: every replica applies
+        // the same value (`synod history` shows it).
+        let command = WriteCommand(
+            requestID: try requestID(from: call.metadata), operation: operation,
+            proposedAtMilliseconds: Self.wallClockMilliseconds())
         let encoded = Command(command.encode())
         guard encoded.bytes.count <= min(WireLimits.commandBytesMax, configuration.requestBytesMax + 64 * 1024) else {
             throw RPCError(code: .invalidArgument, message: "etcdserver: request is too large")
@@ -113,6 +117,10 @@ final class EtcdFrontEnd: Sendable {
         if !loop.submit(.write(command, encoded, deadline: deadline(call), reply: reply)) {
             reply(.failure(.tooManyRequests))
         }
+    }
+
+    static func wallClockMilliseconds() -> Int64 {
+        Int64((Date().timeIntervalSince1970 * 1_000).rounded(.down))
     }
 
     /// Hands a read to the loop (or serves it there at once if serializable).
@@ -166,8 +174,9 @@ final class EtcdFrontEnd: Sendable {
 
     // MARK: - The etcd v3 methods
 
-    /// Every method Synod serves, by gRPC path. Others (Watch, Lease, Auth, …) are answered
-    /// UNIMPLEMENTED, as etcd answers a method it does not know.
+    /// Every unary method Synod serves, by gRPC path (Watch is in `streamingMethods`).
+    /// Others (Lease, Auth, Snapshot, …) are answered UNIMPLEMENTED as soon as their headers
+    /// arrive, as etcd answers a method it does not know.
     var methods: [String: UnaryMethod] {
         [
             "/etcdserverpb.KV/Range": Self.method(Etcdserverpb_RangeRequest.self) { [self] request, call, respond in
@@ -209,13 +218,25 @@ final class EtcdFrontEnd: Sendable {
                     }
                 }
             },
-            "/etcdserverpb.KV/Compact": Self.method(Etcdserverpb_CompactionRequest.self) { _, _, respond in
-                // Synod keeps only the latest revision (snapshots bound the disk instead), so
-                // every older revision is already compacted.
-                respond { () throws -> Etcdserverpb_CompactionResponse in
-                    throw RPCError(code: .outOfRange, message: "etcdserver: mvcc: required revision has been compacted")
+            "/etcdserverpb.KV/Compact": Self.method(Etcdserverpb_CompactionRequest.self) { [self] request, call, respond in
+                // Through the log like any write, so every replica forgets the same history
+                // at the same point of its command sequence. `physical` changes nothing:
+                // compaction is done when the command is applied.
+                let compaction = CompactionRequest(revision: request.revision, physical: request.physical)
+                try write(.compact(compaction), call: call) { outcome in
+                    respond {
+                        let (result, position) = try Self.unwrap(outcome)
+                        guard case .compact(let response) = result else { throw Self.unexpected(result) }
+                        var out = Etcdserverpb_CompactionResponse()
+                        var answered = position
+                        answered.revision = response.revision
+                        out.header = self.header(answered)
+                        return out
+                    }
                 }
             },
+            Self.hashKVPath: hashKVMethod,
+            Self.historyPath: historyMethod,
             "/etcdserverpb.Maintenance/Status": Self.method(Etcdserverpb_StatusRequest.self) { [self] _, _, respond in
                 status { status in respond { self.statusResponse(status) } }
             },

@@ -18,6 +18,11 @@ final class ReplicaLoop: @unchecked Sendable {
     private let condition = NSCondition()
     private var inbox: [RuntimeEvent] = []
     private var inboxBytes = 0
+    /// Work that must run on the loop thread between turns (watch requests, HashKV), in
+    /// the order it was handed over.
+    private var tasks: [LoopTask] = []
+    /// Bound of `tasks`.
+    static let tasksMax = 65_536
     private var stopping = false
     /// Bounds of `inbox`.
     static let inboxEventsMax = 65_536
@@ -37,6 +42,7 @@ final class ReplicaLoop: @unchecked Sendable {
         self.logger = logger
         origin = clock.now
         environment = ServerEnvironment(transport: transport, logger: logger)
+        watchHub = WatchHub(clusterID: configuration.clusterID, memberID: UInt64(configuration.replicaID))
         runtime = ReplicaRuntime(
             options: RuntimeOptions(
                 paxos: paxosConfiguration, directory: configuration.dataDirectory, fileSystem: PosixFileSystem(),
@@ -84,6 +90,22 @@ final class ReplicaLoop: @unchecked Sendable {
         return true
     }
 
+    /// Runs `body` on the loop thread after the current turn, with the runtime (whose state
+    /// nothing else touches meanwhile). Returns false, without running it, if the loop is
+    /// stopping or `tasksMax` tasks wait already.
+    @discardableResult
+    func perform(_ body: @escaping LoopTask) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopping, tasks.count < Self.tasksMax else { return false }
+        tasks.append(body)
+        if tasks.count == 1 { condition.signal() }
+        return true
+    }
+
+    /// The replica's etcd watchers; touched only on the loop thread (from tasks).
+    let watchHub: WatchHub
+
     /// Starts the thread after recovering from the data directory.
     func start() throws {
         try runtime.start(now: now)
@@ -109,7 +131,7 @@ final class ReplicaLoop: @unchecked Sendable {
         var nextTick = clock.now.advanced(by: tick)
         while true {
             condition.lock()
-            while inbox.isEmpty && !stopping && clock.now < nextTick {
+            while inbox.isEmpty && tasks.isEmpty && !stopping && clock.now < nextTick {
                 let wait = clock.now.duration(to: nextTick)
                 let seconds = Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18
                 _ = condition.wait(until: Date().addingTimeInterval(max(seconds, 0)))
@@ -117,6 +139,8 @@ final class ReplicaLoop: @unchecked Sendable {
             let batch = inbox
             inbox.removeAll(keepingCapacity: true)
             inboxBytes = 0
+            let work = tasks
+            tasks.removeAll(keepingCapacity: true)
             let stop = stopping
             condition.unlock()
             if stop {
@@ -130,6 +154,11 @@ final class ReplicaLoop: @unchecked Sendable {
                 nextTick = instant.advanced(by: tick)
             }
             runtime.turn(batch, tick: tickDue, now: now)
+            // After the turn: a task sees every command the turn applied (a watch created
+            // now starts from the store's state after them), and `afterTurn` runs once for
+            // both (the watch hub sends what was applied), so nothing applied in between is missed.
+            for task in work { task(runtime) }
+            watchHub.afterTurn(runtime)
         }
     }
 
@@ -148,6 +177,9 @@ final class ReplicaLoop: @unchecked Sendable {
         logger.notice("replica loop stopped")
     }
 }
+
+/// Work for the loop thread (see `ReplicaLoop.perform`).
+typealias LoopTask = @Sendable (ReplicaRuntime) -> Void
 
 /// The runtime's seams in the server: the peer transport, swift-log, and exit on a fatal
 /// storage error.

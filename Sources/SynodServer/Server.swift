@@ -71,7 +71,7 @@ public final class SynodServer: Sendable {
                     EtcdFrontEnd.moveLeaderPath: frontEnd.moveLeaderMethod,
                     EtcdFrontEnd.defragmentPath: frontEnd.defragmentMethod,
                 ]) { own, _ in own },
-                streamingMethods: [EtcdFrontEnd.snapshotPath: frontEnd.snapshotMethod],
+                streamingMethods: frontEnd.streamingMethods.merging([EtcdFrontEnd.snapshotPath: frontEnd.snapshotMethod]) { own, _ in own },
                 options: options)
         } catch {
             loop.stop()

@@ -192,11 +192,23 @@ struct GetCommand: AsyncParsableCommand {
     @Option(name: [.short, .customLong("write-out")], help: "Output format: simple or json.")
     var writeOut: OutputFormat = .simple
 
+    @Flag(
+        name: .long,
+        help: """
+            Print every retained version instead (read from the contacted replica, oldest first per key): \
+            revision, proposal time (ISO-8601, UTC), PUT or DELETE, key and value, one line each.
+            """)
+    var history = false
+
     func validate() throws {
         guard limit >= 0 else { throw ValidationError("--limit must be >= 0") }
+        if history && (keysOnly || writeOut != .simple) {
+            throw ValidationError("--history prints its own format: no --keys-only or --write-out")
+        }
     }
 
     func run() async throws {
+        if history { return try await runHistory() }
         try await connection.withClient { client in
             let response: SynodResponse<RangeResponse>
             if prefix {
@@ -213,6 +225,43 @@ struct GetCommand: AsyncParsableCommand {
             }
             output.flush()
         }
+    }
+}
+
+extension GetCommand {
+    /// `synod get KEY [--prefix] --history`, through `SynodClient.history` (Synod's own
+    /// `/synodpb.History/History` call: a serializable read of the store's history).
+    func runHistory() async throws {
+        try await connection.withClient { client in
+            let response =
+                prefix
+                ? try await client.historyPrefix(key, limit: limit)
+                : try await client.history(key: key, limit: limit)
+            var output = OutputBuffer()
+            for entry in response.entries { output.line(HistoryLine.format(entry)) }
+            if response.more { output.line("(more versions: raise --limit)") }
+            output.flush()
+        }
+    }
+}
+
+/// One line of `synod get --history`: `<revision> <time> PUT <key> <value>` or
+/// `<revision> <time> DELETE <key>`; time `-` when the write carried none (older builds).
+enum HistoryLine {
+    static func format(_ entry: HistoryEntry) -> String {
+        let key = String(decoding: entry.key, as: UTF8.self)
+        let time = entry.proposedAtMilliseconds > 0 ? isoTime(milliseconds: entry.proposedAtMilliseconds) : "-"
+        switch entry.type {
+        case .put: return "\(entry.revision) \(time) PUT \(key) \(String(decoding: entry.value, as: UTF8.self))"
+        case .delete: return "\(entry.revision) \(time) DELETE \(key)"
+        }
+    }
+
+    static func isoTime(milliseconds: Int64) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1_000))
     }
 }
 
