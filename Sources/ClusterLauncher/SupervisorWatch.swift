@@ -32,10 +32,11 @@ public enum SupervisorWatch {
 
     /// Starts the watcher thread. On loss it prints one line `<name>: <why>: stopping` to
     /// stderr and sends the process SIGTERM.
-    public static func start(name: String) {
+    public static func start(name: String, onLoss: @escaping @Sendable () -> Void = {}) {
         let parent = getppid()
         let thread = Thread {
             let reason = waitForLoss(parent: parent)
+            onLoss()
             // Stderr is most likely a pipe to the dead supervisor: a write must fail with
             // EPIPE rather than kill the process with SIGPIPE in the middle of its stop.
             signal(SIGPIPE, SIG_IGN)

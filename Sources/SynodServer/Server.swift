@@ -14,9 +14,16 @@ public final class SynodServer: Sendable {
     public let configuration: ServerConfiguration
     let logger: Logger
 
-    public init(configuration: ServerConfiguration, logger: Logger) {
+    /// Asked at shutdown whether to hand leadership over first (not when the whole cluster
+    /// stops with its supervisor).
+    let handsOverLeadership: @Sendable () -> Bool
+
+    public init(
+        configuration: ServerConfiguration, logger: Logger, handsOverLeadership: @escaping @Sendable () -> Bool = { true }
+    ) {
         self.configuration = configuration
         self.logger = logger
+        self.handsOverLeadership = handsOverLeadership
     }
 
     /// Runs until a shutdown signal (or until the task is cancelled).
@@ -94,7 +101,7 @@ public final class SynodServer: Sendable {
             try? await clientGroup.shutdownGracefully()
             throw ServerError.clientAPIFailed("\(error)", configuration.listenClient)
         }
-        if loop.handOverLeadership() {
+        if handsOverLeadership(), loop.handOverLeadership() {
             logger.notice("shutting down after handing leadership over")
         }
         logger.notice("shutting down: stopping the replica loop and the peer transport")

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ClusterLauncher
 import Foundation
+import Synchronization
 import Logging
 import Paxos
 import Storage
@@ -101,7 +102,11 @@ struct ServeCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("synod serve: \(error.description)\n".utf8))
             throw ExitCode.validationFailure
         }
-        if exitOnStdinEOF { SupervisorWatch.start(name: "synod serve r\(id)") }
+        let supervisorLost = SupervisorLoss()
+        if exitOnStdinEOF {
+            // The whole cluster is going down with its supervisor: no leadership handover.
+            SupervisorWatch.start(name: "synod serve r\(id)", onLoss: { supervisorLost.set() })
+        }
         // Before anything in the directory is read: two replicas on one write-ahead log
         // would each trust promises the other may break.
         let lock: DataDirectoryLock
@@ -119,10 +124,18 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "synod.r\(id)")
         do {
-            try await SynodServer(configuration: configuration, logger: logger).run()
+            try await SynodServer(configuration: configuration, logger: logger, handsOverLeadership: { !supervisorLost.isSet })
+                .run()
         } catch {
             logger.critical("\(error)")
             throw ExitCode(1)
         }
     }
+}
+
+/// Set when the supervisor of this replica is gone (see `SupervisorWatch`).
+final class SupervisorLoss: Sendable {
+    private let flag = Atomic<Bool>(false)
+    var isSet: Bool { flag.load(ordering: .relaxed) }
+    func set() { flag.store(true, ordering: .relaxed) }
 }
