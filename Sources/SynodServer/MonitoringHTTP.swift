@@ -13,6 +13,7 @@ import UnaryGRPC
 /// | `/readyz`       | `ok` 200 once recovered and up, else 503 |
 /// | `/status`       | the status page (HTML, no outside resources) |
 /// | `/status.json`  | this replica's view, for the page (CORS open: the page asks every replica) |
+/// | `/status/events`| server-sent events: `status` (as `/status.json`) every 500 ms, `change` per event |
 struct MonitoringEndpoints: Sendable {
     let monitor: ReplicaMonitor
 
@@ -50,6 +51,8 @@ struct MonitoringEndpoints: Sendable {
         case "/status", "/status/":
             responder.respond(
                 status: 200, contentType: "text/html; charset=utf-8", body: Array(StatusPage.html(monitor: monitor).utf8))
+        case "/status/events":
+            monitor.subscribe(responder)
         case "/status.json":
             monitor.refresh { [monitor] sample in
                 responder.respond(

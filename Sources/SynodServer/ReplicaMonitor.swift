@@ -5,6 +5,7 @@ import Paxos
 import ReplicaRuntime
 import Synchronization
 import Transport
+import UnaryGRPC
 
 /// What the replica loop reports about itself, read on the loop's own thread (inside a
 /// `.status` event), so no value of the runtime is ever read from another thread.
@@ -53,6 +54,8 @@ final class ReplicaMonitor: Sendable {
         var last: LoopSample?
         var lastAt: ContinuousClock.Instant?
         var events: [MonitorEvent] = []
+        /// Events recorded since start (`events` keeps only the newest `eventsMax`).
+        var eventsRecorded = 0
         /// `requestsStarted` and WAL fsync totals at the previous background sample, for rates.
         var previousRequests = 0
         var previousFsyncs = 0
@@ -63,6 +66,10 @@ final class ReplicaMonitor: Sendable {
     }
 
     private let observed = Mutex(Observed())
+    /// `/status/events` streams, each with `eventsRecorded` when it was last sent events.
+    private let subscribers = Mutex<[(stream: HTTPBodyStream, eventsSent: Int)]>([])
+    /// Open `/status/events` streams, at most.
+    static let subscribersMax = 32
     private let stopped = Atomic<Bool>(false)
 
     init(
@@ -120,8 +127,10 @@ final class ReplicaMonitor: Sendable {
     private func scheduleBackgroundSample() {
         eventLoop.scheduleTask(in: Self.samplingInterval) { [self] in
             guard !stopped.load(ordering: .relaxed) else { return }
-            refresh { [self] _ in
+            refresh { [self] sample in
                 updateRates()
+                publish(sample)
+                guard !stopped.load(ordering: .relaxed) else { return }
                 eventLoop.execute { self.scheduleBackgroundSample() }
             }
         }
@@ -141,6 +150,7 @@ final class ReplicaMonitor: Sendable {
             observed.last = sample
             observed.lastAt = .now
             for text in texts { observed.events.append(MonitorEvent(at: now, text: text)) }
+            observed.eventsRecorded += texts.count
             if observed.events.count > Self.eventsMax {
                 observed.events.removeFirst(observed.events.count - Self.eventsMax)
             }
@@ -196,6 +206,56 @@ final class ReplicaMonitor: Sendable {
     }
 
     var snapshot: Observed { observed.withLock { $0 } }
+
+    // MARK: - Server-sent events
+
+    /// Starts a `/status/events` stream: a `status` event (this replica's `/status.json`)
+    /// after every background sample, and a `change` event per new `MonitorEvent`. Refused
+    /// (503) over `subscribersMax`; a client too slow to take its bounded queue is dropped.
+    func subscribe(_ responder: HTTPResponder) {
+        let admitted = subscribers.withLock { subscribers in
+            subscribers.removeAll { !$0.stream.isOpen }
+            return subscribers.count < Self.subscribersMax
+        }
+        guard admitted else {
+            return responder.respond(
+                status: 503, contentType: MonitoringEndpoints.text,
+                body: Array("too many /status/events streams (at most \(Self.subscribersMax))\n".utf8))
+        }
+        let stream = responder.startStream()
+        let eventCount = observed.withLock { $0.eventsRecorded }
+        subscribers.withLock { $0.append((stream, eventCount)) }
+    }
+
+    /// Sends every subscriber the new sample and the events it has not seen.
+    private func publish(_ sample: LoopSample?) {
+        let open = subscribers.withLock { subscribers in
+            subscribers.removeAll { !$0.stream.isOpen }
+            return subscribers
+        }
+        guard !open.isEmpty else { return }
+        let status = String(decoding: MonitoringEndpoints.encode(StatusReport(monitor: self, sample: sample)), as: UTF8.self)
+        let (events, total) = observed.withLock { ($0.events, $0.eventsRecorded) }
+        var sentCounts: [Int] = []
+        for subscriber in open {
+            // The newest events it has not seen (older ones may have been trimmed).
+            let fresh = min(max(0, total - subscriber.eventsSent), events.count)
+            var delivered = subscriber.stream.sendEvent(status, event: "status")
+            for event in events.suffix(fresh) where delivered {
+                let text = String(decoding: MonitoringEndpoints.encode(event), as: UTF8.self)
+                delivered = subscriber.stream.sendEvent(text, event: "change")
+            }
+            if !delivered { subscriber.stream.finish() }
+            sentCounts.append(total)
+        }
+        subscribers.withLock { subscribers in
+            for (index, subscriber) in open.enumerated() {
+                if let position = subscribers.firstIndex(where: { $0.stream === subscriber.stream }) {
+                    subscribers[position].eventsSent = sentCounts[index]
+                }
+            }
+        }
+    }
 
     // MARK: - Checks
 

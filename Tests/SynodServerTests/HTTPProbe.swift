@@ -25,7 +25,23 @@ struct HTTPProbe: Sendable {
         }
     }
 
-    private static func getBlocking(port: Int, path: String, timeout: Duration) throws -> Response {
+    /// For a response that does not end (server-sent events): reads until the bytes so far
+    /// contain `marker`, then hangs up.
+    static func get(port: Int, path: String, until marker: String, timeout: Duration = .seconds(5)) async throws
+        -> Response
+    {
+        try await withCheckedThrowingContinuation { continuation in
+            let thread = Thread {
+                continuation.resume(
+                    with: Result { try getBlocking(port: port, path: path, timeout: timeout, until: marker) })
+            }
+            thread.start()
+        }
+    }
+
+    private static func getBlocking(port: Int, path: String, timeout: Duration, until marker: String? = nil) throws
+        -> Response
+    {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw ProbeError(description: "socket() failed: errno \(errno)") }
         defer { close(descriptor) }
@@ -55,6 +71,7 @@ struct HTTPProbe: Sendable {
                 throw ProbeError(description: "GET \(path) on port \(port): no complete answer within \(timeout) (errno \(errno))")
             }
             received += buffer[0..<count]
+            if let marker, String(decoding: received, as: UTF8.self).contains(marker) { break }
             guard received.count <= 16 << 20 else { throw ProbeError(description: "GET \(path): answer over 16 MiB") }
             guard ContinuousClock.now < deadline else {
                 throw ProbeError(description: "GET \(path) on port \(port): answer not finished within \(timeout)")

@@ -110,6 +110,10 @@ extension SynodProcessTests {
             cluster.expect(PrometheusText.total(samples, "synod_server_has_leader") == 1, "metrics port: has_leader != 1")
             let page = try await HTTPProbe.get(port: port, path: "/status")
             cluster.expect(page.status == 200 && page.body.contains("<table"), "metrics port /status: \(page)")
+            let events = try await HTTPProbe.get(port: port, path: "/status/events", until: "event: status\ndata: {")
+            cluster.expect(
+                events.status == 200 && events.headers["content-type"] == "text/event-stream",
+                "metrics port /status/events: \(events)")
             // The port speaks no gRPC: HTTP/1.1 only.
             let livez = try await HTTPProbe.get(port: port, path: "/livez")
             cluster.expect(livez.status == 200, "metrics port /livez: \(livez)")
