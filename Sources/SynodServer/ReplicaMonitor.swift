@@ -120,8 +120,14 @@ final class ReplicaMonitor: Sendable {
         scheduleBackgroundSample()
     }
 
+    /// Stops the background sampling and finishes every `/status/events` stream. Idempotent.
     func stop() {
         stopped.store(true, ordering: .relaxed)
+        let open = subscribers.withLock { subscribers in
+            defer { subscribers.removeAll() }
+            return subscribers
+        }
+        for subscriber in open { subscriber.stream.finish() }
     }
 
     private func scheduleBackgroundSample() {
@@ -215,12 +221,12 @@ final class ReplicaMonitor: Sendable {
     func subscribe(_ responder: HTTPResponder) {
         let admitted = subscribers.withLock { subscribers in
             subscribers.removeAll { !$0.stream.isOpen }
-            return subscribers.count < Self.subscribersMax
+            return subscribers.count < Self.subscribersMax && !stopped.load(ordering: .relaxed)
         }
         guard admitted else {
             return responder.respond(
                 status: 503, contentType: MonitoringEndpoints.text,
-                body: Array("too many /status/events streams (at most \(Self.subscribersMax))\n".utf8))
+                body: Array("too many /status/events streams (at most \(Self.subscribersMax)), or shutting down\n".utf8))
         }
         let stream = responder.startStream()
         let eventCount = observed.withLock { $0.eventsRecorded }

@@ -105,8 +105,8 @@ public final class SynodServer: Sendable {
             }
         }
         monitor.start()
-        let services = [ClientAPIService(server: clientServer, logger: logger)]
-            + metricsServers.map { ClientAPIService(server: $0, logger: logger) }
+        let services = [ClientAPIService(server: clientServer, logger: logger, beforeDrain: { monitor.stop() })]
+            + metricsServers.map { ClientAPIService(server: $0, logger: logger, beforeDrain: { monitor.stop() }) }
         let serviceGroup = ServiceGroup(
             configuration: .init(
                 services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
@@ -163,12 +163,16 @@ final class LoopBox: @unchecked Sendable {
 struct ClientAPIService: Service {
     let server: UnaryServer
     let logger: Logger
+    /// Runs first on a shutdown signal: ends responses that would never finish on their own
+    /// (`/status/events`), so the drain need not wait them out.
+    var beforeDrain: @Sendable () -> Void = {}
 
     func run() async throws {
         try await withGracefulShutdownHandler {
             try await server.run()
         } onGracefulShutdown: {
             logger.notice("shutdown signal received: draining client calls")
+            beforeDrain()
             server.beginGracefulShutdown()
         }
     }
