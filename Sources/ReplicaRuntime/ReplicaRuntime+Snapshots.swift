@@ -20,6 +20,7 @@ extension ReplicaRuntime {
             environment.fatal("cannot write a snapshot, stopping: \(error)")
         }
         snapshotThrough = applied
+        snapshotsSaved += 1
         environment.log(.info, "snapshot through slot \(applied) written; log compacted (disk \(storage!.diskUsageBytes) bytes)")
         carryOut(replica!.step(.compacted(through: applied)))
     }
@@ -91,6 +92,7 @@ extension ReplicaRuntime {
             kv = restored
             snapshotThrough = chunk.through
             appliedThroughKV = chunk.through
+            snapshotsInstalled += 1
             environment.log(.notice, "installed snapshot through slot \(chunk.through) from r\(peer)")
             output.append(self.replica!.step(.snapshotInstalled(through: chunk.through)))
         } catch let error as StorageError {

@@ -111,6 +111,14 @@ public final class ReplicaRuntime {
     var injectsFaults = true
     public private(set) var requestsWaiting = 0
     public private(set) var requestBytesWaiting = 0
+    /// Counters for monitoring, since the process started (read on the driver's thread).
+    /// Times a leader became known that differs from the last one known (etcd's
+    /// `leader_changes_seen`).
+    public internal(set) var leaderChangesSeen = 0
+    /// State-machine snapshots this replica wrote (each followed by a compaction).
+    public internal(set) var snapshotsSaved = 0
+    /// Snapshots received from a peer and installed.
+    public internal(set) var snapshotsInstalled = 0
 
     public init(options: RuntimeOptions, environment: RuntimeEnvironment) {
         self.options = options
@@ -407,6 +415,7 @@ public final class ReplicaRuntime {
             environment.log(.notice, "no leader known; election under way")
             return
         }
+        leaderChangesSeen += 1
         environment.log(
             .notice,
             "leader is r\(leader) (\(replica.leaderBallot))\(leader == replica.id ? " — this replica leads" : "")"

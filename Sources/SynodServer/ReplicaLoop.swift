@@ -37,7 +37,10 @@ final class ReplicaLoop: @unchecked Sendable {
     private let clock = ContinuousClock()
     private let origin: ContinuousClock.Instant
 
-    init(configuration: ServerConfiguration, paxosConfiguration: Configuration, transport: PeerTransport, logger: Logger) {
+    init(
+        configuration: ServerConfiguration, paxosConfiguration: Configuration, transport: PeerTransport, logger: Logger,
+        fileSystem: FileSystem = PosixFileSystem()
+    ) {
         self.configuration = configuration
         self.logger = logger
         origin = clock.now
@@ -45,7 +48,7 @@ final class ReplicaLoop: @unchecked Sendable {
         watchHub = WatchHub(clusterID: configuration.clusterID, memberID: UInt64(configuration.replicaID))
         runtime = ReplicaRuntime(
             options: RuntimeOptions(
-                paxos: paxosConfiguration, directory: configuration.dataDirectory, fileSystem: PosixFileSystem(),
+                paxos: paxosConfiguration, directory: configuration.dataDirectory, fileSystem: fileSystem,
                 storage: Self.storageOptions, snapshotEverySlots: configuration.snapshotEverySlots,
                 tickMilliseconds: UInt64(configuration.tickMilliseconds), faults: configuration.faults,
                 seed: configuration.randomSeed,

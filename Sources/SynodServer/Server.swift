@@ -5,6 +5,7 @@ import Logging
 import NIOPosix
 import Paxos
 import ServiceLifecycle
+import Storage
 import Transport
 import UnaryGRPC
 
@@ -12,6 +13,7 @@ import UnaryGRPC
 /// API, run until SIGTERM or SIGINT, then stopped gracefully.
 public final class SynodServer: Sendable {
     public let configuration: ServerConfiguration
+    public let monitoring: MonitoringOptions
     let logger: Logger
 
     /// Asked at shutdown whether to hand leadership over first (not when the whole cluster
@@ -19,9 +21,11 @@ public final class SynodServer: Sendable {
     let handsOverLeadership: @Sendable () -> Bool
 
     public init(
-        configuration: ServerConfiguration, logger: Logger, handsOverLeadership: @escaping @Sendable () -> Bool = { true }
+        configuration: ServerConfiguration, monitoring: MonitoringOptions = MonitoringOptions(), logger: Logger,
+        handsOverLeadership: @escaping @Sendable () -> Bool = { true }
     ) {
         self.configuration = configuration
+        self.monitoring = monitoring
         self.logger = logger
         self.handsOverLeadership = handsOverLeadership
     }
@@ -49,10 +53,13 @@ public final class SynodServer: Sendable {
             localID: configuration.replicaID, listenHost: configuration.listenPeer.host,
             listenPort: configuration.listenPeer.port, peers: peers, group: group, logger: logger,
             configuration: transportConfiguration,
-            onMessage: { envelope in box.loop?.submit(.message(envelope)) },
-            onSnapshotChunk: { from, chunk in box.loop?.submit(.snapshotChunk(from: from, chunk)) })
+            onMessage: { envelope in box.submitFromPeer(.message(envelope)) },
+            onSnapshotChunk: { from, chunk in box.submitFromPeer(.snapshotChunk(from: from, chunk)) })
+        let metrics = ServerMetrics()
+        box.metrics = metrics
         let loop = ReplicaLoop(
-            configuration: configuration, paxosConfiguration: paxos, transport: transport, logger: logger)
+            configuration: configuration, paxosConfiguration: paxos, transport: transport, logger: logger,
+            fileSystem: TimedFileSystem(base: PosixFileSystem(), metrics: metrics))
         box.loop = loop
         try loop.start()
         do {
@@ -65,6 +72,10 @@ public final class SynodServer: Sendable {
             "replica r\(configuration.replicaID) serving clients on \(configuration.listenClient), peers on \(configuration.listenPeer), data in \(configuration.dataDirectory)")
 
         let frontEnd = EtcdFrontEnd(loop: loop, configuration: configuration)
+        let monitor = ReplicaMonitor(
+            loop: loop, transport: transport, metrics: metrics, configuration: configuration,
+            eventLoop: clientGroup.next())
+        let endpoints = MonitoringEndpoints(monitor: monitor)
         var options = UnaryServer.Options()
         // Far above etcd's limit, which the front end enforces itself with etcd's
         // InvalidArgument "request is too large"; over this bound the server answers
@@ -74,12 +85,13 @@ public final class SynodServer: Sendable {
         do {
             clientServer = try await UnaryServer.bind(
                 host: configuration.listenClient.host, port: configuration.listenClient.port, group: clientGroup,
-                methods: frontEnd.methods.merging([
-                    EtcdFrontEnd.moveLeaderPath: frontEnd.moveLeaderMethod,
-                    EtcdFrontEnd.defragmentPath: frontEnd.defragmentMethod,
-                ]) { own, _ in own },
+                methods: metrics.instrument(
+                    frontEnd.methods.merging([
+                        EtcdFrontEnd.moveLeaderPath: frontEnd.moveLeaderMethod,
+                        EtcdFrontEnd.defragmentPath: frontEnd.defragmentMethod,
+                    ]) { own, _ in own }),
                 streamingMethods: frontEnd.streamingMethods.merging([EtcdFrontEnd.snapshotPath: frontEnd.snapshotMethod]) { own, _ in own },
-                options: options)
+                http: endpoints.handler, options: options)
         } catch {
             loop.stop()
             transport.shutdown()
@@ -87,14 +99,37 @@ public final class SynodServer: Sendable {
             try? await clientGroup.shutdownGracefully()
             throw ServerError.clientAPIFailed("\(error)", configuration.listenClient)
         }
-        let service = ClientAPIService(server: clientServer, logger: logger)
+        // etcd's --listen-metrics-urls: the same monitoring endpoints, no gRPC.
+        var metricsServers: [UnaryServer] = []
+        for endpoint in monitoring.metricsListeners {
+            do {
+                metricsServers.append(
+                    try await UnaryServer.bind(
+                        host: endpoint.host, port: endpoint.port, group: clientGroup, methods: [:],
+                        http: endpoints.handler))
+                logger.notice("serving /metrics, /health, /livez, /readyz and /status on http://\(endpoint)")
+            } catch {
+                await clientServer.close()
+                for server in metricsServers { await server.close() }
+                loop.stop()
+                transport.shutdown()
+                try? await group.shutdownGracefully()
+                try? await clientGroup.shutdownGracefully()
+                throw ServerError.metricsListenerFailed("\(error)", endpoint)
+            }
+        }
+        monitor.start()
+        let services = [ClientAPIService(server: clientServer, logger: logger, beforeDrain: { monitor.stop() })]
+            + metricsServers.map { ClientAPIService(server: $0, logger: logger, beforeDrain: { monitor.stop() }) }
         let serviceGroup = ServiceGroup(
             configuration: .init(
-                services: [.init(service: service)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
         do {
             try await serviceGroup.run()
         } catch {
             logger.error("client API stopped: \(error)")
+            monitor.stop()
             loop.stop()
             transport.shutdown()
             try? await group.shutdownGracefully()
@@ -105,6 +140,7 @@ public final class SynodServer: Sendable {
             logger.notice("shutting down after handing leadership over")
         }
         logger.notice("shutting down: stopping the replica loop and the peer transport")
+        monitor.stop()
         loop.stop()
         transport.shutdown()
         try? await group.shutdownGracefully()
@@ -114,11 +150,14 @@ public final class SynodServer: Sendable {
 
 public enum ServerError: Error, CustomStringConvertible {
     case clientAPIFailed(String, Endpoint)
+    case metricsListenerFailed(String, Endpoint)
 
     public var description: String {
         switch self {
         case .clientAPIFailed(let reason, let endpoint):
             return "cannot serve clients on \(endpoint): \(reason)"
+        case .metricsListenerFailed(let reason, let endpoint):
+            return "cannot serve metrics on http://\(endpoint): \(reason)"
         }
     }
 }
@@ -127,6 +166,13 @@ public enum ServerError: Error, CustomStringConvertible {
 final class LoopBox: @unchecked Sendable {
     // Written once before the transport starts delivering, then only read.
     nonisolated(unsafe) var loop: ReplicaLoop?
+    nonisolated(unsafe) var metrics: ServerMetrics?
+
+    /// Hands a peer's message or chunk to the loop, counting those a full inbox drops.
+    func submitFromPeer(_ event: RuntimeEvent) {
+        guard let loop, !loop.submit(event) else { return }
+        metrics?.noteInboxDrop()
+    }
 }
 
 /// Runs the client API as a lifecycle service: on SIGTERM/SIGINT it stops accepting
@@ -134,12 +180,16 @@ final class LoopBox: @unchecked Sendable {
 struct ClientAPIService: Service {
     let server: UnaryServer
     let logger: Logger
+    /// Runs first on a shutdown signal: ends responses that would never finish on their own
+    /// (`/status/events`), so the drain need not wait them out.
+    var beforeDrain: @Sendable () -> Void = {}
 
     func run() async throws {
         try await withGracefulShutdownHandler {
             try await server.run()
         } onGracefulShutdown: {
             logger.notice("shutdown signal received: draining client calls")
+            beforeDrain()
             server.beginGracefulShutdown()
         }
     }

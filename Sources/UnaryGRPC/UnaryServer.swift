@@ -28,9 +28,17 @@ public typealias UnaryMethod = @Sendable (UnaryCall) -> Void
 public struct UnaryResponder: Sendable {
     let outbox: ConnectionOutbox
     let streamID: HTTP2StreamID
+    /// Told every answer when it is built, on the connection's event loop
+    /// (`UnaryCall.observingAnswer`, for metrics); nil on the hot path.
+    var observer: (@Sendable (Result<[UInt8], GRPCStatus>) -> Void)? = nil
 
     public func respond(_ response: @escaping @Sendable () -> Result<[UInt8], GRPCStatus>) {
-        outbox.post(streamID, response)
+        guard let observer else { return outbox.post(streamID, response) }
+        outbox.post(streamID) {
+            let result = response()
+            observer(result)
+            return result
+        }
     }
 
     public func fail(_ status: GRPCStatus) {

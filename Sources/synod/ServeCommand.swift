@@ -63,13 +63,21 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(help: "Milliseconds without a leader before a follower campaigns; randomized up to twice that (like etcd's --election-timeout).")
     var electionTimeout: Int = ServerConfiguration.electionTimeoutMillisecondsDefault
+    @Option(
+        name: .customLong("listen-metrics-urls"),
+        help: "Also serve /metrics, /health, /livez, /readyz and /status here (no gRPC): http://host:port,…")
+    var listenMetricsUrls: String?
 
     @Flag(name: .customLong(String(SupervisorWatch.flag.dropFirst(2))), help: ArgumentHelp(SupervisorWatch.help))
     var exitOnStdinEOF = false
 
     func run() async throws {
         let configuration: ServerConfiguration
+        var monitoring = MonitoringOptions()
         do {
+            if let listenMetricsUrls {
+                monitoring.metricsListeners = try MonitoringOptions.parseMetricsURLs(listenMetricsUrls)
+            }
             let members = try ServerConfiguration.parseMembers(peers, what: "--peers")
             let clients = try clientUrls.map { try ServerConfiguration.parseMembers($0, what: "--client-urls") } ?? [:]
             guard let consistency = ReadConsistency(rawValue: consistency) else {
@@ -124,8 +132,10 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let logger = Logger(label: "synod.r\(id)")
         do {
-            try await SynodServer(configuration: configuration, logger: logger, handsOverLeadership: { !supervisorLost.isSet })
-                .run()
+            try await SynodServer(
+                configuration: configuration, monitoring: monitoring, logger: logger,
+                handsOverLeadership: { !supervisorLost.isSet }
+            ).run()
         } catch {
             logger.critical("\(error)")
             throw ExitCode(1)
