@@ -19,14 +19,14 @@ public struct BackupFile: Sendable {
     public static let headerBytes = 8 + 8 + 8 + 8
     public static let hashBytes = 32
 
-    public var appliedThrough: Slot
-    public var revision: Int64
-    public var stateMachine: [UInt8]
+    /// What the file holds: the runtime's image of the state machine.
+    public var image: BackupImage
+    public var appliedThrough: Slot { image.appliedThrough }
+    public var revision: Int64 { image.revision }
+    public var stateMachine: [UInt8] { image.stateMachine }
 
-    public init(appliedThrough: Slot, revision: Int64, stateMachine: [UInt8]) {
-        self.appliedThrough = appliedThrough
-        self.revision = revision
-        self.stateMachine = stateMachine
+    public init(_ image: BackupImage) {
+        self.image = image
     }
 
     public func encoded() -> [UInt8] {
@@ -60,8 +60,9 @@ public struct BackupFile: Sendable {
             throw .invalid("the header says \(bodyBytes) state-machine bytes, the file holds \(room) after its header")
         }
         return BackupFile(
-            appliedThrough: integer(at: 8), revision: Int64(bitPattern: integer(at: 16)),
-            stateMachine: Array(bytes[headerBytes..<(headerBytes + Int(bodyBytes))]))
+            BackupImage(
+                appliedThrough: integer(at: 8), revision: Int64(bitPattern: integer(at: 16)),
+                stateMachine: Array(bytes[headerBytes..<(headerBytes + Int(bodyBytes))])))
     }
 
     /// Makes `directory` a new replica's data directory holding this backup: a snapshot
@@ -104,9 +105,7 @@ extension EtcdFrontEnd {
                         GRPCStatus(code: 14, message: "etcdserver: replica is recovering; try another endpoint"))
                 }
                 let status = loop.ask { reply in .status(reply) } ?? .unreachable
-                let file = BackupFile(
-                    appliedThrough: image.appliedThrough, revision: image.revision, stateMachine: image.stateMachine
-                ).encoded()
+                let file = BackupFile(image).encoded()
                 let headerBytes: [UInt8] = (try? header(status).serializedBytes()) ?? []
                 sender.start(file: file, header: headerBytes)
             }
