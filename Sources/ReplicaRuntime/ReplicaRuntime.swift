@@ -44,6 +44,8 @@ public struct RuntimeOptions {
     /// The most bytes one snapshot chunk carries (below the transport's frame bound).
     public var snapshotChunkBytesMax: Int
     public var bug: RuntimeBug?
+    /// Automatic compaction of the history, proposed by the leader (nil: only on request).
+    public var autoCompaction: AutoCompaction?
 
     public init(
         paxos: Configuration, directory: String, fileSystem: FileSystem, storage: StorageOptions = StorageOptions(),
@@ -65,6 +67,7 @@ public struct RuntimeOptions {
         self.snapshotBytesPerTurnMax = snapshotBytesPerTurnMax
         self.snapshotChunkBytesMax = snapshotChunkBytesMax
         self.bug = bug
+        self.autoCompaction = nil
     }
 }
 
@@ -92,6 +95,9 @@ public final class ReplicaRuntime {
     /// Snapshots being sent, by peer, paced per turn.
     var snapshotTransfers: [ReplicaID: SnapshotTransfer] = [:]
     var faults: FaultInjector
+    var compactor: AutoCompactor?
+    /// Sequence numbers of the runtime's own commands (automatic compactions).
+    var ownSequence: UInt64 = 0
     var lastLeader: ReplicaID?
     var now = RuntimeInstant(nanoseconds: 0)
 
@@ -123,6 +129,7 @@ public final class ReplicaRuntime {
     public init(options: RuntimeOptions, environment: RuntimeEnvironment) {
         self.options = options
         self.environment = environment
+        compactor = options.autoCompaction.map { AutoCompactor(policy: $0) }
         faults = FaultInjector(model: options.faults, tickMilliseconds: options.tickMilliseconds, seed: options.seed)
     }
 
@@ -159,6 +166,7 @@ public final class ReplicaRuntime {
         if tick {
             if replica != nil { output.append(replica!.step(.tick)) }
             expireRequests()
+            proposeAutoCompaction(into: &output)
         }
         carryOut(output)
         guard !isHalted else { return }
@@ -425,6 +433,22 @@ public final class ReplicaRuntime {
             environment.log(.info, "re-forwarding \(again.count) writes to the new leader r\(leader)")
             carryOut(self.replica!.step(.propose(again)))
         }
+    }
+
+    /// The leader proposes a compaction when its policy says so (only the leader: one
+    /// clock decides, and the log makes every replica compact at the same point).
+    func proposeAutoCompaction(into output: inout Output) {
+        guard compactor != nil, let replica, replica.isLeader else { return }
+        guard let target = compactor!.target(now: now, revision: kv.revision, compacted: kv.compactedRevision) else { return }
+        compactor!.proposedThrough = target
+        ownSequence += 1
+        // No session: a compaction needs no exactly-once answer, and an old one is refused
+        // harmlessly by the store ("already compacted").
+        let command = WriteCommand(
+            requestID: RequestID(clientID: RequestID.untrackedBit | UInt64(id), sequence: ownSequence),
+            operation: .compact(CompactionRequest(revision: target)))
+        environment.log(.info, "automatic compaction at revision \(target) (\(options.autoCompaction!))")
+        output.append(self.replica!.step(.propose([Command(command.encode())])))
     }
 
     // MARK: - Recovery and failures

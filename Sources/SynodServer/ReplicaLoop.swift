@@ -46,14 +46,14 @@ final class ReplicaLoop: @unchecked Sendable {
         origin = clock.now
         environment = ServerEnvironment(transport: transport, logger: logger)
         watchHub = WatchHub(clusterID: configuration.clusterID, memberID: UInt64(configuration.replicaID))
-        runtime = ReplicaRuntime(
-            options: RuntimeOptions(
-                paxos: paxosConfiguration, directory: configuration.dataDirectory, fileSystem: fileSystem,
-                storage: Self.storageOptions, snapshotEverySlots: configuration.snapshotEverySlots,
-                tickMilliseconds: UInt64(configuration.tickMilliseconds), faults: configuration.faults,
-                seed: configuration.randomSeed,
-                snapshotChunkBytesMax: min(SnapshotReader.chunkBytesMax, transport.snapshotChunkBytesMax)),
-            environment: environment)
+        var options = RuntimeOptions(
+            paxos: paxosConfiguration, directory: configuration.dataDirectory, fileSystem: fileSystem,
+            storage: Self.storageOptions, snapshotEverySlots: configuration.snapshotEverySlots,
+            tickMilliseconds: UInt64(configuration.tickMilliseconds), faults: configuration.faults,
+            seed: configuration.randomSeed,
+            snapshotChunkBytesMax: min(SnapshotReader.chunkBytesMax, transport.snapshotChunkBytesMax))
+        options.autoCompaction = configuration.autoCompaction
+        runtime = ReplicaRuntime(options: options, environment: environment)
     }
 
     /// 16 MiB segments: small enough that compaction frees disk soon after a snapshot,

@@ -65,6 +65,8 @@ public struct ServerConfiguration: Sendable {
     public var requestBytesMax: Int
     /// The seed's random acceptor failures, per unit of time (`FaultModel`).
     public var faults: FaultModel
+    /// etcd's `--auto-compaction-mode` / `--auto-compaction-retention` (nil: off, as etcd).
+    public var autoCompaction: AutoCompaction?
     public var randomSeed: UInt64
 
     public init(
@@ -82,6 +84,7 @@ public struct ServerConfiguration: Sendable {
         snapshotEverySlots: Int = 10_000,
         requestBytesMax: Int = 1_572_864,
         faults: FaultModel = .off,
+        autoCompaction: AutoCompaction? = nil,
         randomSeed: UInt64 = UInt64.random(in: 1...UInt64.max)
     ) throws(ServerConfigurationError) {
         self.replicaID = replicaID
@@ -98,6 +101,7 @@ public struct ServerConfiguration: Sendable {
         self.snapshotEverySlots = snapshotEverySlots
         self.requestBytesMax = requestBytesMax
         self.faults = faults
+        self.autoCompaction = autoCompaction
         self.randomSeed = randomSeed
         guard peers[replicaID] != nil else {
             throw .invalid("--peers must include this replica's own id \(replicaID)")
@@ -135,6 +139,32 @@ public struct ServerConfiguration: Sendable {
             throw .invalid("\(what) must be a positive multiple of the tick (\(tickMilliseconds) ms), not \(milliseconds)")
         }
         return milliseconds / tickMilliseconds
+    }
+
+    /// etcd's auto-compaction flags: `revision` with a count, or `periodic` with a duration
+    /// (`90s`, `30m`, `1h`, `500ms`; a bare number is hours, as etcd reads it). An empty
+    /// retention, or `0`, turns it off.
+    public static func autoCompaction(mode: String, retention: String) throws(ServerConfigurationError) -> AutoCompaction? {
+        let text = retention.trimmingCharacters(in: .whitespaces)
+        if text.isEmpty || text == "0" { return nil }
+        switch mode {
+        case "revision":
+            guard let count = Int64(text), count > 0 else {
+                throw .invalid("--auto-compaction-retention must be a positive revision count in revision mode, not '\(retention)'")
+            }
+            return .revision(retain: count)
+        case "periodic":
+            let units: [(suffix: String, milliseconds: Double)] = [("ms", 1), ("s", 1_000), ("m", 60_000), ("h", 3_600_000)]
+            for unit in units where text.hasSuffix(unit.suffix) {
+                if let value = Double(text.dropLast(unit.suffix.count)), value > 0 {
+                    return .periodic(milliseconds: UInt64(value * unit.milliseconds))
+                }
+            }
+            if let hours = Double(text), hours > 0 { return .periodic(milliseconds: UInt64(hours * 3_600_000)) }
+            throw .invalid("--auto-compaction-retention must be a duration like 1h, 30m or 90s in periodic mode, not '\(retention)'")
+        default:
+            throw .invalid("--auto-compaction-mode must be periodic or revision, not '\(mode)'")
+        }
     }
 
     /// The consensus core's configuration for this replica.

@@ -58,6 +58,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Milliseconds per Paxos tick (the unit of the two timings below).")
     var tickMs: Int = 10
 
+    @Option(help: "Automatic compaction of the history: periodic or revision (like etcd's).")
+    var autoCompactionMode: String = "periodic"
+
+    @Option(help: "What automatic compaction keeps: a duration (1h, 30m, 90s) in periodic mode, a revision count in revision mode; 0 = off.")
+    var autoCompactionRetention: String = "0"
+
     @Option(help: "Milliseconds between a leader's heartbeats (like etcd's --heartbeat-interval).")
     var heartbeatInterval: Int = ServerConfiguration.heartbeatIntervalMillisecondsDefault
 
@@ -104,7 +110,8 @@ struct ServeCommand: AsyncParsableCommand {
                 tickMilliseconds: tickMs,
                 heartbeatIntervalTicks: try ServerConfiguration.ticks(heartbeatInterval, tickMilliseconds: tickMs, what: "--heartbeat-interval"),
                 electionTimeoutTicks: try ServerConfiguration.ticks(electionTimeout, tickMilliseconds: tickMs, what: "--election-timeout"),
-                snapshotEverySlots: snapshotEvery, faults: faults)
+                snapshotEverySlots: snapshotEvery, faults: faults,
+                autoCompaction: try ServerConfiguration.autoCompaction(mode: autoCompactionMode, retention: autoCompactionRetention))
         } catch let error as ServerConfigurationError {
             // One line naming the problem, no usage block.
             FileHandle.standardError.write(Data("synod serve: \(error.description)\n".utf8))

@@ -241,3 +241,39 @@ struct ReforwardTests {
         #expect(runtime.requestsWaiting == 1)
     }
 }
+
+@Suite("Replica runtime: automatic compaction")
+struct AutoCompactionTests {
+    static func leader(_ policy: AutoCompaction) throws -> ReplicaRuntime {
+        var options = RuntimeOptions(
+            paxos: try Configuration(replicaID: 1, replicas: [1], electionTimeoutTicks: 5), directory: "/data",
+            fileSystem: SimulatedFileSystem(seed: 4), storage: .testing())
+        options.autoCompaction = policy
+        let runtime = ReplicaRuntime(options: options, environment: RecordingEnvironment())
+        try runtime.start(now: .milliseconds(0))
+        for tick in 1...30 { runtime.turn([], tick: true, now: .milliseconds(UInt64(tick * 10))) }
+        return runtime
+    }
+
+    static func put(_ runtime: ReplicaRuntime, _ sequence: UInt64, at milliseconds: UInt64) {
+        let (command, encoded) = ReplicaRuntimeTests.put("k\(sequence % 3)", sequence: sequence)
+        runtime.turn([.write(command, encoded, deadline: .distantFuture, reply: { _ in })], tick: true, now: .milliseconds(milliseconds))
+    }
+
+    @Test("revision mode keeps the last N revisions: the leader compacts through the log")
+    func revisionMode() throws {
+        let runtime = try Self.leader(.revision(retain: 10))
+        for sequence in UInt64(1)...40 { Self.put(runtime, sequence, at: 400 + sequence * 10) }
+        runtime.turn([], tick: true, now: .milliseconds(900))
+        #expect(runtime.kv.compactedRevision >= runtime.kv.revision - 12, "compacted \(runtime.kv.compactedRevision) at \(runtime.kv.revision)")
+        #expect(runtime.kv.compactedRevision <= runtime.kv.revision - 10)
+    }
+
+    @Test("periodic mode compacts to the revision of one period ago")
+    func periodicMode() throws {
+        let runtime = try Self.leader(.periodic(milliseconds: 10_000))
+        for sequence in UInt64(1)...30 { Self.put(runtime, sequence, at: 400 + sequence * 1_000) }
+        // At t ≈ 30 s the store is at revision 31; ten seconds earlier it was at about 21.
+        #expect(runtime.kv.compactedRevision >= 15 && runtime.kv.compactedRevision <= 22, "compacted \(runtime.kv.compactedRevision)")
+    }
+}

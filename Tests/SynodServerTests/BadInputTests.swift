@@ -308,6 +308,8 @@ extension SynodProcessTests {
         let cases: [(arguments: [String], names: String)] = [
             (["--id", "1", "--peers", "nonsense", "--data-dir", directory], "--peers"),
             (good + ["--fail-mode", "sometimes"], "--fail-mode"),
+            (good + ["--auto-compaction-mode", "weekly", "--auto-compaction-retention", "3"], "--auto-compaction-mode"),
+            (good + ["--auto-compaction-mode", "revision", "--auto-compaction-retention", "1h"], "--auto-compaction-retention"),
             (good + ["--fail-downtime=-5"], "--fail-downtime"),
             (["--id", "2", "--peers", "1=127.0.0.1:20999", "--data-dir", directory], "--peers"),
             (["--id", "1", "--peers", "1=127.0.0.1:99999", "--data-dir", directory], "--peers"),
