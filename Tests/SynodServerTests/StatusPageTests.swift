@@ -28,7 +28,7 @@ enum HeadlessChromium {
 
 extension SynodProcessTests {
     @Test(
-        "status page: headless Chromium shows every replica, its role and the leader",
+        "status page: headless Chromium shows every replica, its role and the leader, and the new leader after a kill",
         .enabled(if: HeadlessChromium.path != nil, "chromium is not installed (scripts/test installs Debian's chromium)"),
         .timeLimit(.minutes(5)))
     func statusPageInBrowser() async throws {
@@ -63,6 +63,22 @@ extension SynodProcessTests {
                     roles[0] == 1 && roles[1] == 2,
                     "expected 1 leader row and 2 follower rows, saw \(roles[0]) and \(roles[1]):\n\(dom.prefix(3_000))")
                 cluster.expect(dom.contains("(updated "), "the page's script never completed a refresh")
+
+                // The page changes when the leader is killed: served by a survivor, it names
+                // the new leader and shows the old one unreachable.
+                await cluster.replica(leader).kill9()
+                let survivors = cluster.replicas.map(\.id).filter { $0 != leader }
+                guard let newLeader = await connections.awaitLeader(among: survivors, timeout: .seconds(20)) else {
+                    cluster.fail("no new leader among \(survivors) within 20 s")
+                    return
+                }
+                let after = try await HeadlessChromium.dumpDOM(
+                    url: "http://127.0.0.1:\(cluster.replica(survivors[0]).clientPort)/status")
+                cluster.expect(
+                    after.stdout.contains("id=\"leader\" class=\"leader\">r\(newLeader)<"),
+                    "after killing r\(leader) the page does not name r\(newLeader) as the leader:\n\(after.stdout.prefix(3_000))")
+                let leaderRows = after.stdout.components(separatedBy: "class=\"role leader\"").count - 1
+                cluster.expect(leaderRows == 1, "after the kill the page shows \(leaderRows) leader rows")
             }
         }
     }
