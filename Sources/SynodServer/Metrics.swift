@@ -27,6 +27,8 @@ final class ServerMetrics: Sendable {
     let diskBytes: Gauge
     let replicaDown: Gauge
     let acceptorDown: Gauge
+    let watchStreams: Gauge
+    let watchers: Gauge
     /// Counters mirrored from cumulative values elsewhere, by name.
     private let mirrored: [String: Counter]
     /// The last value copied into each mirrored counter.
@@ -69,6 +71,8 @@ final class ServerMetrics: Sendable {
         diskBytes = gauge("synod_disk_usage_bytes", "Bytes of the write-ahead log and snapshots on disk.")
         replicaDown = gauge("synod_server_replica_down", "1 while the whole replica is down (an injected failure).")
         acceptorDown = gauge("synod_server_acceptor_down", "1 while this replica's acceptor is down (an injected failure).")
+        watchStreams = gauge("synod_watch_streams", "Open Watch streams on this replica (etcd: etcd_debugging_mvcc_watch_stream_total).")
+        watchers = gauge("synod_watchers", "Watchers on this replica (etcd: etcd_debugging_mvcc_watcher_total).")
 
         var mirrored: [String: Counter] = [:]
         for (name, help) in Self.mirroredCounters {
@@ -129,6 +133,8 @@ final class ServerMetrics: Sendable {
         diskBytes.set(Int64(clamping: status.diskBytes))
         replicaDown.set(Int64(status.isDown ? 1 : 0))
         acceptorDown.set(Int64(sample.acceptorDown ? 1 : 0))
+        watchStreams.set(Int64(sample.watchStreams))
+        watchers.set(Int64(sample.watchers))
         advance([
             "synod_server_leader_changes_seen_total": sample.leaderChangesSeen,
             "synod_server_snapshots_saved_total": sample.snapshotsSaved,

@@ -18,6 +18,8 @@ struct LoopSample: Sendable {
     var snapshotsInstalled: Int
     var acceptorFailures: Int
     var acceptorRecoveries: Int
+    var watchStreams: Int
+    var watchers: Int
 }
 
 /// One thing the status page lists as it happens.
@@ -101,7 +103,8 @@ final class ReplicaMonitor: Sendable {
                         status: status, acceptorDown: runtime.replica?.acceptorDown ?? false,
                         requestsWaiting: runtime.requestsWaiting, leaderChangesSeen: runtime.leaderChangesSeen,
                         snapshotsSaved: runtime.snapshotsSaved, snapshotsInstalled: runtime.snapshotsInstalled,
-                        acceptorFailures: faults.failures, acceptorRecoveries: faults.recoveries))
+                        acceptorFailures: faults.failures, acceptorRecoveries: faults.recoveries,
+                        watchStreams: loop.watchHub.streamCount, watchers: loop.watchHub.watcherCount))
             }))
         guard submitted else { return once.run(nil) }
         eventLoop.scheduleTask(in: timeout) { once.run(nil) }

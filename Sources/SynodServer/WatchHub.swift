@@ -76,8 +76,10 @@ final class WatchHub {
         lastProgress = clock.now
     }
 
-    /// Watchers in all streams (for tests and logs).
+    /// Watchers in all streams (for tests, logs and metrics).
     var watcherCount: Int { streams.values.reduce(0) { $0 + $1.watchers.count } }
+    /// Open Watch streams.
+    var streamCount: Int { streams.count }
 
     // MARK: - Requests (loop thread)
 

@@ -30,7 +30,8 @@ extension SynodProcessTests {
                     "synod_server_has_leader", "synod_server_leader_changes_seen_total",
                     "synod_server_proposals_committed_total", "synod_server_proposals_applied_total",
                     "synod_disk_wal_fsync_duration_seconds_count", "synod_server_acceptor_failures_total",
-                    "synod_network_peer_sent_bytes_total", "grpc_server_handling_seconds_count",
+                    "synod_network_peer_sent_bytes_total", "grpc_server_handling_seconds_count", "synod_watchers",
+                    "synod_watch_streams",
                 ] {
                     cluster.expect(after.contains { $0.name == name }, "/metrics lacks \(name)")
                 }
