@@ -362,10 +362,14 @@ public final class ReplicaRuntime {
     }
 
     func expireRequests() {
-        // Runs every tick: allocate only for requests that did expire.
-        // Sorted: dictionary order must never reach an output (it differs per process).
-        let expiredWrites = writesWaiting.filter { $0.value.contains(where: { $0.deadline <= now }) }.keys
-        for requestID in expiredWrites.sorted(by: RequestID.ordered) {
+        // Runs every tick: allocate only when something did expire. Sorted: dictionary
+        // order must never reach an output (it differs per process).
+        let now = self.now
+        let anyWriteExpired = writesWaiting.values.contains { $0.contains { $0.deadline <= now } }
+        let expiredWrites =
+            anyWriteExpired
+            ? writesWaiting.filter { $0.value.contains { $0.deadline <= now } }.keys.sorted(by: RequestID.ordered) : []
+        for requestID in expiredWrites {
             let all = takeWrites(requestID)
             for waiter in all where waiter.deadline <= now { waiter.reply(.failure(.timedOut)) }
             let alive = all.filter { $0.deadline > now }
@@ -375,6 +379,7 @@ public final class ReplicaRuntime {
                 requestBytesWaiting += alive.reduce(0) { $0 + $1.command.bytes.count }
             }
         }
+        guard readsWaiting.values.contains(where: { $0.deadline <= now }) else { return }
         for readID in readsWaiting.filter({ $0.value.deadline <= now }).keys.sorted() {
             takeRead(readID)?.reply(.failure(.timedOut))
         }
