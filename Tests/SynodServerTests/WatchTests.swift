@@ -121,10 +121,15 @@ extension SynodProcessTests {
             // watch --prefix --prev-kv on r3: events carry the previous value.
             _ = try await r1.put("p/a", "before")
             try await r3.watching(["p/", "--prefix", "--prev-kv"]) { watcher in
-                let seen = await eventually(timeout: .seconds(15), interval: .milliseconds(300)) {
-                    _ = try? await r1.put("p/a", "after")
-                    return watcher.output().contains("PUT\np/a\nbefore\np/a\nafter\n")
+                // First make sure the watch is in place (etcdctl starts asynchronously), so
+                // that the put below is the first change of p/a it sees.
+                let ready = await eventually(timeout: .seconds(15), interval: .milliseconds(300)) {
+                    _ = try? await r1.put("p/sync", "s")
+                    return watcher.output().contains("p/sync\ns\n")
                 }
+                #expect(ready, "etcdctl watch p/ --prefix never showed p/sync: \(watcher.output())")
+                _ = try await r1.put("p/a", "after")
+                let seen = await watcher.awaitOutput(containing: ["PUT\np/a\nbefore\np/a\nafter\n"])
                 #expect(seen, "etcdctl watch p/ --prefix --prev-kv printed: \(watcher.output())")
                 _ = try await r1.put("q/not-watched", "x")
                 _ = try await r1.put("p/b", "b1")
