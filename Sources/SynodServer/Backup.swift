@@ -90,8 +90,8 @@ public enum BackupError: Error, CustomStringConvertible {
 
 /// `Maintenance.Snapshot`, a server-streaming call: the replica's state machine as of its
 /// last applied slot, as a `BackupFile`, in `SnapshotResponse` messages of 64 KiB
-/// (`header` = 1, `remaining_bytes` = 2, `blob` = 3; encoded by hand, the generated code
-/// predates them), sent as fast as the client reads (the call's bounded queue).
+/// (`header` = 1, `remaining_bytes` = 2, `blob` = 3; on `ProtobufWire`, as the generated
+/// code predates them), sent as fast as the client reads (the call's bounded queue).
 extension EtcdFrontEnd {
     static let snapshotPath = "/etcdserverpb.Maintenance/Snapshot"
     static let snapshotChunkBytes = 64 * 1024
@@ -149,21 +149,14 @@ final class BackupSender: @unchecked Sendable {
         guard started, !cancelled else { return }
         while offset < file.count {
             let end = min(file.count, offset + EtcdFrontEnd.snapshotChunkBytes)
-            var message: [UInt8] = []
-            if offset == 0 { Self.field(1, header, into: &message) }
-            message.append(0x10)
-            EtcdFrontEnd.appendVarint(UInt64(file.count - end), to: &message)
-            Self.field(3, Array(file[offset..<end]), into: &message)
-            guard responder.send(message) else { return }
+            var message = ProtobufWriter(capacity: end - offset + header.count + 16)
+            if offset == 0 { message.writeBytes(1, header) }
+            message.writeUInt(2, UInt64(file.count - end))
+            message.writeBytes(3, file[offset..<end])
+            guard responder.send(message.bytes) else { return }
             offset = end
         }
         cancelled = true
         responder.finish()
-    }
-
-    static func field(_ number: UInt8, _ bytes: [UInt8], into message: inout [UInt8]) {
-        message.append(number << 3 | 2)
-        EtcdFrontEnd.appendVarint(UInt64(bytes.count), to: &message)
-        message += bytes
     }
 }

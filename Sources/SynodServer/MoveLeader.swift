@@ -4,8 +4,8 @@ import Paxos
 import SwiftProtobuf
 import UnaryGRPC
 
-/// `Maintenance.MoveLeader` (`etcdctl move-leader TARGET`), by hand: the generated code
-/// predates it, and its messages are one field each. Request: `target_id` (field 1,
+/// `Maintenance.MoveLeader` (`etcdctl move-leader TARGET`), on `ProtobufWire`: the
+/// generated code predates it, and its messages are one field each. Request: `target_id` (field 1,
 /// varint). Response: `header` (field 1, a `ResponseHeader`). As in etcd, only the leader
 /// takes it ("etcdserver: not leader" otherwise), and a target that is not an up-to-date,
 /// reachable member is refused ("etcdserver: bad leader transferee").
@@ -32,11 +32,7 @@ extension EtcdFrontEnd {
                 let after = loop.ask { reply in .status(reply) } ?? .unreachable
                 var header = self.header(after)
                 header.memberID = UInt64(configuration.replicaID)
-                let headerBytes: [UInt8] = (try? header.serializedBytes()) ?? []
-                var response: [UInt8] = [0x0A]
-                Self.appendVarint(UInt64(headerBytes.count), to: &response)
-                response += headerBytes
-                let body = response
+                let body = Self.headerOnlyResponse(header)
                 call.responder.respond { .success(body) }
             }
         }
@@ -44,46 +40,28 @@ extension EtcdFrontEnd {
 
     /// `target_id` of a MoveLeaderRequest; nil if the bytes are not one.
     static func decodeMoveLeaderTarget(_ bytes: [UInt8]) -> UInt64? {
-        var index = 0
+        var reader = ProtobufReader(bytes)
         var target: UInt64 = 0
-        while index < bytes.count {
-            guard let key = readVarint(bytes, &index) else { return nil }
-            switch (key >> 3, key & 7) {
-            case (1, 0):
-                guard let value = readVarint(bytes, &index) else { return nil }
-                target = value
-            case (_, 0):
-                guard readVarint(bytes, &index) != nil else { return nil }
-            case (_, 2):
-                guard let length = readVarint(bytes, &index), length <= UInt64(bytes.count - index) else { return nil }
-                index += Int(length)
-            default:
-                return nil
+        do {
+            while !reader.isAtEnd {
+                let (field, wireType) = try reader.readTag()
+                if field == 1 && wireType == 0 {
+                    target = try reader.readVarint()
+                } else {
+                    try reader.skip(wireType: wireType)
+                }
             }
+        } catch {
+            return nil
         }
         return target
     }
 
-    static func readVarint(_ bytes: [UInt8], _ index: inout Int) -> UInt64? {
-        var value: UInt64 = 0
-        var shift: UInt64 = 0
-        while index < bytes.count && shift < 64 {
-            let byte = bytes[index]
-            index += 1
-            value |= UInt64(byte & 0x7F) << shift
-            if byte & 0x80 == 0 { return value }
-            shift += 7
-        }
-        return nil
-    }
-
-    static func appendVarint(_ value: UInt64, to bytes: inout [UInt8]) {
-        var value = value
-        while value >= 0x80 {
-            bytes.append(UInt8(value & 0x7F) | 0x80)
-            value >>= 7
-        }
-        bytes.append(UInt8(value))
+    /// A response whose only field is `header` (field 1): MoveLeader's and Defragment's.
+    static func headerOnlyResponse(_ header: Etcdserverpb_ResponseHeader) -> [UInt8] {
+        var writer = ProtobufWriter()
+        writer.writeBytes(1, (try? header.serializedBytes()) ?? [], always: true)
+        return writer.bytes
     }
 }
 
@@ -97,10 +75,7 @@ extension EtcdFrontEnd {
     var defragmentMethod: UnaryMethod {
         { [self] call in
             status { status in
-                let headerBytes: [UInt8] = (try? self.header(status).serializedBytes()) ?? []
-                var response: [UInt8] = [0x0A]
-                Self.appendVarint(UInt64(headerBytes.count), to: &response)
-                let body = response + headerBytes
+                let body = Self.headerOnlyResponse(self.header(status))
                 call.responder.respond { .success(body) }
             }
         }
