@@ -31,8 +31,11 @@ public enum SupervisorWatch {
     public static let stopGraceMilliseconds: UInt32 = 2_000
 
     /// Starts the watcher thread. On loss it prints one line `<name>: <why>: stopping` to
-    /// stderr and sends the process SIGTERM.
-    public static func start(name: String, onLoss: @escaping @Sendable () -> Void = {}) {
+    /// stderr and calls `stop` (by default: sends the process SIGTERM).
+    public static func start(
+        name: String, onLoss: @escaping @Sendable () -> Void = {},
+        stop: @escaping @Sendable () -> Void = { kill(getpid(), SIGTERM) }
+    ) {
         let parent = getppid()
         let thread = Thread {
             let reason = waitForLoss(parent: parent)
@@ -41,7 +44,7 @@ public enum SupervisorWatch {
             // EPIPE rather than kill the process with SIGPIPE in the middle of its stop.
             signal(SIGPIPE, SIG_IGN)
             say("\(name): \(reason): stopping")
-            kill(getpid(), SIGTERM)
+            stop()
             usleep(stopGraceMilliseconds * 1_000)
             say("\(name): still running \(stopGraceMilliseconds) ms after SIGTERM: exiting")
             _exit(1)

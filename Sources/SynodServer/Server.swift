@@ -19,14 +19,18 @@ public final class SynodServer: Sendable {
     /// Asked at shutdown whether to hand leadership over first (not when the whole cluster
     /// stops with its supervisor).
     let handsOverLeadership: @Sendable () -> Bool
+    /// Where stop requests come from; nil: SIGTERM and SIGINT, handled by the service group.
+    let stopRequest: StopRequest?
 
     public init(
         configuration: ServerConfiguration, monitoring: MonitoringOptions = MonitoringOptions(), logger: Logger,
+        stopRequest: StopRequest? = nil,
         handsOverLeadership: @escaping @Sendable () -> Bool = { true }
     ) {
         self.configuration = configuration
         self.monitoring = monitoring
         self.logger = logger
+        self.stopRequest = stopRequest
         self.handsOverLeadership = handsOverLeadership
     }
 
@@ -123,8 +127,10 @@ public final class SynodServer: Sendable {
             + metricsServers.map { ClientAPIService(server: $0, logger: logger, beforeDrain: { monitor.stop() }) }
         let serviceGroup = ServiceGroup(
             configuration: .init(
-                services: services.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
+                services: services.map { .init(service: $0) },
+                gracefulShutdownSignals: stopRequest == nil ? [.sigterm, .sigint] : [],
                 logger: logger))
+        stopRequest?.connect { Task { await serviceGroup.triggerGracefulShutdown() } }
         do {
             try await serviceGroup.run()
         } catch {

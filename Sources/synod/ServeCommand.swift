@@ -117,10 +117,15 @@ struct ServeCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("synod serve: \(error.description)\n".utf8))
             throw ExitCode.validationFailure
         }
+        // SIGTERM/SIGINT become stop requests from here on, so one that arrives while the
+        // replica is still starting stops it gracefully once it can, not by the default action.
+        let stopRequest = StopRequest()
+        stopRequest.handleSignals([SIGTERM, SIGINT])
         let supervisorLost = SupervisorLoss()
         if exitOnStdinEOF {
             // The whole cluster is going down with its supervisor: no leadership handover.
-            SupervisorWatch.start(name: "synod serve r\(id)", onLoss: { supervisorLost.set() })
+            SupervisorWatch.start(
+                name: "synod serve r\(id)", onLoss: { supervisorLost.set() }, stop: { stopRequest.request() })
         }
         // Before anything in the directory is read: two replicas on one write-ahead log
         // would each trust promises the other may break.
@@ -141,7 +146,7 @@ struct ServeCommand: AsyncParsableCommand {
         do {
             try await SynodServer(
                 configuration: configuration, monitoring: monitoring, logger: logger,
-                handsOverLeadership: { !supervisorLost.isSet }
+                stopRequest: stopRequest, handsOverLeadership: { !supervisorLost.isSet }
             ).run()
         } catch {
             logger.critical("\(error)")
