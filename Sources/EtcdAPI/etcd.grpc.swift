@@ -4,8 +4,10 @@
 // message's field numbers and types match etcd's api/etcdserverpb/rpc.proto and
 // api/mvccpb/kv.proto, so etcdctl and etcd's client libraries work unchanged.
 // Message package names never reach the wire, so mvccpb.KeyValue is declared
-// here, inside etcdserverpb. Services and RPCs that Synod does not serve are left
-// out; calling them yields a clean gRPC "unimplemented" error.
+// here, inside etcdserverpb, and so are authpb's UserAddOptions and Permission.
+// Watch and the streaming Maintenance calls are encoded by hand in SynodServer
+// (ProtobufWire); services and RPCs that Synod does not serve are left out, and
+// calling them yields a clean gRPC "unimplemented" error.
 //
 // After editing, regenerate Sources/EtcdAPI/ with scripts/gen-proto and commit
 // the generated files.
@@ -2110,6 +2112,4449 @@ extension Etcdserverpb_Cluster.ClientProtocol {
             metadata: metadata
         )
         return try await self.memberList(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// MARK: - etcdserverpb.Lease
+
+/// Namespace containing generated types for the "etcdserverpb.Lease" service.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+public enum Etcdserverpb_Lease: Sendable {
+    /// Service descriptor for the "etcdserverpb.Lease" service.
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Lease")
+    /// Namespace for method metadata.
+    public enum Method: Sendable {
+        /// Namespace for "LeaseGrant" metadata.
+        public enum LeaseGrant: Sendable {
+            /// Request type for "LeaseGrant".
+            public typealias Input = Etcdserverpb_LeaseGrantRequest
+            /// Response type for "LeaseGrant".
+            public typealias Output = Etcdserverpb_LeaseGrantResponse
+            /// Descriptor for "LeaseGrant".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Lease"),
+                method: "LeaseGrant",
+                type: .unary
+            )
+        }
+        /// Namespace for "LeaseRevoke" metadata.
+        public enum LeaseRevoke: Sendable {
+            /// Request type for "LeaseRevoke".
+            public typealias Input = Etcdserverpb_LeaseRevokeRequest
+            /// Response type for "LeaseRevoke".
+            public typealias Output = Etcdserverpb_LeaseRevokeResponse
+            /// Descriptor for "LeaseRevoke".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Lease"),
+                method: "LeaseRevoke",
+                type: .unary
+            )
+        }
+        /// Namespace for "LeaseKeepAlive" metadata.
+        public enum LeaseKeepAlive: Sendable {
+            /// Request type for "LeaseKeepAlive".
+            public typealias Input = Etcdserverpb_LeaseKeepAliveRequest
+            /// Response type for "LeaseKeepAlive".
+            public typealias Output = Etcdserverpb_LeaseKeepAliveResponse
+            /// Descriptor for "LeaseKeepAlive".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Lease"),
+                method: "LeaseKeepAlive",
+                type: .bidirectionalStreaming
+            )
+        }
+        /// Namespace for "LeaseTimeToLive" metadata.
+        public enum LeaseTimeToLive: Sendable {
+            /// Request type for "LeaseTimeToLive".
+            public typealias Input = Etcdserverpb_LeaseTimeToLiveRequest
+            /// Response type for "LeaseTimeToLive".
+            public typealias Output = Etcdserverpb_LeaseTimeToLiveResponse
+            /// Descriptor for "LeaseTimeToLive".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Lease"),
+                method: "LeaseTimeToLive",
+                type: .unary
+            )
+        }
+        /// Namespace for "LeaseLeases" metadata.
+        public enum LeaseLeases: Sendable {
+            /// Request type for "LeaseLeases".
+            public typealias Input = Etcdserverpb_LeaseLeasesRequest
+            /// Response type for "LeaseLeases".
+            public typealias Output = Etcdserverpb_LeaseLeasesResponse
+            /// Descriptor for "LeaseLeases".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Lease"),
+                method: "LeaseLeases",
+                type: .unary
+            )
+        }
+        /// Descriptors for all methods in the "etcdserverpb.Lease" service.
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+            LeaseGrant.descriptor,
+            LeaseRevoke.descriptor,
+            LeaseKeepAlive.descriptor,
+            LeaseTimeToLive.descriptor,
+            LeaseLeases.descriptor
+        ]
+    }
+}
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension GRPCCore.ServiceDescriptor {
+    /// Service descriptor for the "etcdserverpb.Lease" service.
+    public static let etcdserverpb_Lease = GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Lease")
+}
+
+// MARK: etcdserverpb.Lease (server)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Lease {
+    /// Streaming variant of the service protocol for the "etcdserverpb.Lease" service.
+    ///
+    /// This protocol is the lowest-level of the service protocols generated for this service
+    /// giving you the most flexibility over the implementation of your service. This comes at
+    /// the cost of more verbose and less strict APIs. Each RPC requires you to implement it in
+    /// terms of a request stream and response stream. Where the RPC expects only a single
+    /// request or response message, you are responsible for ensuring your implementation
+    /// maintains this invariant.
+    ///
+    /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
+    /// or ``SimpleServiceProtocol`` instead.
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+        /// Handle the "LeaseGrant" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseGrant creates a lease; its keys are deleted when it expires.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_LeaseGrantRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_LeaseGrantResponse` messages.
+        func leaseGrant(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_LeaseGrantRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_LeaseGrantResponse>
+
+        /// Handle the "LeaseRevoke" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseRevoke ends a lease at once, deleting its keys.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_LeaseRevokeRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_LeaseRevokeResponse` messages.
+        func leaseRevoke(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_LeaseRevokeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_LeaseRevokeResponse>
+
+        /// Handle the "LeaseKeepAlive" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseKeepAlive renews leases; a stream carries any number of them.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_LeaseKeepAliveRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_LeaseKeepAliveResponse` messages.
+        func leaseKeepAlive(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_LeaseKeepAliveRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_LeaseKeepAliveResponse>
+
+        /// Handle the "LeaseTimeToLive" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseTimeToLive reports a lease's remaining and granted TTL, optionally its keys.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_LeaseTimeToLiveRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_LeaseTimeToLiveResponse` messages.
+        func leaseTimeToLive(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_LeaseTimeToLiveRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_LeaseTimeToLiveResponse>
+
+        /// Handle the "LeaseLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseLeases lists every live lease.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_LeaseLeasesRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_LeaseLeasesResponse` messages.
+        func leaseLeases(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_LeaseLeasesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_LeaseLeasesResponse>
+    }
+
+    /// Service protocol for the "etcdserverpb.Lease" service.
+    ///
+    /// This protocol is higher level than ``StreamingServiceProtocol`` but lower level than
+    /// the ``SimpleServiceProtocol``, it provides access to request and response metadata and
+    /// trailing response metadata. If you don't need these then consider using
+    /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
+    /// use ``StreamingServiceProtocol``.
+    public protocol ServiceProtocol: Etcdserverpb_Lease.StreamingServiceProtocol {
+        /// Handle the "LeaseGrant" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseGrant creates a lease; its keys are deleted when it expires.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_LeaseGrantRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_LeaseGrantResponse` message.
+        func leaseGrant(
+            request: GRPCCore.ServerRequest<Etcdserverpb_LeaseGrantRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_LeaseGrantResponse>
+
+        /// Handle the "LeaseRevoke" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseRevoke ends a lease at once, deleting its keys.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_LeaseRevokeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_LeaseRevokeResponse` message.
+        func leaseRevoke(
+            request: GRPCCore.ServerRequest<Etcdserverpb_LeaseRevokeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_LeaseRevokeResponse>
+
+        /// Handle the "LeaseKeepAlive" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseKeepAlive renews leases; a stream carries any number of them.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_LeaseKeepAliveRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_LeaseKeepAliveResponse` messages.
+        func leaseKeepAlive(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_LeaseKeepAliveRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_LeaseKeepAliveResponse>
+
+        /// Handle the "LeaseTimeToLive" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseTimeToLive reports a lease's remaining and granted TTL, optionally its keys.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_LeaseTimeToLiveRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_LeaseTimeToLiveResponse` message.
+        func leaseTimeToLive(
+            request: GRPCCore.ServerRequest<Etcdserverpb_LeaseTimeToLiveRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_LeaseTimeToLiveResponse>
+
+        /// Handle the "LeaseLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseLeases lists every live lease.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_LeaseLeasesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_LeaseLeasesResponse` message.
+        func leaseLeases(
+            request: GRPCCore.ServerRequest<Etcdserverpb_LeaseLeasesRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_LeaseLeasesResponse>
+    }
+
+    /// Simple service protocol for the "etcdserverpb.Lease" service.
+    ///
+    /// This is the highest level protocol for the service. The API is the easiest to use but
+    /// doesn't provide access to request or response metadata. If you need access to these
+    /// then use ``ServiceProtocol`` instead.
+    public protocol SimpleServiceProtocol: Etcdserverpb_Lease.ServiceProtocol {
+        /// Handle the "LeaseGrant" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseGrant creates a lease; its keys are deleted when it expires.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_LeaseGrantRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_LeaseGrantResponse` to respond with.
+        func leaseGrant(
+            request: Etcdserverpb_LeaseGrantRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_LeaseGrantResponse
+
+        /// Handle the "LeaseRevoke" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseRevoke ends a lease at once, deleting its keys.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_LeaseRevokeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_LeaseRevokeResponse` to respond with.
+        func leaseRevoke(
+            request: Etcdserverpb_LeaseRevokeRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_LeaseRevokeResponse
+
+        /// Handle the "LeaseKeepAlive" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseKeepAlive renews leases; a stream carries any number of them.
+        ///
+        /// - Parameters:
+        ///   - request: A stream of `Etcdserverpb_LeaseKeepAliveRequest` messages.
+        ///   - response: A response stream of `Etcdserverpb_LeaseKeepAliveResponse` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        func leaseKeepAlive(
+            request: GRPCCore.RPCAsyncSequence<Etcdserverpb_LeaseKeepAliveRequest, any Swift.Error>,
+            response: GRPCCore.RPCWriter<Etcdserverpb_LeaseKeepAliveResponse>,
+            context: GRPCCore.ServerContext
+        ) async throws
+
+        /// Handle the "LeaseTimeToLive" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseTimeToLive reports a lease's remaining and granted TTL, optionally its keys.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_LeaseTimeToLiveRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_LeaseTimeToLiveResponse` to respond with.
+        func leaseTimeToLive(
+            request: Etcdserverpb_LeaseTimeToLiveRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_LeaseTimeToLiveResponse
+
+        /// Handle the "LeaseLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseLeases lists every live lease.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_LeaseLeasesRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_LeaseLeasesResponse` to respond with.
+        func leaseLeases(
+            request: Etcdserverpb_LeaseLeasesRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_LeaseLeasesResponse
+    }
+}
+
+// Default implementation of 'registerMethods(with:)'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Lease.StreamingServiceProtocol {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+        router.registerHandler(
+            forMethod: Etcdserverpb_Lease.Method.LeaseGrant.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_LeaseGrantRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_LeaseGrantResponse>(),
+            handler: { request, context in
+                try await self.leaseGrant(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Lease.Method.LeaseRevoke.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_LeaseRevokeRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_LeaseRevokeResponse>(),
+            handler: { request, context in
+                try await self.leaseRevoke(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Lease.Method.LeaseKeepAlive.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_LeaseKeepAliveRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_LeaseKeepAliveResponse>(),
+            handler: { request, context in
+                try await self.leaseKeepAlive(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Lease.Method.LeaseTimeToLive.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_LeaseTimeToLiveRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_LeaseTimeToLiveResponse>(),
+            handler: { request, context in
+                try await self.leaseTimeToLive(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Lease.Method.LeaseLeases.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_LeaseLeasesRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_LeaseLeasesResponse>(),
+            handler: { request, context in
+                try await self.leaseLeases(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+    }
+}
+
+// Default implementation of streaming methods from 'StreamingServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Lease.ServiceProtocol {
+    public func leaseGrant(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_LeaseGrantRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_LeaseGrantResponse> {
+        let response = try await self.leaseGrant(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func leaseRevoke(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_LeaseRevokeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_LeaseRevokeResponse> {
+        let response = try await self.leaseRevoke(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func leaseTimeToLive(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_LeaseTimeToLiveRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_LeaseTimeToLiveResponse> {
+        let response = try await self.leaseTimeToLive(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func leaseLeases(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_LeaseLeasesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_LeaseLeasesResponse> {
+        let response = try await self.leaseLeases(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+}
+
+// Default implementation of methods from 'ServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Lease.SimpleServiceProtocol {
+    public func leaseGrant(
+        request: GRPCCore.ServerRequest<Etcdserverpb_LeaseGrantRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_LeaseGrantResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_LeaseGrantResponse>(
+            message: try await self.leaseGrant(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func leaseRevoke(
+        request: GRPCCore.ServerRequest<Etcdserverpb_LeaseRevokeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_LeaseRevokeResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_LeaseRevokeResponse>(
+            message: try await self.leaseRevoke(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func leaseKeepAlive(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_LeaseKeepAliveRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_LeaseKeepAliveResponse> {
+        return GRPCCore.StreamingServerResponse<Etcdserverpb_LeaseKeepAliveResponse>(
+            metadata: [:],
+            producer: { writer in
+                try await self.leaseKeepAlive(
+                    request: request.messages,
+                    response: writer,
+                    context: context
+                )
+                return [:]
+            }
+        )
+    }
+
+    public func leaseTimeToLive(
+        request: GRPCCore.ServerRequest<Etcdserverpb_LeaseTimeToLiveRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_LeaseTimeToLiveResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_LeaseTimeToLiveResponse>(
+            message: try await self.leaseTimeToLive(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func leaseLeases(
+        request: GRPCCore.ServerRequest<Etcdserverpb_LeaseLeasesRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_LeaseLeasesResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_LeaseLeasesResponse>(
+            message: try await self.leaseLeases(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+}
+
+// MARK: etcdserverpb.Lease (client)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Lease {
+    /// Generated client protocol for the "etcdserverpb.Lease" service.
+    ///
+    /// You don't need to implement this protocol directly, use the generated
+    /// implementation, ``Client``.
+    public protocol ClientProtocol: Sendable {
+        /// Call the "LeaseGrant" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseGrant creates a lease; its keys are deleted when it expires.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_LeaseGrantRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_LeaseGrantRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_LeaseGrantResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func leaseGrant<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_LeaseGrantRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_LeaseGrantRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_LeaseGrantResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseGrantResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "LeaseRevoke" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseRevoke ends a lease at once, deleting its keys.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_LeaseRevokeRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_LeaseRevokeRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_LeaseRevokeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func leaseRevoke<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_LeaseRevokeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_LeaseRevokeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_LeaseRevokeResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseRevokeResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "LeaseKeepAlive" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseKeepAlive renews leases; a stream carries any number of them.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Etcdserverpb_LeaseKeepAliveRequest` messages.
+        ///   - serializer: A serializer for `Etcdserverpb_LeaseKeepAliveRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_LeaseKeepAliveResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func leaseKeepAlive<Result>(
+            request: GRPCCore.StreamingClientRequest<Etcdserverpb_LeaseKeepAliveRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_LeaseKeepAliveRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_LeaseKeepAliveResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Etcdserverpb_LeaseKeepAliveResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "LeaseTimeToLive" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseTimeToLive reports a lease's remaining and granted TTL, optionally its keys.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_LeaseTimeToLiveRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_LeaseTimeToLiveRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_LeaseTimeToLiveResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func leaseTimeToLive<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_LeaseTimeToLiveRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_LeaseTimeToLiveRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_LeaseTimeToLiveResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseTimeToLiveResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "LeaseLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseLeases lists every live lease.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_LeaseLeasesRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_LeaseLeasesRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_LeaseLeasesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func leaseLeases<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_LeaseLeasesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_LeaseLeasesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_LeaseLeasesResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseLeasesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+    }
+
+    /// Generated client for the "etcdserverpb.Lease" service.
+    ///
+    /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
+    /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
+    /// means of communication with the remote peer.
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+        private let client: GRPCCore.GRPCClient<Transport>
+
+        /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
+        ///
+        /// - Parameters:
+        ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+            self.client = client
+        }
+
+        /// Call the "LeaseGrant" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseGrant creates a lease; its keys are deleted when it expires.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_LeaseGrantRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_LeaseGrantRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_LeaseGrantResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func leaseGrant<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_LeaseGrantRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_LeaseGrantRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_LeaseGrantResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseGrantResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Lease.Method.LeaseGrant.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "LeaseRevoke" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseRevoke ends a lease at once, deleting its keys.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_LeaseRevokeRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_LeaseRevokeRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_LeaseRevokeResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func leaseRevoke<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_LeaseRevokeRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_LeaseRevokeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_LeaseRevokeResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseRevokeResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Lease.Method.LeaseRevoke.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "LeaseKeepAlive" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseKeepAlive renews leases; a stream carries any number of them.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request producing `Etcdserverpb_LeaseKeepAliveRequest` messages.
+        ///   - serializer: A serializer for `Etcdserverpb_LeaseKeepAliveRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_LeaseKeepAliveResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func leaseKeepAlive<Result>(
+            request: GRPCCore.StreamingClientRequest<Etcdserverpb_LeaseKeepAliveRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_LeaseKeepAliveRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_LeaseKeepAliveResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Etcdserverpb_LeaseKeepAliveResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.bidirectionalStreaming(
+                request: request,
+                descriptor: Etcdserverpb_Lease.Method.LeaseKeepAlive.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "LeaseTimeToLive" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseTimeToLive reports a lease's remaining and granted TTL, optionally its keys.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_LeaseTimeToLiveRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_LeaseTimeToLiveRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_LeaseTimeToLiveResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func leaseTimeToLive<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_LeaseTimeToLiveRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_LeaseTimeToLiveRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_LeaseTimeToLiveResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseTimeToLiveResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Lease.Method.LeaseTimeToLive.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "LeaseLeases" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > LeaseLeases lists every live lease.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_LeaseLeasesRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_LeaseLeasesRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_LeaseLeasesResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func leaseLeases<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_LeaseLeasesRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_LeaseLeasesRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_LeaseLeasesResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseLeasesResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Lease.Method.LeaseLeases.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+    }
+}
+
+// Helpers providing default arguments to 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Lease.ClientProtocol {
+    /// Call the "LeaseGrant" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > LeaseGrant creates a lease; its keys are deleted when it expires.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_LeaseGrantRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func leaseGrant<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_LeaseGrantRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseGrantResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.leaseGrant(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_LeaseGrantRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_LeaseGrantResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "LeaseRevoke" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > LeaseRevoke ends a lease at once, deleting its keys.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_LeaseRevokeRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func leaseRevoke<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_LeaseRevokeRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseRevokeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.leaseRevoke(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_LeaseRevokeRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_LeaseRevokeResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "LeaseKeepAlive" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > LeaseKeepAlive renews leases; a stream carries any number of them.
+    ///
+    /// - Parameters:
+    ///   - request: A streaming request producing `Etcdserverpb_LeaseKeepAliveRequest` messages.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func leaseKeepAlive<Result>(
+        request: GRPCCore.StreamingClientRequest<Etcdserverpb_LeaseKeepAliveRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Etcdserverpb_LeaseKeepAliveResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        try await self.leaseKeepAlive(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_LeaseKeepAliveRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_LeaseKeepAliveResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "LeaseTimeToLive" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > LeaseTimeToLive reports a lease's remaining and granted TTL, optionally its keys.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_LeaseTimeToLiveRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func leaseTimeToLive<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_LeaseTimeToLiveRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseTimeToLiveResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.leaseTimeToLive(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_LeaseTimeToLiveRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_LeaseTimeToLiveResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "LeaseLeases" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > LeaseLeases lists every live lease.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_LeaseLeasesRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func leaseLeases<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_LeaseLeasesRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseLeasesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.leaseLeases(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_LeaseLeasesRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_LeaseLeasesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// Helpers providing sugared APIs for 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Lease.ClientProtocol {
+    /// Call the "LeaseGrant" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > LeaseGrant creates a lease; its keys are deleted when it expires.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func leaseGrant<Result>(
+        _ message: Etcdserverpb_LeaseGrantRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseGrantResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_LeaseGrantRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.leaseGrant(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "LeaseRevoke" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > LeaseRevoke ends a lease at once, deleting its keys.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func leaseRevoke<Result>(
+        _ message: Etcdserverpb_LeaseRevokeRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseRevokeResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_LeaseRevokeRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.leaseRevoke(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "LeaseKeepAlive" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > LeaseKeepAlive renews leases; a stream carries any number of them.
+    ///
+    /// - Parameters:
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - producer: A closure producing request messages to send to the server. Returning
+    ///       from the closure closes the request stream.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func leaseKeepAlive<Result>(
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        requestProducer producer: @Sendable @escaping (GRPCCore.RPCWriter<Etcdserverpb_LeaseKeepAliveRequest>) async throws -> Void,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.StreamingClientResponse<Etcdserverpb_LeaseKeepAliveResponse>) async throws -> Result
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.StreamingClientRequest<Etcdserverpb_LeaseKeepAliveRequest>(
+            metadata: metadata,
+            producer: producer
+        )
+        return try await self.leaseKeepAlive(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "LeaseTimeToLive" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > LeaseTimeToLive reports a lease's remaining and granted TTL, optionally its keys.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func leaseTimeToLive<Result>(
+        _ message: Etcdserverpb_LeaseTimeToLiveRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseTimeToLiveResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_LeaseTimeToLiveRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.leaseTimeToLive(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "LeaseLeases" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > LeaseLeases lists every live lease.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func leaseLeases<Result>(
+        _ message: Etcdserverpb_LeaseLeasesRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_LeaseLeasesResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_LeaseLeasesRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.leaseLeases(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// MARK: - etcdserverpb.Auth
+
+/// Namespace containing generated types for the "etcdserverpb.Auth" service.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+public enum Etcdserverpb_Auth: Sendable {
+    /// Service descriptor for the "etcdserverpb.Auth" service.
+    public static let descriptor = GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth")
+    /// Namespace for method metadata.
+    public enum Method: Sendable {
+        /// Namespace for "AuthEnable" metadata.
+        public enum AuthEnable: Sendable {
+            /// Request type for "AuthEnable".
+            public typealias Input = Etcdserverpb_AuthEnableRequest
+            /// Response type for "AuthEnable".
+            public typealias Output = Etcdserverpb_AuthEnableResponse
+            /// Descriptor for "AuthEnable".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "AuthEnable",
+                type: .unary
+            )
+        }
+        /// Namespace for "AuthDisable" metadata.
+        public enum AuthDisable: Sendable {
+            /// Request type for "AuthDisable".
+            public typealias Input = Etcdserverpb_AuthDisableRequest
+            /// Response type for "AuthDisable".
+            public typealias Output = Etcdserverpb_AuthDisableResponse
+            /// Descriptor for "AuthDisable".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "AuthDisable",
+                type: .unary
+            )
+        }
+        /// Namespace for "Authenticate" metadata.
+        public enum Authenticate: Sendable {
+            /// Request type for "Authenticate".
+            public typealias Input = Etcdserverpb_AuthenticateRequest
+            /// Response type for "Authenticate".
+            public typealias Output = Etcdserverpb_AuthenticateResponse
+            /// Descriptor for "Authenticate".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "Authenticate",
+                type: .unary
+            )
+        }
+        /// Namespace for "UserAdd" metadata.
+        public enum UserAdd: Sendable {
+            /// Request type for "UserAdd".
+            public typealias Input = Etcdserverpb_AuthUserAddRequest
+            /// Response type for "UserAdd".
+            public typealias Output = Etcdserverpb_AuthUserAddResponse
+            /// Descriptor for "UserAdd".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "UserAdd",
+                type: .unary
+            )
+        }
+        /// Namespace for "UserGet" metadata.
+        public enum UserGet: Sendable {
+            /// Request type for "UserGet".
+            public typealias Input = Etcdserverpb_AuthUserGetRequest
+            /// Response type for "UserGet".
+            public typealias Output = Etcdserverpb_AuthUserGetResponse
+            /// Descriptor for "UserGet".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "UserGet",
+                type: .unary
+            )
+        }
+        /// Namespace for "UserList" metadata.
+        public enum UserList: Sendable {
+            /// Request type for "UserList".
+            public typealias Input = Etcdserverpb_AuthUserListRequest
+            /// Response type for "UserList".
+            public typealias Output = Etcdserverpb_AuthUserListResponse
+            /// Descriptor for "UserList".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "UserList",
+                type: .unary
+            )
+        }
+        /// Namespace for "UserDelete" metadata.
+        public enum UserDelete: Sendable {
+            /// Request type for "UserDelete".
+            public typealias Input = Etcdserverpb_AuthUserDeleteRequest
+            /// Response type for "UserDelete".
+            public typealias Output = Etcdserverpb_AuthUserDeleteResponse
+            /// Descriptor for "UserDelete".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "UserDelete",
+                type: .unary
+            )
+        }
+        /// Namespace for "UserChangePassword" metadata.
+        public enum UserChangePassword: Sendable {
+            /// Request type for "UserChangePassword".
+            public typealias Input = Etcdserverpb_AuthUserChangePasswordRequest
+            /// Response type for "UserChangePassword".
+            public typealias Output = Etcdserverpb_AuthUserChangePasswordResponse
+            /// Descriptor for "UserChangePassword".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "UserChangePassword",
+                type: .unary
+            )
+        }
+        /// Namespace for "UserGrantRole" metadata.
+        public enum UserGrantRole: Sendable {
+            /// Request type for "UserGrantRole".
+            public typealias Input = Etcdserverpb_AuthUserGrantRoleRequest
+            /// Response type for "UserGrantRole".
+            public typealias Output = Etcdserverpb_AuthUserGrantRoleResponse
+            /// Descriptor for "UserGrantRole".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "UserGrantRole",
+                type: .unary
+            )
+        }
+        /// Namespace for "UserRevokeRole" metadata.
+        public enum UserRevokeRole: Sendable {
+            /// Request type for "UserRevokeRole".
+            public typealias Input = Etcdserverpb_AuthUserRevokeRoleRequest
+            /// Response type for "UserRevokeRole".
+            public typealias Output = Etcdserverpb_AuthUserRevokeRoleResponse
+            /// Descriptor for "UserRevokeRole".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "UserRevokeRole",
+                type: .unary
+            )
+        }
+        /// Namespace for "RoleAdd" metadata.
+        public enum RoleAdd: Sendable {
+            /// Request type for "RoleAdd".
+            public typealias Input = Etcdserverpb_AuthRoleAddRequest
+            /// Response type for "RoleAdd".
+            public typealias Output = Etcdserverpb_AuthRoleAddResponse
+            /// Descriptor for "RoleAdd".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "RoleAdd",
+                type: .unary
+            )
+        }
+        /// Namespace for "RoleGet" metadata.
+        public enum RoleGet: Sendable {
+            /// Request type for "RoleGet".
+            public typealias Input = Etcdserverpb_AuthRoleGetRequest
+            /// Response type for "RoleGet".
+            public typealias Output = Etcdserverpb_AuthRoleGetResponse
+            /// Descriptor for "RoleGet".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "RoleGet",
+                type: .unary
+            )
+        }
+        /// Namespace for "RoleList" metadata.
+        public enum RoleList: Sendable {
+            /// Request type for "RoleList".
+            public typealias Input = Etcdserverpb_AuthRoleListRequest
+            /// Response type for "RoleList".
+            public typealias Output = Etcdserverpb_AuthRoleListResponse
+            /// Descriptor for "RoleList".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "RoleList",
+                type: .unary
+            )
+        }
+        /// Namespace for "RoleDelete" metadata.
+        public enum RoleDelete: Sendable {
+            /// Request type for "RoleDelete".
+            public typealias Input = Etcdserverpb_AuthRoleDeleteRequest
+            /// Response type for "RoleDelete".
+            public typealias Output = Etcdserverpb_AuthRoleDeleteResponse
+            /// Descriptor for "RoleDelete".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "RoleDelete",
+                type: .unary
+            )
+        }
+        /// Namespace for "RoleGrantPermission" metadata.
+        public enum RoleGrantPermission: Sendable {
+            /// Request type for "RoleGrantPermission".
+            public typealias Input = Etcdserverpb_AuthRoleGrantPermissionRequest
+            /// Response type for "RoleGrantPermission".
+            public typealias Output = Etcdserverpb_AuthRoleGrantPermissionResponse
+            /// Descriptor for "RoleGrantPermission".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "RoleGrantPermission",
+                type: .unary
+            )
+        }
+        /// Namespace for "RoleRevokePermission" metadata.
+        public enum RoleRevokePermission: Sendable {
+            /// Request type for "RoleRevokePermission".
+            public typealias Input = Etcdserverpb_AuthRoleRevokePermissionRequest
+            /// Response type for "RoleRevokePermission".
+            public typealias Output = Etcdserverpb_AuthRoleRevokePermissionResponse
+            /// Descriptor for "RoleRevokePermission".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth"),
+                method: "RoleRevokePermission",
+                type: .unary
+            )
+        }
+        /// Descriptors for all methods in the "etcdserverpb.Auth" service.
+        public static let descriptors: [GRPCCore.MethodDescriptor] = [
+            AuthEnable.descriptor,
+            AuthDisable.descriptor,
+            Authenticate.descriptor,
+            UserAdd.descriptor,
+            UserGet.descriptor,
+            UserList.descriptor,
+            UserDelete.descriptor,
+            UserChangePassword.descriptor,
+            UserGrantRole.descriptor,
+            UserRevokeRole.descriptor,
+            RoleAdd.descriptor,
+            RoleGet.descriptor,
+            RoleList.descriptor,
+            RoleDelete.descriptor,
+            RoleGrantPermission.descriptor,
+            RoleRevokePermission.descriptor
+        ]
+    }
+}
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension GRPCCore.ServiceDescriptor {
+    /// Service descriptor for the "etcdserverpb.Auth" service.
+    public static let etcdserverpb_Auth = GRPCCore.ServiceDescriptor(fullyQualifiedService: "etcdserverpb.Auth")
+}
+
+// MARK: etcdserverpb.Auth (server)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth {
+    /// Streaming variant of the service protocol for the "etcdserverpb.Auth" service.
+    ///
+    /// This protocol is the lowest-level of the service protocols generated for this service
+    /// giving you the most flexibility over the implementation of your service. This comes at
+    /// the cost of more verbose and less strict APIs. Each RPC requires you to implement it in
+    /// terms of a request stream and response stream. Where the RPC expects only a single
+    /// request or response message, you are responsible for ensuring your implementation
+    /// maintains this invariant.
+    ///
+    /// Where possible, prefer using the stricter, less-verbose ``ServiceProtocol``
+    /// or ``SimpleServiceProtocol`` instead.
+    public protocol StreamingServiceProtocol: GRPCCore.RegistrableRPCService {
+        /// Handle the "AuthEnable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthEnableRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthEnableResponse` messages.
+        func authEnable(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthEnableRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthEnableResponse>
+
+        /// Handle the "AuthDisable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthDisableRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthDisableResponse` messages.
+        func authDisable(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthDisableRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthDisableResponse>
+
+        /// Handle the "Authenticate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Authenticate checks a user's password and answers a token for later calls.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthenticateRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthenticateResponse` messages.
+        func authenticate(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthenticateRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthenticateResponse>
+
+        /// Handle the "UserAdd" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthUserAddRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthUserAddResponse` messages.
+        func userAdd(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthUserAddRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthUserAddResponse>
+
+        /// Handle the "UserGet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthUserGetRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthUserGetResponse` messages.
+        func userGet(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthUserGetRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthUserGetResponse>
+
+        /// Handle the "UserList" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthUserListRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthUserListResponse` messages.
+        func userList(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthUserListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthUserListResponse>
+
+        /// Handle the "UserDelete" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthUserDeleteRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthUserDeleteResponse` messages.
+        func userDelete(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthUserDeleteRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthUserDeleteResponse>
+
+        /// Handle the "UserChangePassword" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthUserChangePasswordRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthUserChangePasswordResponse` messages.
+        func userChangePassword(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthUserChangePasswordRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthUserChangePasswordResponse>
+
+        /// Handle the "UserGrantRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthUserGrantRoleRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthUserGrantRoleResponse` messages.
+        func userGrantRole(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthUserGrantRoleRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthUserGrantRoleResponse>
+
+        /// Handle the "UserRevokeRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthUserRevokeRoleRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthUserRevokeRoleResponse` messages.
+        func userRevokeRole(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthUserRevokeRoleRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthUserRevokeRoleResponse>
+
+        /// Handle the "RoleAdd" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthRoleAddRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthRoleAddResponse` messages.
+        func roleAdd(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthRoleAddRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthRoleAddResponse>
+
+        /// Handle the "RoleGet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthRoleGetRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthRoleGetResponse` messages.
+        func roleGet(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthRoleGetRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthRoleGetResponse>
+
+        /// Handle the "RoleList" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthRoleListRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthRoleListResponse` messages.
+        func roleList(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthRoleListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthRoleListResponse>
+
+        /// Handle the "RoleDelete" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthRoleDeleteRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthRoleDeleteResponse` messages.
+        func roleDelete(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthRoleDeleteRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthRoleDeleteResponse>
+
+        /// Handle the "RoleGrantPermission" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthRoleGrantPermissionRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthRoleGrantPermissionResponse` messages.
+        func roleGrantPermission(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthRoleGrantPermissionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthRoleGrantPermissionResponse>
+
+        /// Handle the "RoleRevokePermission" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Etcdserverpb_AuthRoleRevokePermissionRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Etcdserverpb_AuthRoleRevokePermissionResponse` messages.
+        func roleRevokePermission(
+            request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthRoleRevokePermissionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthRoleRevokePermissionResponse>
+    }
+
+    /// Service protocol for the "etcdserverpb.Auth" service.
+    ///
+    /// This protocol is higher level than ``StreamingServiceProtocol`` but lower level than
+    /// the ``SimpleServiceProtocol``, it provides access to request and response metadata and
+    /// trailing response metadata. If you don't need these then consider using
+    /// the ``SimpleServiceProtocol``. If you need fine grained control over your RPCs then
+    /// use ``StreamingServiceProtocol``.
+    public protocol ServiceProtocol: Etcdserverpb_Auth.StreamingServiceProtocol {
+        /// Handle the "AuthEnable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthEnableRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthEnableResponse` message.
+        func authEnable(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthEnableRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthEnableResponse>
+
+        /// Handle the "AuthDisable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthDisableRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthDisableResponse` message.
+        func authDisable(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthDisableRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthDisableResponse>
+
+        /// Handle the "Authenticate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Authenticate checks a user's password and answers a token for later calls.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthenticateRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthenticateResponse` message.
+        func authenticate(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthenticateRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthenticateResponse>
+
+        /// Handle the "UserAdd" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserAddRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthUserAddResponse` message.
+        func userAdd(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthUserAddRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthUserAddResponse>
+
+        /// Handle the "UserGet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserGetRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthUserGetResponse` message.
+        func userGet(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthUserGetRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthUserGetResponse>
+
+        /// Handle the "UserList" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthUserListResponse` message.
+        func userList(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthUserListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthUserListResponse>
+
+        /// Handle the "UserDelete" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserDeleteRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthUserDeleteResponse` message.
+        func userDelete(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthUserDeleteRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthUserDeleteResponse>
+
+        /// Handle the "UserChangePassword" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserChangePasswordRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthUserChangePasswordResponse` message.
+        func userChangePassword(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthUserChangePasswordRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthUserChangePasswordResponse>
+
+        /// Handle the "UserGrantRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserGrantRoleRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthUserGrantRoleResponse` message.
+        func userGrantRole(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthUserGrantRoleRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthUserGrantRoleResponse>
+
+        /// Handle the "UserRevokeRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserRevokeRoleRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthUserRevokeRoleResponse` message.
+        func userRevokeRole(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthUserRevokeRoleRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthUserRevokeRoleResponse>
+
+        /// Handle the "RoleAdd" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleAddRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthRoleAddResponse` message.
+        func roleAdd(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthRoleAddRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthRoleAddResponse>
+
+        /// Handle the "RoleGet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleGetRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthRoleGetResponse` message.
+        func roleGet(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthRoleGetRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthRoleGetResponse>
+
+        /// Handle the "RoleList" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthRoleListResponse` message.
+        func roleList(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthRoleListRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthRoleListResponse>
+
+        /// Handle the "RoleDelete" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleDeleteRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthRoleDeleteResponse` message.
+        func roleDelete(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthRoleDeleteRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthRoleDeleteResponse>
+
+        /// Handle the "RoleGrantPermission" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleGrantPermissionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthRoleGrantPermissionResponse` message.
+        func roleGrantPermission(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthRoleGrantPermissionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthRoleGrantPermissionResponse>
+
+        /// Handle the "RoleRevokePermission" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleRevokePermissionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Etcdserverpb_AuthRoleRevokePermissionResponse` message.
+        func roleRevokePermission(
+            request: GRPCCore.ServerRequest<Etcdserverpb_AuthRoleRevokePermissionRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthRoleRevokePermissionResponse>
+    }
+
+    /// Simple service protocol for the "etcdserverpb.Auth" service.
+    ///
+    /// This is the highest level protocol for the service. The API is the easiest to use but
+    /// doesn't provide access to request or response metadata. If you need access to these
+    /// then use ``ServiceProtocol`` instead.
+    public protocol SimpleServiceProtocol: Etcdserverpb_Auth.ServiceProtocol {
+        /// Handle the "AuthEnable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthEnableRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthEnableResponse` to respond with.
+        func authEnable(
+            request: Etcdserverpb_AuthEnableRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthEnableResponse
+
+        /// Handle the "AuthDisable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthDisableRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthDisableResponse` to respond with.
+        func authDisable(
+            request: Etcdserverpb_AuthDisableRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthDisableResponse
+
+        /// Handle the "Authenticate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Authenticate checks a user's password and answers a token for later calls.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthenticateRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthenticateResponse` to respond with.
+        func authenticate(
+            request: Etcdserverpb_AuthenticateRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthenticateResponse
+
+        /// Handle the "UserAdd" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthUserAddRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthUserAddResponse` to respond with.
+        func userAdd(
+            request: Etcdserverpb_AuthUserAddRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthUserAddResponse
+
+        /// Handle the "UserGet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthUserGetRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthUserGetResponse` to respond with.
+        func userGet(
+            request: Etcdserverpb_AuthUserGetRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthUserGetResponse
+
+        /// Handle the "UserList" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthUserListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthUserListResponse` to respond with.
+        func userList(
+            request: Etcdserverpb_AuthUserListRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthUserListResponse
+
+        /// Handle the "UserDelete" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthUserDeleteRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthUserDeleteResponse` to respond with.
+        func userDelete(
+            request: Etcdserverpb_AuthUserDeleteRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthUserDeleteResponse
+
+        /// Handle the "UserChangePassword" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthUserChangePasswordRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthUserChangePasswordResponse` to respond with.
+        func userChangePassword(
+            request: Etcdserverpb_AuthUserChangePasswordRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthUserChangePasswordResponse
+
+        /// Handle the "UserGrantRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthUserGrantRoleRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthUserGrantRoleResponse` to respond with.
+        func userGrantRole(
+            request: Etcdserverpb_AuthUserGrantRoleRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthUserGrantRoleResponse
+
+        /// Handle the "UserRevokeRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthUserRevokeRoleRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthUserRevokeRoleResponse` to respond with.
+        func userRevokeRole(
+            request: Etcdserverpb_AuthUserRevokeRoleRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthUserRevokeRoleResponse
+
+        /// Handle the "RoleAdd" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthRoleAddRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthRoleAddResponse` to respond with.
+        func roleAdd(
+            request: Etcdserverpb_AuthRoleAddRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthRoleAddResponse
+
+        /// Handle the "RoleGet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthRoleGetRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthRoleGetResponse` to respond with.
+        func roleGet(
+            request: Etcdserverpb_AuthRoleGetRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthRoleGetResponse
+
+        /// Handle the "RoleList" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthRoleListRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthRoleListResponse` to respond with.
+        func roleList(
+            request: Etcdserverpb_AuthRoleListRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthRoleListResponse
+
+        /// Handle the "RoleDelete" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthRoleDeleteRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthRoleDeleteResponse` to respond with.
+        func roleDelete(
+            request: Etcdserverpb_AuthRoleDeleteRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthRoleDeleteResponse
+
+        /// Handle the "RoleGrantPermission" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthRoleGrantPermissionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthRoleGrantPermissionResponse` to respond with.
+        func roleGrantPermission(
+            request: Etcdserverpb_AuthRoleGrantPermissionRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthRoleGrantPermissionResponse
+
+        /// Handle the "RoleRevokePermission" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Etcdserverpb_AuthRoleRevokePermissionRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Etcdserverpb_AuthRoleRevokePermissionResponse` to respond with.
+        func roleRevokePermission(
+            request: Etcdserverpb_AuthRoleRevokePermissionRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Etcdserverpb_AuthRoleRevokePermissionResponse
+    }
+}
+
+// Default implementation of 'registerMethods(with:)'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth.StreamingServiceProtocol {
+    public func registerMethods<Transport>(with router: inout GRPCCore.RPCRouter<Transport>) where Transport: GRPCCore.ServerTransport {
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.AuthEnable.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthEnableRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthEnableResponse>(),
+            handler: { request, context in
+                try await self.authEnable(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.AuthDisable.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthDisableRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthDisableResponse>(),
+            handler: { request, context in
+                try await self.authDisable(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.Authenticate.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthenticateRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthenticateResponse>(),
+            handler: { request, context in
+                try await self.authenticate(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.UserAdd.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserAddRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserAddResponse>(),
+            handler: { request, context in
+                try await self.userAdd(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.UserGet.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserGetRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserGetResponse>(),
+            handler: { request, context in
+                try await self.userGet(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.UserList.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserListRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserListResponse>(),
+            handler: { request, context in
+                try await self.userList(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.UserDelete.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserDeleteRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserDeleteResponse>(),
+            handler: { request, context in
+                try await self.userDelete(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.UserChangePassword.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserChangePasswordRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserChangePasswordResponse>(),
+            handler: { request, context in
+                try await self.userChangePassword(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.UserGrantRole.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserGrantRoleRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserGrantRoleResponse>(),
+            handler: { request, context in
+                try await self.userGrantRole(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.UserRevokeRole.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserRevokeRoleRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserRevokeRoleResponse>(),
+            handler: { request, context in
+                try await self.userRevokeRole(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.RoleAdd.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleAddRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleAddResponse>(),
+            handler: { request, context in
+                try await self.roleAdd(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.RoleGet.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleGetRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleGetResponse>(),
+            handler: { request, context in
+                try await self.roleGet(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.RoleList.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleListRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleListResponse>(),
+            handler: { request, context in
+                try await self.roleList(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.RoleDelete.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleDeleteRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleDeleteResponse>(),
+            handler: { request, context in
+                try await self.roleDelete(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.RoleGrantPermission.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleGrantPermissionRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleGrantPermissionResponse>(),
+            handler: { request, context in
+                try await self.roleGrantPermission(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Etcdserverpb_Auth.Method.RoleRevokePermission.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleRevokePermissionRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleRevokePermissionResponse>(),
+            handler: { request, context in
+                try await self.roleRevokePermission(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+    }
+}
+
+// Default implementation of streaming methods from 'StreamingServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth.ServiceProtocol {
+    public func authEnable(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthEnableRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthEnableResponse> {
+        let response = try await self.authEnable(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func authDisable(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthDisableRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthDisableResponse> {
+        let response = try await self.authDisable(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func authenticate(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthenticateRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthenticateResponse> {
+        let response = try await self.authenticate(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func userAdd(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthUserAddRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthUserAddResponse> {
+        let response = try await self.userAdd(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func userGet(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthUserGetRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthUserGetResponse> {
+        let response = try await self.userGet(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func userList(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthUserListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthUserListResponse> {
+        let response = try await self.userList(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func userDelete(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthUserDeleteRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthUserDeleteResponse> {
+        let response = try await self.userDelete(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func userChangePassword(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthUserChangePasswordRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthUserChangePasswordResponse> {
+        let response = try await self.userChangePassword(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func userGrantRole(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthUserGrantRoleRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthUserGrantRoleResponse> {
+        let response = try await self.userGrantRole(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func userRevokeRole(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthUserRevokeRoleRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthUserRevokeRoleResponse> {
+        let response = try await self.userRevokeRole(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func roleAdd(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthRoleAddRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthRoleAddResponse> {
+        let response = try await self.roleAdd(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func roleGet(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthRoleGetRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthRoleGetResponse> {
+        let response = try await self.roleGet(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func roleList(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthRoleListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthRoleListResponse> {
+        let response = try await self.roleList(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func roleDelete(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthRoleDeleteRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthRoleDeleteResponse> {
+        let response = try await self.roleDelete(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func roleGrantPermission(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthRoleGrantPermissionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthRoleGrantPermissionResponse> {
+        let response = try await self.roleGrantPermission(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func roleRevokePermission(
+        request: GRPCCore.StreamingServerRequest<Etcdserverpb_AuthRoleRevokePermissionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Etcdserverpb_AuthRoleRevokePermissionResponse> {
+        let response = try await self.roleRevokePermission(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+}
+
+// Default implementation of methods from 'ServiceProtocol'.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth.SimpleServiceProtocol {
+    public func authEnable(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthEnableRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthEnableResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthEnableResponse>(
+            message: try await self.authEnable(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func authDisable(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthDisableRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthDisableResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthDisableResponse>(
+            message: try await self.authDisable(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func authenticate(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthenticateRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthenticateResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthenticateResponse>(
+            message: try await self.authenticate(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func userAdd(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthUserAddRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthUserAddResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthUserAddResponse>(
+            message: try await self.userAdd(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func userGet(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthUserGetRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthUserGetResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthUserGetResponse>(
+            message: try await self.userGet(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func userList(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthUserListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthUserListResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthUserListResponse>(
+            message: try await self.userList(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func userDelete(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthUserDeleteRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthUserDeleteResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthUserDeleteResponse>(
+            message: try await self.userDelete(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func userChangePassword(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthUserChangePasswordRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthUserChangePasswordResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthUserChangePasswordResponse>(
+            message: try await self.userChangePassword(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func userGrantRole(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthUserGrantRoleRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthUserGrantRoleResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthUserGrantRoleResponse>(
+            message: try await self.userGrantRole(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func userRevokeRole(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthUserRevokeRoleRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthUserRevokeRoleResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthUserRevokeRoleResponse>(
+            message: try await self.userRevokeRole(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func roleAdd(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthRoleAddRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthRoleAddResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthRoleAddResponse>(
+            message: try await self.roleAdd(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func roleGet(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthRoleGetRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthRoleGetResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthRoleGetResponse>(
+            message: try await self.roleGet(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func roleList(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthRoleListRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthRoleListResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthRoleListResponse>(
+            message: try await self.roleList(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func roleDelete(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthRoleDeleteRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthRoleDeleteResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthRoleDeleteResponse>(
+            message: try await self.roleDelete(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func roleGrantPermission(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthRoleGrantPermissionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthRoleGrantPermissionResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthRoleGrantPermissionResponse>(
+            message: try await self.roleGrantPermission(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func roleRevokePermission(
+        request: GRPCCore.ServerRequest<Etcdserverpb_AuthRoleRevokePermissionRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Etcdserverpb_AuthRoleRevokePermissionResponse> {
+        return GRPCCore.ServerResponse<Etcdserverpb_AuthRoleRevokePermissionResponse>(
+            message: try await self.roleRevokePermission(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+}
+
+// MARK: etcdserverpb.Auth (client)
+
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth {
+    /// Generated client protocol for the "etcdserverpb.Auth" service.
+    ///
+    /// You don't need to implement this protocol directly, use the generated
+    /// implementation, ``Client``.
+    public protocol ClientProtocol: Sendable {
+        /// Call the "AuthEnable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthEnableRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthEnableRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthEnableResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func authEnable<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthEnableRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthEnableRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthEnableResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthEnableResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "AuthDisable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthDisableRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthDisableRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthDisableResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func authDisable<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthDisableRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthDisableRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthDisableResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthDisableResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Authenticate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Authenticate checks a user's password and answers a token for later calls.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthenticateRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthenticateRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthenticateResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func authenticate<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthenticateRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthenticateRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthenticateResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthenticateResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UserAdd" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserAddRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserAddRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserAddResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func userAdd<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserAddRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserAddRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserAddResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserAddResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UserGet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserGetRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserGetRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserGetResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func userGet<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserGetRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserGetRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserGetResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserGetResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UserList" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserListRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserListRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserListResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func userList<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserListResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserListResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UserDelete" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserDeleteRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserDeleteRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserDeleteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func userDelete<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserDeleteRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserDeleteRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserDeleteResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserDeleteResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UserChangePassword" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserChangePasswordRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserChangePasswordRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserChangePasswordResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func userChangePassword<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserChangePasswordRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserChangePasswordRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserChangePasswordResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserChangePasswordResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UserGrantRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserGrantRoleRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserGrantRoleRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserGrantRoleResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func userGrantRole<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserGrantRoleRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserGrantRoleRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserGrantRoleResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserGrantRoleResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UserRevokeRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserRevokeRoleRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserRevokeRoleRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserRevokeRoleResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func userRevokeRole<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserRevokeRoleRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserRevokeRoleRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserRevokeRoleResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserRevokeRoleResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RoleAdd" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleAddRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleAddRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleAddResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func roleAdd<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleAddRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleAddRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleAddResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleAddResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RoleGet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleGetRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleGetRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleGetResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func roleGet<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGetRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleGetRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleGetResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGetResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RoleList" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleListRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleListRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleListResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func roleList<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleListResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleListResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RoleDelete" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleDeleteRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleDeleteRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleDeleteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func roleDelete<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleDeleteRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleDeleteRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleDeleteResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleDeleteResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RoleGrantPermission" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleGrantPermissionRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleGrantPermissionRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleGrantPermissionResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func roleGrantPermission<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGrantPermissionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleGrantPermissionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleGrantPermissionResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGrantPermissionResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RoleRevokePermission" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleRevokePermissionRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleRevokePermissionRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleRevokePermissionResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func roleRevokePermission<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleRevokePermissionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleRevokePermissionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleRevokePermissionResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleRevokePermissionResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+    }
+
+    /// Generated client for the "etcdserverpb.Auth" service.
+    ///
+    /// The ``Client`` provides an implementation of ``ClientProtocol`` which wraps
+    /// a `GRPCCore.GRPCCClient`. The underlying `GRPCClient` provides the long-lived
+    /// means of communication with the remote peer.
+    public struct Client<Transport>: ClientProtocol where Transport: GRPCCore.ClientTransport {
+        private let client: GRPCCore.GRPCClient<Transport>
+
+        /// Creates a new client wrapping the provided `GRPCCore.GRPCClient`.
+        ///
+        /// - Parameters:
+        ///   - client: A `GRPCCore.GRPCClient` providing a communication channel to the service.
+        public init(wrapping client: GRPCCore.GRPCClient<Transport>) {
+            self.client = client
+        }
+
+        /// Call the "AuthEnable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthEnableRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthEnableRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthEnableResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func authEnable<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthEnableRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthEnableRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthEnableResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthEnableResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.AuthEnable.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "AuthDisable" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthDisableRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthDisableRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthDisableResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func authDisable<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthDisableRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthDisableRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthDisableResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthDisableResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.AuthDisable.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Authenticate" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > Authenticate checks a user's password and answers a token for later calls.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthenticateRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthenticateRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthenticateResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func authenticate<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthenticateRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthenticateRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthenticateResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthenticateResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.Authenticate.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UserAdd" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserAddRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserAddRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserAddResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func userAdd<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserAddRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserAddRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserAddResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserAddResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.UserAdd.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UserGet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserGetRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserGetRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserGetResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func userGet<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserGetRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserGetRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserGetResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserGetResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.UserGet.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UserList" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserListRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserListRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserListResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func userList<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserListResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserListResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.UserList.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UserDelete" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserDeleteRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserDeleteRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserDeleteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func userDelete<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserDeleteRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserDeleteRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserDeleteResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserDeleteResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.UserDelete.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UserChangePassword" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserChangePasswordRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserChangePasswordRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserChangePasswordResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func userChangePassword<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserChangePasswordRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserChangePasswordRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserChangePasswordResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserChangePasswordResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.UserChangePassword.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UserGrantRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserGrantRoleRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserGrantRoleRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserGrantRoleResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func userGrantRole<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserGrantRoleRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserGrantRoleRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserGrantRoleResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserGrantRoleResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.UserGrantRole.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UserRevokeRole" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthUserRevokeRoleRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthUserRevokeRoleRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthUserRevokeRoleResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func userRevokeRole<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserRevokeRoleRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthUserRevokeRoleRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthUserRevokeRoleResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserRevokeRoleResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.UserRevokeRole.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RoleAdd" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleAddRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleAddRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleAddResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func roleAdd<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleAddRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleAddRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleAddResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleAddResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.RoleAdd.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RoleGet" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleGetRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleGetRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleGetResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func roleGet<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGetRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleGetRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleGetResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGetResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.RoleGet.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RoleList" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleListRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleListRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleListResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func roleList<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleListRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleListRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleListResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleListResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.RoleList.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RoleDelete" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleDeleteRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleDeleteRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleDeleteResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func roleDelete<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleDeleteRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleDeleteRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleDeleteResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleDeleteResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.RoleDelete.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RoleGrantPermission" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleGrantPermissionRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleGrantPermissionRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleGrantPermissionResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func roleGrantPermission<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGrantPermissionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleGrantPermissionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleGrantPermissionResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGrantPermissionResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.RoleGrantPermission.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RoleRevokePermission" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Etcdserverpb_AuthRoleRevokePermissionRequest` message.
+        ///   - serializer: A serializer for `Etcdserverpb_AuthRoleRevokePermissionRequest` messages.
+        ///   - deserializer: A deserializer for `Etcdserverpb_AuthRoleRevokePermissionResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func roleRevokePermission<Result>(
+            request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleRevokePermissionRequest>,
+            serializer: some GRPCCore.MessageSerializer<Etcdserverpb_AuthRoleRevokePermissionRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Etcdserverpb_AuthRoleRevokePermissionResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleRevokePermissionResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Etcdserverpb_Auth.Method.RoleRevokePermission.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+    }
+}
+
+// Helpers providing default arguments to 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth.ClientProtocol {
+    /// Call the "AuthEnable" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthEnableRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authEnable<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthEnableRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthEnableResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.authEnable(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthEnableRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthEnableResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuthDisable" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthDisableRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authDisable<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthDisableRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthDisableResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.authDisable(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthDisableRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthDisableResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Authenticate" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Authenticate checks a user's password and answers a token for later calls.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthenticateRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authenticate<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthenticateRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthenticateResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.authenticate(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthenticateRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthenticateResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserAdd" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthUserAddRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userAdd<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserAddRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserAddResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.userAdd(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserAddRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserAddResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserGet" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthUserGetRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userGet<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserGetRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserGetResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.userGet(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserGetRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserGetResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserList" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthUserListRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userList<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserListRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserListResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.userList(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserListRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserListResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserDelete" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthUserDeleteRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userDelete<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserDeleteRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserDeleteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.userDelete(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserDeleteRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserDeleteResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserChangePassword" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthUserChangePasswordRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userChangePassword<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserChangePasswordRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserChangePasswordResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.userChangePassword(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserChangePasswordRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserChangePasswordResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserGrantRole" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthUserGrantRoleRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userGrantRole<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserGrantRoleRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserGrantRoleResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.userGrantRole(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserGrantRoleRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserGrantRoleResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserRevokeRole" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthUserRevokeRoleRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userRevokeRole<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthUserRevokeRoleRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserRevokeRoleResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.userRevokeRole(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthUserRevokeRoleRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthUserRevokeRoleResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleAdd" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthRoleAddRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleAdd<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleAddRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleAddResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.roleAdd(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleAddRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleAddResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleGet" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthRoleGetRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleGet<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGetRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGetResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.roleGet(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleGetRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleGetResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleList" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthRoleListRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleList<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleListRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleListResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.roleList(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleListRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleListResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleDelete" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthRoleDeleteRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleDelete<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleDeleteRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleDeleteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.roleDelete(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleDeleteRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleDeleteResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleGrantPermission" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthRoleGrantPermissionRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleGrantPermission<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGrantPermissionRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGrantPermissionResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.roleGrantPermission(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleGrantPermissionRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleGrantPermissionResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleRevokePermission" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Etcdserverpb_AuthRoleRevokePermissionRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleRevokePermission<Result>(
+        request: GRPCCore.ClientRequest<Etcdserverpb_AuthRoleRevokePermissionRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleRevokePermissionResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.roleRevokePermission(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Etcdserverpb_AuthRoleRevokePermissionRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Etcdserverpb_AuthRoleRevokePermissionResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+}
+
+// Helpers providing sugared APIs for 'ClientProtocol' methods.
+@available(macOS 15.0, iOS 18.0, watchOS 11.0, tvOS 18.0, visionOS 2.0, *)
+extension Etcdserverpb_Auth.ClientProtocol {
+    /// Call the "AuthEnable" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authEnable<Result>(
+        _ message: Etcdserverpb_AuthEnableRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthEnableResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthEnableRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.authEnable(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "AuthDisable" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authDisable<Result>(
+        _ message: Etcdserverpb_AuthDisableRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthDisableResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthDisableRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.authDisable(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Authenticate" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > Authenticate checks a user's password and answers a token for later calls.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func authenticate<Result>(
+        _ message: Etcdserverpb_AuthenticateRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthenticateResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthenticateRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.authenticate(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserAdd" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userAdd<Result>(
+        _ message: Etcdserverpb_AuthUserAddRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserAddResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthUserAddRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.userAdd(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserGet" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userGet<Result>(
+        _ message: Etcdserverpb_AuthUserGetRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserGetResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthUserGetRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.userGet(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserList" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userList<Result>(
+        _ message: Etcdserverpb_AuthUserListRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserListResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthUserListRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.userList(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserDelete" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userDelete<Result>(
+        _ message: Etcdserverpb_AuthUserDeleteRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserDeleteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthUserDeleteRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.userDelete(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserChangePassword" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userChangePassword<Result>(
+        _ message: Etcdserverpb_AuthUserChangePasswordRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserChangePasswordResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthUserChangePasswordRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.userChangePassword(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserGrantRole" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userGrantRole<Result>(
+        _ message: Etcdserverpb_AuthUserGrantRoleRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserGrantRoleResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthUserGrantRoleRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.userGrantRole(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UserRevokeRole" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func userRevokeRole<Result>(
+        _ message: Etcdserverpb_AuthUserRevokeRoleRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthUserRevokeRoleResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthUserRevokeRoleRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.userRevokeRole(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleAdd" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleAdd<Result>(
+        _ message: Etcdserverpb_AuthRoleAddRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleAddResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthRoleAddRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.roleAdd(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleGet" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleGet<Result>(
+        _ message: Etcdserverpb_AuthRoleGetRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGetResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGetRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.roleGet(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleList" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleList<Result>(
+        _ message: Etcdserverpb_AuthRoleListRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleListResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthRoleListRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.roleList(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleDelete" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleDelete<Result>(
+        _ message: Etcdserverpb_AuthRoleDeleteRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleDeleteResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthRoleDeleteRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.roleDelete(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleGrantPermission" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleGrantPermission<Result>(
+        _ message: Etcdserverpb_AuthRoleGrantPermissionRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleGrantPermissionResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthRoleGrantPermissionRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.roleGrantPermission(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RoleRevokePermission" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func roleRevokePermission<Result>(
+        _ message: Etcdserverpb_AuthRoleRevokePermissionRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Etcdserverpb_AuthRoleRevokePermissionResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Etcdserverpb_AuthRoleRevokePermissionRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.roleRevokePermission(
             request: request,
             options: options,
             onResponse: handleResponse
