@@ -11,18 +11,53 @@ struct SnapshotTransfer {
 extension ReplicaRuntime {
     /// Snapshots the state machine and compacts the log every `snapshotEverySlots`.
     func compactIfDue() {
-        guard let applied = replica?.learner.appliedThrough,
+        guard snapshotWriting == nil, let storage, let applied = replica?.learner.appliedThrough,
             applied >= snapshotThrough + Slot(options.snapshotEverySlots)
         else { return }
+        let pending: PendingSnapshot
         do {
-            try storage!.saveSnapshot(through: applied, stateMachine: kv.snapshot())
+            guard let begun = try storage.beginSnapshot(through: applied) else {
+                snapshotThrough = max(snapshotThrough, storage.snapshotThrough)
+                return
+            }
+            pending = begun
         } catch {
             environment.fatal("cannot write a snapshot, stopping: \(error)")
         }
-        snapshotThrough = applied
+        snapshotWriting = (storageLife, applied)
+        // The store is a value: this copy is the state through `applied`, encoded and written
+        // off the driver's thread while the replica goes on (an 80 MB store took the loop
+        // long enough for followers to call elections).
+        let image = kv
+        environment.runInBackground {
+            do {
+                try pending.write(stateMachine: image.snapshot())
+                return .snapshotWritten(pending, failure: nil)
+            } catch {
+                return .snapshotWritten(pending, failure: "\(error)")
+            }
+        }
+    }
+
+    /// A background snapshot is on disk: make it the base of recovery, compact the log, and
+    /// let the core forget the slots it covers. One from an earlier life of the storage (an
+    /// injected failure reopened it meanwhile) is left to the next recovery.
+    func snapshotWritten(_ pending: PendingSnapshot, failure: String?, output: inout Output) {
+        guard let writing = snapshotWriting, let storage, writing.storageLife == storageLife,
+            writing.through == pending.through
+        else { return }
+        snapshotWriting = nil
+        if let failure { environment.fatal("cannot write a snapshot, stopping: \(failure)") }
+        do {
+            try storage.adopt(pending)
+        } catch {
+            environment.fatal("cannot compact after a snapshot, stopping: \(error)")
+        }
+        guard pending.through > snapshotThrough else { return }
+        snapshotThrough = pending.through
         snapshotsSaved += 1
-        environment.log(.info, "snapshot through slot \(applied) written; log compacted (disk \(storage!.diskUsageBytes) bytes)")
-        carryOut(replica!.step(.compacted(through: applied)))
+        environment.log(.info, "snapshot through slot \(pending.through) written; log compacted (disk \(storage.diskUsageBytes) bytes)")
+        if replica != nil { output.append(replica!.step(.compacted(through: pending.through))) }
     }
 
     /// Starts sending the newest snapshot to a peer that lacks the compacted log (a

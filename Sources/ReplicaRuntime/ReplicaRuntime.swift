@@ -90,6 +90,12 @@ public final class ReplicaRuntime {
     public internal(set) var kv = KVStore()
     var storage: ReplicaStorage?
     var snapshotThrough: Slot = 0
+    /// The snapshot being written in the background, and the life of the storage it belongs
+    /// to; at most one at a time.
+    var snapshotWriting: (storageLife: Int, through: Slot)?
+    /// Bumped whenever the storage is opened anew (start, injected failures): a background
+    /// snapshot of an earlier life is not adopted.
+    var storageLife = 0
     var installer: SnapshotInstaller?
     var installerFrom: ReplicaID?
     /// Snapshots being sent, by peer, paced per turn.
@@ -259,6 +265,8 @@ public final class ReplicaRuntime {
             let started = !replica!.isLeader
             if started { environment.log(.notice, "handing leadership over\(target.map { " to r\($0)" } ?? "")") }
             reply(started)
+        case .snapshotWritten(let pending, let failure):
+            snapshotWritten(pending, failure: failure, output: &output)
         }
     }
 
@@ -463,6 +471,8 @@ public final class ReplicaRuntime {
         let (storage, recovered) = try ReplicaStorage.open(
             directory: options.directory, fileSystem: options.fileSystem, options: options.storage)
         self.storage = storage
+        storageLife += 1
+        snapshotWriting = nil
         if let snapshot = recovered.snapshot {
             kv = try KVStore(snapshot: snapshot.stateMachine)
         } else {
@@ -524,6 +534,8 @@ public final class ReplicaRuntime {
                 let (reopened, recovered) = try ReplicaStorage.open(
                     directory: options.directory, fileSystem: options.fileSystem, options: options.storage)
                 storage = reopened
+                storageLife += 1
+                snapshotWriting = nil
                 durable = options.bug == .acceptorRecoversWithoutLog ? DurableState() : recovered.durable
             } catch {
                 environment.fatal("cannot recover the acceptor after an injected failure: \(error)")

@@ -21,6 +21,11 @@ public protocol RuntimeEnvironment: AnyObject {
     /// server). After a yes the runtime does nothing more: it is halted, as a killed
     /// process, and its driver discards it.
     func crashes(at point: CrashPoint) -> Bool
+    /// Runs `work` away from the driver's thread — the server on a background thread, the
+    /// simulator at a later simulated moment — and hands the event it returns to the runtime
+    /// in a later turn, unless the process died meanwhile. Work too slow for a turn (writing a
+    /// snapshot of a large store) goes here, so heartbeats and client calls keep flowing.
+    func runInBackground(_ work: @escaping @Sendable () -> RuntimeEvent)
 }
 
 /// Places in the runtime where the simulator may kill the process.

@@ -121,6 +121,8 @@ public enum RuntimeEvent: Sendable {
     /// A consistent image of the state machine for a backup: the slot it is applied
     /// through, its revision and `KVStore.snapshot()` bytes (nil while the replica is down).
     case backup(@Sendable (BackupImage?) -> Void)
+    /// A snapshot that `runInBackground` wrote (or failed to write, saying why).
+    case snapshotWritten(PendingSnapshot, failure: String?)
 
     /// Bytes the event holds, for the inbox's byte bound.
     public var approximateBytes: Int {
@@ -129,7 +131,7 @@ public enum RuntimeEvent: Sendable {
         case .snapshotChunk(_, let chunk): return chunk.bytes.count + SnapshotChunk.headerBytes
         case .write(_, let command, _, _): return command.bytes.count + 64
         case .read(let request, _, _, _): return request.key.count + request.rangeEnd.count + 64
-        case .status, .transferLeadership, .backup: return 16
+        case .status, .transferLeadership, .backup, .snapshotWritten: return 16
         }
     }
 

@@ -115,6 +115,7 @@ public final class ReplicaStorage {
         let snapshotSlots = names.compactMap(SnapshotFiles.parse).sorted()
         var state = DurableState()
         var snapshot: RecoveredSnapshot?
+        var snapshotHeader: SnapshotHeader?
         if let newest = snapshotSlots.last {
             let path = joinPath(directory, SnapshotFiles.name(through: newest))
             let (header, body) = try SnapshotHeader.verify(try fileSystem.readFile(path), file: path)
@@ -126,6 +127,7 @@ public final class ReplicaStorage {
                 promised: header.promised, entries: [:], chosenThrough: header.chosenThrough,
                 snapshotThrough: header.through)
             snapshot = RecoveredSnapshot(through: header.through, stateMachine: body)
+            snapshotHeader = header
             report.snapshotThrough = header.through
         }
 
@@ -151,7 +153,9 @@ public final class ReplicaStorage {
             removed = true
         }
         if removed { try fileSystem.syncDirectory(directory) }
-        report.staleFilesRemoved += try log.removeSegments(coveredThrough: state.snapshotThrough)
+        report.staleFilesRemoved += try log.removeSegments(
+            coveredThrough: state.snapshotThrough, promised: snapshotHeader?.promised ?? .zero,
+            chosenThrough: snapshotHeader?.chosenThrough ?? 0)
 
         precondition(state.chosenThrough >= state.snapshotThrough, "recovered chosenThrough below the snapshot")
         let storage = ReplicaStorage(
@@ -183,17 +187,32 @@ public final class ReplicaStorage {
     /// so `slot` is chosen), then compacts: removes older snapshots and every log segment
     /// whose accepted slots the snapshot covers. The header carries the current promise
     /// and chosen prefix (see `SnapshotHeader`). A `slot` at or below the current snapshot
-    /// does nothing.
+    /// does nothing. The same as `beginSnapshot`, `PendingSnapshot.write` and `adopt` in a row.
     public func saveSnapshot(through slot: Slot, stateMachine: [UInt8]) throws {
-        guard slot > snapshotThrough else { return }
-        let header = SnapshotHeader(
-            through: slot, promised: promised, chosenThrough: max(chosenThrough, slot),
-            bodyBytes: UInt64(stateMachine.count), bodyCRC: CRC32C.checksum(stateMachine))
+        guard let pending = try beginSnapshot(through: slot) else { return }
+        try checkingFsync { try pending.write(stateMachine: stateMachine) }
+        try adopt(pending)
+    }
+
+    /// Starts a snapshot through `slot` that another thread may write (`PendingSnapshot.write`
+    /// touches only its own files) while this storage goes on appending; `adopt` it here
+    /// afterwards. Its header records the promise and chosen prefix as of now, and adoption
+    /// removes only segments whose records that header covers, so records persisted while it
+    /// was written are never lost. Nil when `slot` is at or below the current snapshot.
+    public func beginSnapshot(through slot: Slot) throws -> PendingSnapshot? {
+        if let failure = fsyncFailure { throw failure }
+        guard slot > snapshotThrough else { return nil }
+        return PendingSnapshot(
+            through: slot, promised: promised, chosenThrough: max(chosenThrough, slot), directory: directory,
+            fileSystem: fileSystem)
+    }
+
+    /// Makes a written snapshot the base of recovery and compacts what it covers; one at or
+    /// below the current snapshot changes nothing.
+    public func adopt(_ pending: PendingSnapshot) throws {
+        guard pending.through > snapshotThrough else { return }
         try checkingFsync {
-            try SnapshotFiles.writeAtomically(
-                header.encoded() + stateMachine, name: SnapshotFiles.name(through: slot), directory: directory,
-                fileSystem: fileSystem)
-            try adoptSnapshot(through: slot)
+            try adoptSnapshot(through: pending.through, promised: pending.promised, chosenThrough: pending.chosenThrough)
         }
     }
 
@@ -210,7 +229,7 @@ public final class ReplicaStorage {
 
     /// The newest snapshot is durable under its name: make it the base of recovery and
     /// compact what it covers.
-    fileprivate func adoptSnapshot(through slot: Slot) throws {
+    fileprivate func adoptSnapshot(through slot: Slot, promised headerPromised: Ballot, chosenThrough headerChosen: Slot) throws {
         precondition(slot > snapshotThrough, "adopting snapshot \(slot) at or below \(snapshotThrough)")
         snapshotThrough = slot
         chosenThrough = max(chosenThrough, slot)
@@ -222,7 +241,7 @@ public final class ReplicaStorage {
             }
         }
         if removed { try fileSystem.syncDirectory(directory) }
-        try log.removeSegments(coveredThrough: slot)
+        try log.removeSegments(coveredThrough: slot, promised: headerPromised, chosenThrough: headerChosen)
     }
 
     /// A reader of the newest snapshot file, to send it to a peer; nil if there is none.
@@ -283,7 +302,7 @@ public final class ReplicaStorage {
         try rewrite.close()
         try fileSystem.rename(temporary, to: joinPath(directory, SnapshotFiles.name(through: installer.through)))
         try fileSystem.syncDirectory(directory)
-        try adoptSnapshot(through: installer.through)
+        try adoptSnapshot(through: installer.through, promised: local.promised, chosenThrough: local.chosenThrough)
         return body
     }
 
@@ -354,5 +373,35 @@ public final class SnapshotInstaller {
         }
         isFinished = true
         return try storage.finishInstall(self, file: file)
+    }
+}
+
+/// A snapshot begun by `ReplicaStorage.beginSnapshot`: its slot and header, and where it goes.
+/// `write` may run on any thread while the storage goes on (it writes only its own temporary
+/// file, then renames it); the file system seam must allow that for distinct files, as
+/// `PosixFileSystem` does and the simulator's single-threaded `SimulatedFileSystem` trivially does.
+public final class PendingSnapshot: @unchecked Sendable {
+    public let through: Slot
+    let promised: Ballot
+    let chosenThrough: Slot
+    private let directory: String
+    private let fileSystem: FileSystem
+
+    init(through: Slot, promised: Ballot, chosenThrough: Slot, directory: String, fileSystem: FileSystem) {
+        self.through = through
+        self.promised = promised
+        self.chosenThrough = chosenThrough
+        self.directory = directory
+        self.fileSystem = fileSystem
+    }
+
+    /// Writes the snapshot file durably (temporary file, fsync, rename, directory fsync).
+    public func write(stateMachine: [UInt8]) throws {
+        let header = SnapshotHeader(
+            through: through, promised: promised, chosenThrough: chosenThrough,
+            bodyBytes: UInt64(stateMachine.count), bodyCRC: CRC32C.checksum(stateMachine))
+        try SnapshotFiles.writeAtomically(
+            header.encoded() + stateMachine, name: SnapshotFiles.name(through: through), directory: directory,
+            fileSystem: fileSystem)
     }
 }

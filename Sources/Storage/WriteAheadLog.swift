@@ -62,6 +62,24 @@ public final class WriteAheadLog {
         /// The highest slot of an `accepted` record in it (0: none). A segment all of whose
         /// accepted slots a snapshot covers may be removed.
         var acceptedSlotMax: Slot
+        /// The highest ballot of a `promised` record and the highest `chosenThrough` record
+        /// in it: a segment may be removed only if the snapshot header records at least these
+        /// (a snapshot written off the driver's thread records them as of its start, and the
+        /// segments written since must keep theirs).
+        var promisedMax: Ballot = .zero
+        var chosenThroughMax: Slot = 0
+
+        mutating func note(_ record: Record) {
+            switch record {
+            case .accepted(let slot, _): acceptedSlotMax = max(acceptedSlotMax, slot)
+            case .promised(let ballot): promisedMax = max(promisedMax, ballot)
+            case .chosenThrough(let slot): chosenThroughMax = max(chosenThroughMax, slot)
+            }
+        }
+
+        func isCovered(through slot: Slot, promised: Ballot, chosenThrough: Slot) -> Bool {
+            acceptedSlotMax <= slot && promisedMax <= promised && chosenThroughMax <= chosenThrough
+        }
         /// Bytes of valid records: where the next append goes.
         var endOffset: Int
     }
@@ -143,17 +161,16 @@ public final class WriteAheadLog {
         }
 
         for (segment, scan) in zip(names, scans) {
-            var acceptedSlotMax: Slot = 0
+            var info = Segment(
+                firstSequence: segment.sequence, name: segment.name, recordCount: scan.records.count,
+                acceptedSlotMax: 0, endOffset: scan.validEnd)
             for record in scan.records {
-                if case .accepted(let slot, _) = record { acceptedSlotMax = max(acceptedSlotMax, slot) }
+                info.note(record)
                 replay(record)
             }
             report.segmentsRead += 1
             report.recordsReplayed += scan.records.count
-            log.segments.append(
-                Segment(
-                    firstSequence: segment.sequence, name: segment.name, recordCount: scan.records.count,
-                    acceptedSlotMax: acceptedSlotMax, endOffset: scan.validEnd))
+            log.segments.append(info)
         }
 
         if let last = log.segments.last, let lastScan = scans.last {
@@ -199,22 +216,23 @@ public final class WriteAheadLog {
         }
         var pending: [UInt8] = []
         pending.reserveCapacity(min(batchBytes, options.segmentBytesMax))
-        var pendingSlotMax: Slot = 0
+        var pendingSummary = Segment(firstSequence: 0, name: "", recordCount: 0, acceptedSlotMax: 0, endOffset: 0)
         var pendingCount = 0
         for (record, frame) in zip(records, frames) {
             let end = (segments.last?.endOffset ?? 0) + pending.count
             if active == nil || (end > 0 && end + frame.count > options.segmentBytesMax) {
-                try flush(&pending, count: &pendingCount, slotMax: &pendingSlotMax)
+                try flush(&pending, count: &pendingCount, summary: &pendingSummary)
                 try startSegment()
             }
             pending.append(contentsOf: frame)
             pendingCount += 1
-            if case .accepted(let slot, _) = record { pendingSlotMax = max(pendingSlotMax, slot) }
+            pendingSummary.note(record)
         }
-        try flush(&pending, count: &pendingCount, slotMax: &pendingSlotMax)
+        try flush(&pending, count: &pendingCount, summary: &pendingSummary)
     }
 
-    private func flush(_ pending: inout [UInt8], count: inout Int, slotMax: inout Slot) throws {
+    /// Writes `pending` to the active segment; `summary` carries what its records hold.
+    private func flush(_ pending: inout [UInt8], count: inout Int, summary: inout Segment) throws {
         guard !pending.isEmpty else { return }
         guard let file = active, var segment = segments.last else {
             preconditionFailure("flush without an active segment")
@@ -222,13 +240,15 @@ public final class WriteAheadLog {
         try file.write(pending, at: UInt64(segment.endOffset))
         segment.endOffset += pending.count
         segment.recordCount += count
-        segment.acceptedSlotMax = max(segment.acceptedSlotMax, slotMax)
+        segment.acceptedSlotMax = max(segment.acceptedSlotMax, summary.acceptedSlotMax)
+        segment.promisedMax = max(segment.promisedMax, summary.promisedMax)
+        segment.chosenThroughMax = max(segment.chosenThroughMax, summary.chosenThroughMax)
         segments[segments.count - 1] = segment
         nextSequence += UInt64(count)
         hasUnsyncedData = true
         pending = []
         count = 0
-        slotMax = 0
+        summary = Segment(firstSequence: 0, name: "", recordCount: 0, acceptedSlotMax: 0, endOffset: 0)
     }
 
     /// Closes the active segment (fdatasync first, so a later segment never outlives an
@@ -271,15 +291,15 @@ public final class WriteAheadLog {
         }
     }
 
-    /// Removes the oldest segments all of whose `accepted` records are for slots at or
-    /// below `slot`, stopping at the first that is not (so the log stays a contiguous
-    /// suffix) and never removing the active segment. Their `promised` and `chosenThrough`
-    /// records must already be carried by the snapshot's header (`SnapshotHeader`).
-    /// Returns how many were removed; the directory is fsynced if any were.
+    /// Removes the oldest segments a snapshot covers — all of their `accepted` records are
+    /// for slots at or below `slot`, and their `promised` and `chosenThrough` records are at
+    /// or below the snapshot header's `promised` and `chosenThrough` — stopping at the first
+    /// that is not (so the log stays a contiguous suffix) and never removing the active
+    /// segment. Returns how many were removed; the directory is fsynced if any were.
     @discardableResult
-    public func removeSegments(coveredThrough slot: Slot) throws -> Int {
+    public func removeSegments(coveredThrough slot: Slot, promised: Ballot, chosenThrough: Slot) throws -> Int {
         var removed = 0
-        while segments.count > 1, segments[0].acceptedSlotMax <= slot {
+        while segments.count > 1, segments[0].isCovered(through: slot, promised: promised, chosenThrough: chosenThrough) {
             try fileSystem.removeFile(joinPath(directory, segments[0].name))
             segments.removeFirst()
             removed += 1

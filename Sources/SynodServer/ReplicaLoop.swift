@@ -54,6 +54,7 @@ final class ReplicaLoop: @unchecked Sendable {
             snapshotChunkBytesMax: min(SnapshotReader.chunkBytesMax, transport.snapshotChunkBytesMax))
         options.autoCompaction = configuration.autoCompaction
         runtime = ReplicaRuntime(options: options, environment: environment)
+        environment.loop = self
     }
 
     /// 16 MiB segments: small enough that compaction frees disk soon after a snapshot,
@@ -91,6 +92,16 @@ final class ReplicaLoop: @unchecked Sendable {
         inboxBytes += bytes
         if inbox.count == 1 { condition.signal() }
         return true
+    }
+
+    /// Hands the loop the outcome of the runtime's background work (`runInBackground`):
+    /// outside the inbox's bounds, which must never drop it (at most one is in flight).
+    func submitFromBackground(_ event: RuntimeEvent) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopping else { return }
+        inbox.append(event)
+        if inbox.count == 1 { condition.signal() }
     }
 
     /// Runs `body` on the loop thread after the current turn, with the runtime (whose state
@@ -156,13 +167,30 @@ final class ReplicaLoop: @unchecked Sendable {
                 tickDue = true
                 nextTick = instant.advanced(by: tick)
             }
+            let started = clock.now
             runtime.turn(batch, tick: tickDue, now: now)
+            noteSlowTurn(started.duration(to: clock.now), events: batch.count)
             // After the turn: a task sees every command the turn applied (a watch created
             // now starts from the store's state after them), and `afterTurn` runs once for
             // both (the watch hub sends what was applied), so nothing applied in between is missed.
             for task in work { task(runtime) }
             watchHub.afterTurn(runtime)
         }
+    }
+
+    /// A turn this long holds up heartbeats: followers may call an election after the
+    /// election timeout. Logged (at most once a second) with how long it took, as etcd warns
+    /// of slow applies and fdatasyncs.
+    static let slowTurn = Duration.milliseconds(100)
+    private var lastSlowTurnLogged: ContinuousClock.Instant?
+
+    private func noteSlowTurn(_ took: Duration, events: Int) {
+        guard took >= Self.slowTurn else { return }
+        let instant = clock.now
+        if let last = lastSlowTurnLogged, last.duration(to: instant) < .seconds(1) { return }
+        lastSlowTurnLogged = instant
+        let milliseconds = took.components.seconds * 1_000 + took.components.attoseconds / 1_000_000_000_000_000
+        logger.warning("slow turn: \(milliseconds) ms for \(events) events (heartbeats wait for it; election timeout \(configuration.electionTimeoutTicks * configuration.tickMilliseconds) ms)")
     }
 
     private func shutdown(failing batch: [RuntimeEvent]) {
@@ -189,6 +217,10 @@ typealias LoopTask = @Sendable (ReplicaRuntime) -> Void
 final class ServerEnvironment: RuntimeEnvironment {
     let transport: PeerTransport
     let logger: Logger
+    /// Set once the loop exists; its background work reports back through it.
+    weak var loop: ReplicaLoop?
+    /// One thread for the runtime's slow work (snapshots), in order.
+    private let background = DispatchQueue(label: "synod-background")
 
     init(transport: PeerTransport, logger: Logger) {
         self.transport = transport
@@ -201,6 +233,11 @@ final class ServerEnvironment: RuntimeEnvironment {
 
     func sendSnapshotChunk(_ chunk: SnapshotChunk, to peer: ReplicaID) {
         transport.sendSnapshotChunk(chunk, to: peer)
+    }
+
+    func runInBackground(_ work: @escaping @Sendable () -> RuntimeEvent) {
+        let loop = self.loop
+        background.async { loop?.submitFromBackground(work()) }
     }
 
     func log(_ level: RuntimeLogLevel, _ message: String) {

@@ -64,6 +64,14 @@ final class SimEnvironment: RuntimeEnvironment {
         simulation.sendChunk(chunk, from: node, to: peer)
     }
 
+    /// The work runs a few moments later (the background thread's), in one piece; a crash
+    /// before then means it never ran. A crash after it ran and before the replica took its
+    /// outcome leaves a written snapshot that only the next recovery adopts.
+    func runInBackground(_ work: @escaping @Sendable () -> RuntimeEvent) {
+        simulation.schedule(
+            .background(node: node, incarnation: incarnation, work: work), after: 1 + simulation.random.next() % 20)
+    }
+
     func log(_ level: RuntimeLogLevel, _ message: String) {
         simulation.trace.note(simulation.time, "r\(node) \(message)")
     }

@@ -235,6 +235,10 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
         case .restart(let id, let crashIncarnation):
             let node = node(id)
             if node.runtime == nil && node.incarnation == crashIncarnation { restart(node) }
+        case .background(let id, let incarnation, let work):
+            let node = node(id)
+            guard node.incarnation == incarnation, node.runtime != nil else { return }
+            deliver(work(), to: node)
         case .snapshotChunk(let to, let from, let chunk):
             let node = node(to)
             guard node.isUp else { return }
@@ -270,4 +274,7 @@ enum SimEvent {
     case request(to: ReplicaID, ClientRequest)
     case response(client: Int, operation: Int, ClientReply)
     case attemptTimeout(client: Int, operation: Int, attempt: Int)
+    /// A replica's background work (`RuntimeEnvironment.runInBackground`) runs now and its
+    /// outcome is handed to the replica, unless the process died since.
+    case background(node: ReplicaID, incarnation: Int, work: @Sendable () -> RuntimeEvent)
 }

@@ -11,8 +11,11 @@ final class RecordingEnvironment: RuntimeEnvironment {
     var sent: [Envelope] = []
     var chunks: [(ReplicaID, SnapshotChunk)] = []
     var lines: [String] = []
+    /// What `runInBackground` produced (run at once), for a test to hand back in a turn.
+    var background: [RuntimeEvent] = []
 
     func send(_ envelopes: [Envelope]) { sent.append(contentsOf: envelopes) }
+    func runInBackground(_ work: @escaping @Sendable () -> RuntimeEvent) { background.append(work()) }
     func sendSnapshotChunk(_ chunk: SnapshotChunk, to peer: ReplicaID) { chunks.append((peer, chunk)) }
     func log(_ level: RuntimeLogLevel, _ message: String) { lines.append(message) }
     func fatal(_ message: String) -> Never { preconditionFailure(message) }

@@ -42,6 +42,35 @@ struct SnapshotTests {
         #expect(reopened.snapshotThrough == 20)
     }
 
+    /// A snapshot written off the driver's thread records the promise as of its start; a
+    /// promise persisted while it was being written lands in a segment whose accepted slots
+    /// it covers (re-accepted old slots). Neither adoption nor a recovery that finds the
+    /// snapshot un-adopted may remove that segment: the acceptor would forget its promise.
+    @Test("a promise persisted while a background snapshot is written survives adoption and crashes", arguments: [false, true])
+    func promiseDuringBackgroundSnapshot(crashBeforeAdoption: Bool) throws {
+        let fileSystem = SimulatedFileSystem(seed: 5)
+        let (storage, _) = try ReplicaStorage.open(directory: testDirectory, fileSystem: fileSystem, options: Self.options)
+        try storage.persist([.promised(Ballot(round: 2, replica: 1))])
+        for slot in Slot(1)...Slot(60) { try storage.persist([accepted(slot), .chosenThrough(slot)]) }
+        let pending = try #require(try storage.beginSnapshot(through: 60))
+        // While it is written: a higher promise, then old slots accepted again, enough to
+        // seal the promise's segment.
+        let later = Ballot(round: 7, replica: 3)
+        try storage.persist([.promised(later)])
+        for slot in Slot(1)...Slot(40) { try storage.persist([accepted(slot)]) }
+        try pending.write(stateMachine: stateMachineBody(through: 60))
+        if !crashBeforeAdoption { try storage.adopt(pending) }
+        fileSystem.crash()
+        let (_, recovered) = try ReplicaStorage.open(directory: testDirectory, fileSystem: fileSystem, options: Self.options)
+        #expect(recovered.snapshot?.through == 60)
+        #expect(recovered.durable.promised == later, "the acceptor forgot the promise made during the snapshot")
+        // Recovery finished the adoption (removing what the snapshot covers): still there after
+        // the next crash.
+        fileSystem.crash()
+        let (_, again) = try ReplicaStorage.open(directory: testDirectory, fileSystem: fileSystem, options: Self.options)
+        #expect(again.durable.promised == later, "the promise was lost by the recovery that adopted the snapshot")
+    }
+
     /// The promise lives only in `promised` records, which carry no slot: compaction must
     /// not lose it (the snapshot header carries it).
     @Test("the promised ballot and the chosen prefix survive compaction")
