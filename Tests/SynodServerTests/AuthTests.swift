@@ -1,6 +1,7 @@
 import EtcdAPI
 import Foundation
 import GRPCCore
+import SynodClient
 import Testing
 
 /// etcd's users, roles and permissions through the real etcdctl (issue #13): the clinical-trial
@@ -120,7 +121,7 @@ extension SynodProcessTests {
                 + "expected \(expected.debugDescription)")
     }
 
-    @Test("an invalid or forged token is refused with etcd's 'invalid auth token'", .timeLimit(.minutes(5)))
+    @Test("a forged token is refused with etcd's 'invalid auth token'; the Swift client authenticates with --user credentials", .timeLimit(.minutes(5)))
     func invalidToken() async throws {
         let executable = try Etcdctl.locate()
         try await LocalCluster.with(name: "auth-token", replicas: 1) { cluster in
@@ -149,6 +150,26 @@ extension SynodProcessTests {
                     }
                 }
             }
+            // The Swift client authenticates once and sends the token (SynodClient+Auth.swift).
+            let endpoint = try SynodEndpoint(parsing: cluster.replica(1).clientEndpoint)
+            var options = SynodClientOptions()
+            options.credentials = SynodCredentials(user: "root", password: "pw")
+            let client = try SynodClient(endpoints: [endpoint], options: options)
+            _ = try await client.put(key: "from-swift", value: "ok")
+            let read = try await client.get(key: "from-swift")
+            cluster.expect(read.body.kvs.first?.value == Array("ok".utf8), "the Swift client read \(read.body.kvs)")
+            await client.close()
+            options.credentials = SynodCredentials(user: "root", password: "wrong")
+            let refused = try SynodClient(endpoints: [endpoint], options: options)
+            do {
+                _ = try await refused.get(key: "from-swift")
+                cluster.fail("a wrong password was accepted")
+            } catch let error as SynodClientError {
+                cluster.expect(
+                    "\(error)".contains("etcdserver: authentication failed, invalid user ID or password"),
+                    "a wrong password gave \(error)")
+            }
+            await refused.close()
             let value = try await etcdctl.run(["--user", "root:pw", "get", "k", "--print-value-only"])
             cluster.expect(value == "v\n", "forged-token puts changed k to \(value.debugDescription)")
         }
