@@ -121,7 +121,9 @@ extension SynodProcessTests {
                 + "expected \(expected.debugDescription)")
     }
 
-    @Test("a forged token is refused with etcd's 'invalid auth token'; the Swift client authenticates with --user credentials", .timeLimit(.minutes(5)))
+    @Test(
+        "a forged token is refused with etcd's 'invalid auth token'; the Swift client authenticates with credentials",
+        .timeLimit(.minutes(5)))
     func invalidToken() async throws {
         let executable = try Etcdctl.locate()
         try await LocalCluster.with(name: "auth-token", replicas: 1) { cluster in
