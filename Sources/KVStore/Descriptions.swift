@@ -8,6 +8,7 @@ extension WriteOperation: CustomStringConvertible {
         case .deleteRange(let delete): return RequestOp.deleteRange(delete).description
         case .txn(let txn): return RequestOp.txn(txn).description
         case .compact(let compact): return "compact \(compact.revision)" + (compact.physical ? " physical" : "")
+        case .auth(let change): return change.description
         }
     }
 }
@@ -74,6 +75,28 @@ extension WriteResult: CustomStringConvertible {
                 + " ops=\(response.responses.count)"
         case .failure(let error, let revision): return "error r=\(revision) \(error.message)"
         case .compact(let response): return "compact r=\(response.revision)"
+        case .auth(let response): return "auth r=\(response.revision) auth=\(response.authRevision)"
+        }
+    }
+}
+
+extension AuthOperation: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .enable: return "auth enable"
+        case .disable: return "auth disable"
+        case .userAdd(let name, _, let noPassword): return "user add \(name)" + (noPassword ? " no-password" : "")
+        case .userDelete(let name): return "user delete \(name)"
+        case .userChangePassword(let name, _): return "user passwd \(name)"
+        case .userGrantRole(let user, let role): return "user grant \(user) \(role)"
+        case .userRevokeRole(let user, let role): return "user revoke \(user) \(role)"
+        case .roleAdd(let name): return "role add \(name)"
+        case .roleDelete(let name): return "role delete \(name)"
+        case .roleGrantPermission(let role, let permission):
+            return "role grant \(role) \(permission.type) \(RequestOp.span(permission.key, permission.rangeEnd))"
+        case .roleRevokePermission(let role, let key, let rangeEnd):
+            return "role revoke \(role) \(RequestOp.span(key, rangeEnd))"
+        case .authorized(let user, let operation): return "as \(user): \(operation)"
         }
     }
 }

@@ -17,6 +17,7 @@ extension KVStore {
         hasher.combine(keysDigest)
         hasher.combine(UInt64(sessions.count))
         hasher.combine(sessionsDigest)
+        if !auth.isPristine { hasher.combine(auth.digest()) }
         return hasher.finalized
     }
 

@@ -18,6 +18,8 @@ extension KVStore {
         case .compact:
             // Whether the revision can be compacted depends on the store's state: checked when applied.
             return
+        case .auth(let change):
+            try validate(change)
         }
         let payload = payloadBytes(operation)
         if payload > KVLimits.requestPayloadBytesMax { throw .requestTooLarge(sizeBytes: payload) }
@@ -93,6 +95,7 @@ extension KVStore {
         case .deleteRange(let delete): return delete.key.count + delete.rangeEnd.count
         case .txn(let txn): return payloadBytes(txn)
         case .compact: return 0
+        case .auth(let change): return payloadBytes(change)
         }
     }
 

@@ -77,6 +77,9 @@ public struct KVStore: Sendable {
     var keysDigest: UInt64 = 0
     var sessionsDigest: UInt64 = 0
 
+    /// Users, roles, permissions and the enabled flag (KVStore+Auth.swift).
+    var auth = AuthState()
+
     /// An empty store at revision 1.
     public init() {}
 
@@ -131,9 +134,11 @@ public struct KVStore: Sendable {
     }
 
     /// Applies a write outside the session layer: validate, then execute.
-    mutating func applyOperation(_ operation: WriteOperation) -> WriteResult {
+    mutating func applyOperation(_ requested: WriteOperation) -> WriteResult {
+        let operation: WriteOperation
         do {
-            try Self.validate(operation)
+            try Self.validate(requested)
+            operation = try admit(requested)
         } catch {
             return .failure(error, revision: revision)
         }
@@ -144,6 +149,7 @@ public struct KVStore: Sendable {
         case .deleteRange(let delete): result = .deleteRange(applyDeleteRange(delete))
         case .txn(let txn): result = applyTxn(txn)
         case .compact(let compaction): result = applyCompaction(compaction)
+        case .auth(let change): result = applyAuth(change)
         }
         // Invariant: one request takes at most one revision.
         precondition(revision == revisionBefore || revision == revisionBefore + 1, "a request took two revisions")
@@ -169,5 +175,6 @@ extension KVStore: Equatable {
             && KeyIndex.sameEntries(lhs.index, rhs.index)
             && lhs.changeLog == rhs.changeLog
             && VersionIndex.sameEntries(lhs.history, rhs.history)
+            && lhs.auth == rhs.auth
     }
 }

@@ -188,6 +188,8 @@ public enum WriteOperation: Sendable, Hashable {
     /// Compaction goes through the log so every replica forgets the same history at the same
     /// point of the command sequence.
     case compact(CompactionRequest)
+    /// Auth changes and the `authorized` envelope of a client's write (Auth.swift; tags 16–31).
+    case auth(AuthOperation)
 }
 
 /// One command of the replicated log: a write with its exactly-once identity.

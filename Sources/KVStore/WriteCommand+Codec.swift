@@ -116,6 +116,8 @@ extension ByteWriter {
             writeByte(OperationTag.compact.rawValue)
             writeSigned(compact.revision)
             writeByte(compact.physical ? FlagBit.compactPhysical : 0)
+        case .auth(let change):
+            writeAuthOperation(change)
         }
     }
 
@@ -218,6 +220,8 @@ extension ByteReader {
             let revision = try readSigned()
             let flags = try readFlags(field: "compact.flags", allowed: FlagBit.compactAll)
             return .compact(CompactionRequest(revision: revision, physical: flags & FlagBit.compactPhysical != 0))
+        case nil where AuthOperationTag.reserved.contains(tag):
+            return .auth(try readAuthOperation(tag: tag, tagOffset: tagOffset))
         case .range, nil:
             throw KVCodecError(.unknownTag(field: "operation", tag: tag), offset: tagOffset)
         }

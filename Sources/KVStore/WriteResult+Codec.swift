@@ -61,6 +61,8 @@ extension ByteWriter {
         case .compact(let response):
             writeByte(ResultTag.compact)
             writeSigned(response.revision)
+        case .auth(let response):
+            writeAuthResponse(response)
         }
     }
 
@@ -143,6 +145,8 @@ extension ByteWriter {
             // Invariant: a command that did not decode has no request id, so its result never
             // reaches the session table, the only place results are encoded.
             preconditionFailure("malformedCommand results are never stored in the session table")
+        case .auth(let error):
+            writeAuthError(error)
         }
     }
 }
@@ -182,6 +186,7 @@ extension ByteReader {
             let revision = try readSigned()
             return .failure(try readError(), revision: revision)
         case ResultTag.compact: return .compact(CompactionResponse(revision: try readSigned()))
+        case AuthResponse.resultTag: return .auth(try readAuthResponse())
         default: throw KVCodecError(.unknownTag(field: "result", tag: tag), offset: tagOffset)
         }
     }
@@ -230,6 +235,7 @@ extension ByteReader {
     mutating func readError() throws(KVCodecError) -> KVError {
         let tagOffset = offset
         let tag = try readByte()
+        if tag == AuthError.errorTag { return .auth(try readAuthError()) }
         guard let errorTag = ErrorTag(rawValue: tag) else {
             throw KVCodecError(.unknownTag(field: "error", tag: tag), offset: tagOffset)
         }

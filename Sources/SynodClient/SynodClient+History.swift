@@ -25,9 +25,10 @@ extension SynodClient {
         writer.bytesField(2, rangeEnd)
         writer.intField(3, limit)
         let request = writer.bytes
-        return try await perform { connection, _, callOptions in
+        return try await perform { connection, metadata, callOptions in
             let bytes = try await connection.rawUnary(
-                service: "synodpb.History", method: "History", request: request, options: callOptions)
+                service: "synodpb.History", method: "History", request: request, metadata: metadata,
+                options: callOptions)
             return try HistoryWire.decodeResponse(bytes)
         }
     }

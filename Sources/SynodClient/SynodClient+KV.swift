@@ -67,8 +67,8 @@ extension SynodClient {
     /// etcd `KV.Range` with every field of the request.
     public func range(_ request: RangeRequest) async throws(SynodClientError) -> SynodResponse<RangeResponse> {
         let message = Etcdserverpb_RangeRequest(request)
-        return try await perform { connection, _, callOptions in
-            let response = try await connection.kv.range(message, options: callOptions)
+        return try await perform { connection, metadata, callOptions in
+            let response = try await connection.kv.range(message, metadata: metadata, options: callOptions)
             return (RangeResponse(response), SynodResponseHeader(response.header))
         }
     }

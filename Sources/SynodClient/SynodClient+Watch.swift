@@ -28,8 +28,11 @@ extension SynodClient {
         requestSink.yield(request)
         let task = Task {
             do {
-                try await connection.rawBidirectional(service: "etcdserverpb.Watch", method: "Watch", requests: requests) {
-                    bytes in
+                var metadata: Metadata = [:]
+                try await self.addAuthToken(to: &metadata)  // SynodClient+Auth.swift
+                try await connection.rawBidirectional(
+                    service: "etcdserverpb.Watch", method: "Watch", requests: requests, metadata: metadata
+                ) { bytes in
                     let response = try WatchWire.decodeResponse(bytes)
                     if response.canceled {
                         let code: RPCError.Code = response.compactRevision != 0 ? .outOfRange : .cancelled

@@ -24,6 +24,8 @@ public final class SynodClient: Sendable {
     public let endpoints: [SynodEndpoint]
     public let options: SynodClientOptions
     private let state: Mutex<State>
+    /// The auth token for `options.credentials` (SynodClient+Auth.swift).
+    let authTokenCache = Mutex<String?>(nil)
 
     private struct State: ~Copyable {
         var connections: [SynodConnection?]
@@ -113,6 +115,8 @@ public final class SynodClient: Sendable {
     ) async throws(SynodClientError) -> SynodResponse<Body> {
         var metadata: Metadata = [:]
         if let requestID { metadata.addString(requestID.description, forKey: SynodRequestID.metadataKey) }
+        try await addAuthToken(to: &metadata)
+        var tokenRefreshed = false
         let callOptions = self.callOptions
         let attemptsMax = 1 + (retriesMax ?? options.retriesMax)
         var backoff = options.retryBackoffInitial
@@ -140,6 +144,13 @@ public final class SynodClient: Sendable {
                 message = "\(error)"
             }
             if Task.isCancelled { throw .cancelled }
+            // An expired or revoked token: authenticate again once, as clientv3 does.
+            if code == .unauthenticated, options.credentials != nil, !tokenRefreshed {
+                tokenRefreshed = true
+                authTokenCache.withLock { $0 = nil }
+                try await addAuthToken(to: &metadata)
+                continue
+            }
             let disposition = FailureDisposition(code)
             guard disposition != .surface else {
                 throw .rejected(code: code, message: message, endpoint: endpoints[index])

@@ -28,6 +28,9 @@ public struct SynodClientOptions: Sendable {
     /// Coalesce HTTP/2 flushes (grpc-swift's default): fewer syscalls under load, up to ~0.1 ms
     /// more latency per call when lightly loaded.
     public var flushCoalescing: Bool
+    /// A user and password for a cluster with auth enabled (etcdctl's `--user`): the client
+    /// authenticates on first use and sends the token with every call (SynodClient+Auth.swift).
+    public var credentials: SynodCredentials? = nil
 
     /// Client IDs at or above this leave room for the identity pool below 2^63: the server treats
     /// an ID with the high bit set as having no session.

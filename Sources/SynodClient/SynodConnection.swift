@@ -61,11 +61,11 @@ public final class SynodConnection: Sendable {
     /// A bidirectional call whose messages are coded by the caller: `requests` are sent as
     /// they come, each response goes to `onResponse`; returns when the server ends the call.
     func rawBidirectional(
-        service: String, method: String, requests: AsyncStream<[UInt8]>,
+        service: String, method: String, requests: AsyncStream<[UInt8]>, metadata: Metadata = [:],
         onResponse: @escaping @Sendable ([UInt8]) throws -> Void
     ) async throws {
         try await grpc.bidirectionalStreaming(
-            request: StreamingClientRequest(of: [UInt8].self) { writer in
+            request: StreamingClientRequest(of: [UInt8].self, metadata: metadata) { writer in
                 for await request in requests { try await writer.write(request) }
             },
             descriptor: MethodDescriptor(fullyQualifiedService: service, method: method),

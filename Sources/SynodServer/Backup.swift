@@ -98,6 +98,10 @@ extension EtcdFrontEnd {
 
     var snapshotMethod: StreamingMethod {
         { [self] call in
+            if let refusal = adminRefusal(call.metadata) {  // auth: a backup holds password hashes
+                call.responder.finish(refusal)
+                return StreamingObserver(onMessage: { _ in }, onCancel: { _ in }, onWritable: {})
+            }
             let sender = BackupSender(responder: call.responder)
             Thread.detachNewThread { [self] in
                 guard let image = loop.ask({ reply in .backup(reply) }) ?? nil else {

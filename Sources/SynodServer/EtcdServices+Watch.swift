@@ -1,3 +1,4 @@
+import NIOHPACK
 import ReplicaRuntime
 import UnaryGRPC
 
@@ -15,6 +16,7 @@ extension EtcdFrontEnd {
     var watchMethod: StreamingMethod {
         { [loop] call in
             let stream = WatchStream(responder: call.responder)
+            let token = call.metadata.first(name: Self.tokenHeader)
             let overloaded = GRPCStatus(code: GRPCStatus.resourceExhausted, message: "etcdserver: too many requests")
             return StreamingObserver(
                 onMessage: { bytes in
@@ -29,7 +31,17 @@ extension EtcdFrontEnd {
                         loop.perform { _ in loop.watchHub.remove(stream) }
                         return
                     }
-                    let submitted = loop.perform { runtime in loop.watchHub.handle(request, on: stream, runtime: runtime) }
+                    let submitted = loop.perform { runtime in
+                        // etcd checks read permission on the watched range at create (EtcdServices+Auth.swift).
+                        if case .create(let create) = request,
+                            let reason = Self.watchRefusal(
+                                create, token: token, certificateCommonName: nil, auth: runtime.kv.authState)
+                        {
+                            loop.watchHub.refuse(create, reason: reason, on: stream, runtime: runtime)
+                        } else {
+                            loop.watchHub.handle(request, on: stream, runtime: runtime)
+                        }
+                    }
                     if !submitted {
                         call.responder.finish(overloaded)
                         loop.perform { _ in loop.watchHub.remove(stream) }

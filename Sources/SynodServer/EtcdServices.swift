@@ -100,6 +100,7 @@ final class EtcdFrontEnd: Sendable {
         _ operation: WriteOperation, call: UnaryCall,
         reply: @escaping @Sendable (RequestOutcome<WriteResult>) -> Void
     ) throws {
+        let operation = try authorize(operation, call: call)  // EtcdServices+Auth.swift
         do {
             try KVStore.validate(operation)
         } catch {
@@ -175,12 +176,12 @@ final class EtcdFrontEnd: Sendable {
     // MARK: - The etcd v3 methods
 
     /// Every unary method Synod serves, by gRPC path (Watch is in `streamingMethods`).
-    /// Others (Lease, Auth, Snapshot, …) are answered UNIMPLEMENTED as soon as their headers
-    /// arrive, as etcd answers a method it does not know.
+    /// Others are answered UNIMPLEMENTED as soon as their headers arrive, as etcd answers a
+    /// method it does not know.
     var methods: [String: UnaryMethod] {
-        [
+        authMethods.merging([
             "/etcdserverpb.KV/Range": Self.method(Etcdserverpb_RangeRequest.self) { [self] request, call, respond in
-                try read(EtcdConversions.range(request), call: call) { outcome in
+                try read(authorized(EtcdConversions.range(request), call: call), call: call) { outcome in
                     respond {
                         switch outcome {
                         case .success(let response, let position):
@@ -253,7 +254,7 @@ final class EtcdFrontEnd: Sendable {
             "/etcdserverpb.Cluster/MemberList": Self.method(Etcdserverpb_MemberListRequest.self) { [self] _, _, respond in
                 status { status in respond { self.memberListResponse(status) } }
             },
-        ]
+        ]) { _, own in own }
     }
 
     func header(_ status: ReplicaStatus) -> Etcdserverpb_ResponseHeader {

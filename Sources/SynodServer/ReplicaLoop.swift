@@ -120,9 +120,13 @@ final class ReplicaLoop: @unchecked Sendable {
     /// The replica's etcd watchers; touched only on the loop thread (from tasks).
     let watchHub: WatchHub
 
+    /// The applied auth state, published for the connections' checks (AuthCredentials.swift).
+    let authView = AuthView()
+
     /// Starts the thread after recovering from the data directory.
     func start() throws {
         try runtime.start(now: now)
+        authView.refresh(runtime.kv.authState)
         let thread = Thread { [self] in run() }
         thread.name = "synod-replica-\(configuration.replicaID)"
         thread.stackSize = 8 << 20
@@ -175,6 +179,7 @@ final class ReplicaLoop: @unchecked Sendable {
             // both (the watch hub sends what was applied), so nothing applied in between is missed.
             for task in work { task(runtime) }
             watchHub.afterTurn(runtime)
+            authView.refresh(runtime.kv.authState)
         }
     }
 

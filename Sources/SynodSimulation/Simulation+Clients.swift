@@ -42,6 +42,7 @@ enum ClientReply {
 extension Simulation {
     func startOperation(client clientID: Int) {
         guard !inLivenessPhase, operationsIssued < options.operationCount else { return }
+        if startAuthOperation(client: clientID) { return }  // Simulation+Auth.swift
         operationsIssued += 1
         var client = clients[clientID - 1]
         client.operationNumber += 1
@@ -80,7 +81,7 @@ extension Simulation {
             }
             request = .write(
                 client: clientID, operation: number,
-                command: WriteCommand(requestID: requestID, operation: operation))
+                command: WriteCommand(requestID: requestID, operation: asSimulatedUser(operation)))
         }
         client.current = ClientOperation(
             number: number, input: input, request: request, call: time,
@@ -156,6 +157,7 @@ extension Simulation {
         case .value(let value):
             complete(client: clientID, output: .value(value))
         case .write(let result):
+            if receiveAuthReply(result, client: clientID, operation: number) { return }
             switch (operation.input, result) {
             case (.put, .put):
                 complete(client: clientID, output: .putOK)
@@ -200,6 +202,7 @@ extension Simulation {
     /// has no effect and is dropped.
     func giveUp(client clientID: Int) {
         let operation = clients[clientID - 1].current!
+        forgetAuthOperation(client: clientID, operation: operation.number)
         if !operation.input.isReadOnly {
             history.append(
                 Operation(clientID: clientID, input: operation.input, call: operation.call, returned: nil, output: nil))

@@ -65,6 +65,8 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
     var trace: TraceRing
     /// When the last snapshot chunk on each link arrives (chunks keep their order).
     var chunkArrivals: [Link: UInt64] = [:]
+    /// Users, roles and guest writes when `options.auth` (Simulation+Auth.swift).
+    var authModel = SimulationAuthModel()
 
     public init(options: SimulationOptions) {
         precondition([1, 3, 5, 7].contains(options.replicaCount), "replica count must be 1, 3, 5 or 7")
@@ -108,6 +110,7 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
             if violations.count > 20 { break }
         }
         checkConvergence()
+        checkDeniedWrites()
         let checked = checkHistory()
         return SimulationResult(
             seed: options.seed, replicaCount: options.replicaCount, violations: violations,
@@ -121,6 +124,7 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
         var arguments = "--seed \(options.seed) --replicas \(options.replicaCount) --ops \(options.operationCount) "
             + "--clients \(options.clientCount)"
         if let bug = options.bug { arguments += " --inject-bug \(bug.rawValue)" }
+        if options.auth { arguments += " --auth" }
         return arguments
     }
 

@@ -38,6 +38,8 @@ public struct SimulationOptions: Sendable {
     public var snapshotEverySlots: Int
     /// Trace lines kept for a failure report.
     public var traceTailLines: Int
+    /// Users, roles and permission checks in the run (Simulation+Auth.swift).
+    public var auth = false
 
     public init(
         seed: UInt64,

@@ -63,6 +63,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .customLong("no-prepopulate"), help: "Skip writing the key space before read workloads.")
     var noPrepopulate = false
 
+    @Option(name: .long, help: "name:password: authenticate once and send the token with every request (auth on vs off).")
+    var user: String?
+
     @Flag(name: .long, help: "Print the report as JSON.")
     var json = false
 
@@ -126,6 +129,14 @@ struct BenchCommand: AsyncParsableCommand {
             concurrency: concurrency,
             clientIDBase: SynodClientOptions.randomClientID()
         )
+        if let user {
+            var authOptions = options
+            authOptions.credentials = try SynodCredentials(parsing: user)
+            let client = try SynodClient(endpoints: endpointList, options: authOptions)
+            let token = try await client.authToken()
+            await client.close()
+            if let token { plan.metadata = [("token", token)] }
+        }
         let progress = BenchProgress(enabled: isatty(STDERR_FILENO) != 0 && !json)
         if workload.needsPrepopulation && !noPrepopulate {
             progress.note("writing \(keys) keys (txns of \(BenchLimits.prepopulateBatchMax) puts)…")

@@ -53,6 +53,8 @@ struct BenchPlan: Sendable {
     var concurrency: Int
     /// Slot `i` writes as client `clientIDBase &+ i` (one write in flight per client ID).
     var clientIDBase: UInt64
+    /// Metadata every request carries: the auth token with `--user`.
+    var metadata: [(String, String)] = []
 
     static func makeKeys(count: Int, sizeBytes: Int) -> [Data] {
         (0..<count).map { index in
@@ -218,7 +220,7 @@ final class BenchSlot: @unchecked Sendable {
         } catch {
             return completed(.failure(GRPCStatus(code: GRPCStatus.internalError, message: "cannot encode: \(error)")))
         }
-        var metadata: [(String, String)] = []
+        var metadata = plan.metadata
         if write {
             metadata.append((SynodRequestID.metadataKey, requestIDPrefix + String(nextSequence)))
             nextSequence += 1
@@ -349,7 +351,8 @@ enum BenchPrepopulation {
                             operation.request = .requestPut(put)
                             return operation
                         }
-                        try await sendWithRetries(try txn.serializedBytes(), on: connection, timeout: plan.timeout)
+                        try await sendWithRetries(
+                            try txn.serializedBytes(), on: connection, timeout: plan.timeout, metadata: plan.metadata)
                     }
                 }
             }
@@ -361,13 +364,13 @@ enum BenchPrepopulation {
     /// (`unavailable`, e.g. a stream reset) are retried.
     static let attemptsMax = 5
 
-    private static func sendWithRetries(_ txn: [UInt8], on connection: UnaryClientConnection, timeout: Duration)
-        async throws
-    {
+    private static func sendWithRetries(
+        _ txn: [UInt8], on connection: UnaryClientConnection, timeout: Duration, metadata: [(String, String)]
+    ) async throws {
         var attempt = 1
         while true {
             do {
-                _ = try await connection.call(path: EtcdPath.txn, message: txn, timeout: timeout)
+                _ = try await connection.call(path: EtcdPath.txn, message: txn, metadata: metadata, timeout: timeout)
                 return
             } catch let error as GRPCStatus where error.code == GRPCStatus.unavailable && attempt < attemptsMax {
                 attempt += 1

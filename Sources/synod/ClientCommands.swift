@@ -22,7 +22,11 @@ struct ClientConnectionOptions: ParsableArguments {
     @Option(name: .long, help: "Retries on another endpoint after a timeout or an unavailable endpoint.")
     var retries: Int = 5
 
+    @Option(name: .long, help: "name:password of a user, for a cluster with auth enabled (as etcdctl's --user).")
+    var user: String?
+
     func validate() throws {
+        if let user { do { _ = try SynodCredentials(parsing: user) } catch { throw ValidationError("\(error)") } }
         guard timeout.duration > .zero else { throw ValidationError("--timeout must be positive") }
         guard (0...SynodClientOptions.retriesMaxLimit).contains(retries) else {
             throw ValidationError("--retries must be in 0...\(SynodClientOptions.retriesMaxLimit)")
@@ -34,6 +38,7 @@ struct ClientConnectionOptions: ParsableArguments {
         var options = SynodClientOptions()
         options.requestTimeout = timeout.duration
         options.retriesMax = retries
+        options.credentials = try user.map { try SynodCredentials(parsing: $0) }
         return try SynodClient(endpoints: SynodEndpoint.parseList(endpoints), options: options)
     }
 

@@ -41,6 +41,9 @@ struct SimulateCommand: ParsableCommand {
     @Flag(help: "Print every run's summary.")
     var verbose = false
 
+    @Flag(help: "Simulate auth: users and roles set up through the log, writes checked, denied writes never applied.")
+    var auth = false
+
     func validate() throws {
         if let replicas, ![1, 3, 5, 7].contains(replicas) {
             throw ValidationError("--replicas must be 1, 3, 5 or 7, not \(replicas)")
@@ -60,9 +63,10 @@ struct SimulateCommand: ParsableCommand {
         var summary = SimulationSummary()
         for seed in seedList {
             let replicaCount = replicas ?? (seed % 2 == 0 ? 5 : 3)
-            let options = SimulationOptions(
+            var options = SimulationOptions(
                 seed: seed, replicaCount: replicaCount, operationCount: ops, clientCount: clients,
                 bug: bug, traceTailLines: traceLines)
+            options.auth = auth
             let result = Simulation(options: options).run()
             summary.add(result)
             if verbose {
