@@ -22,6 +22,8 @@ struct ClientConnectionOptions: ParsableArguments {
     @Option(name: .long, help: "Retries on another endpoint after a timeout or an unavailable endpoint.")
     var retries: Int = 5
 
+    @OptionGroup var tls: ClientTLSOptions
+
     func validate() throws {
         guard timeout.duration > .zero else { throw ValidationError("--timeout must be positive") }
         guard (0...SynodClientOptions.retriesMaxLimit).contains(retries) else {
@@ -34,6 +36,7 @@ struct ClientConnectionOptions: ParsableArguments {
         var options = SynodClientOptions()
         options.requestTimeout = timeout.duration
         options.retriesMax = retries
+        options.tls = try tls.files(endpoints: endpoints)
         return try SynodClient(endpoints: SynodEndpoint.parseList(endpoints), options: options)
     }
 
