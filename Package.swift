@@ -76,7 +76,7 @@ let package = Package(
         .target(
             name: "SynodTLS",
             dependencies: [
-                nioCore, nioSSL,
+                nioCore, nioSSL, .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "X509", package: "swift-certificates"),
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),

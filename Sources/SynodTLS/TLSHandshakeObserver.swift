@@ -1,5 +1,6 @@
 import NIOCore
 import NIOSSL
+import NIOTLS
 
 /// A TLS handshake that did not complete, in words (`TLSFailure.describe`).
 public struct TLSRefusal: Error, Hashable, Sendable, CustomStringConvertible {

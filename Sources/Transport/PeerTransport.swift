@@ -166,9 +166,8 @@ public final class PeerTransport: Sendable {
             try? channel.close().wait()
             return
         }
-        logger.info(
-            "listening for peers on \(listenHost):\(localPort ?? listenPort)"
-                + (tls == nil ? "" : tls!.verifiesInboundPeers ? " (TLS, peer certificates required)" : " (TLS)"))
+        let security = tls == nil ? "" : tls!.verifiesInboundPeers ? " (TLS, peer certificates required)" : " (TLS)"
+        logger.info("listening for peers on \(listenHost):\(localPort ?? listenPort)\(security)")
     }
 
     /// The port the listener is bound to, once started: the real one when `listenPort` was 0.
