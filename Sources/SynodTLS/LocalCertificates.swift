@@ -127,7 +127,8 @@ public enum LocalCertificateAuthority {
         do {
             let name = try DistinguishedName {
                 OrganizationName("Synod")
-                CommonName("Synod local cluster CA")
+                // Unique: two clusters' CAs must not pass for each other by name.
+                CommonName("Synod local cluster CA " + String(UInt32.random(in: 0...UInt32.max), radix: 16))
             }
             certificate = try Certificate(
                 version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: signingKey.publicKey,

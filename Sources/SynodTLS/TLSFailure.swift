@@ -9,6 +9,7 @@ public enum TLSFailure {
         ("CERTIFICATE_REQUIRED", "this side sent no certificate, and the other side requires one"),
         ("UNKNOWN_CA", "the other side does not trust the CA of this side's certificate"),
         ("BAD_CERTIFICATE", "the other side refused this side's certificate"),
+        ("DECRYPT_ERROR", "the other side could not verify this side's certificate with its CA"),
         ("CERTIFICATE_EXPIRED", "the other side says this side's certificate has expired"),
         ("WRONG_VERSION_NUMBER", "the other side does not speak TLS (is it running without TLS?)"),
         ("HTTP_REQUEST", "the other side sent plaintext, not TLS"),
