@@ -19,6 +19,7 @@ let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
 let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
 let nioHTTP2 = Target.Dependency.product(name: "NIOHTTP2", package: "swift-nio-http2")
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let nioSSL = Target.Dependency.product(name: "NIOSSL", package: "swift-nio-ssl")
 
 let package = Package(
     name: "Synod",
@@ -42,6 +43,11 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        // TLS on both planes (BoringSSL through swift-nio-ssl) and local certificate
+        // generation (swift-certificates, no openssl).
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         // Monitoring: Prometheus text exposition for `/metrics` (swift-prometheus 2.x builds on
         // swift-metrics' CoreMetrics).
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
@@ -65,13 +71,27 @@ let package = Package(
             dependencies: ["Paxos", "KVStore", "Storage", "StorageTools", "Linearizability", "ReplicaRuntime"],
             swiftSettings: strictSettings
         ),
+        // TLS files, contexts, certificate names and local certificate generation, shared
+        // by both planes, the clients and `synod cluster --tls`.
+        .target(
+            name: "SynodTLS",
+            dependencies: [
+                nioCore, nioSSL, .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The network: peer frames on SwiftNIO, the etcd v3 API on grpc-swift-2.
-        .target(name: "Transport", dependencies: ["Paxos", "Storage", nioCore, nioPosix, logging], swiftSettings: strictSettings),
+        .target(
+            name: "Transport", dependencies: ["Paxos", "Storage", "SynodTLS", nioCore, nioPosix, nioSSL, logging],
+            swiftSettings: strictSettings),
         // Unary gRPC straight on swift-nio-http2 frames: the client API's hot path
         // (grpc-swift-2's server costs ~300 µs of CPU per call here; docs/BENCHMARKS.md).
         .target(
             name: "UnaryGRPC",
-            dependencies: [nioCore, nioPosix, nioHTTP2, .product(name: "NIOHTTP1", package: "swift-nio")],
+            dependencies: [nioCore, nioPosix, nioHTTP2, nioSSL, "SynodTLS", .product(name: "NIOHTTP1", package: "swift-nio")],
             swiftSettings: strictSettings
         ),
         // Starting and supervising local `synod serve` processes: `synod cluster`, `synod demo`
@@ -81,8 +101,8 @@ let package = Package(
         .target(
             name: "SynodServer",
             dependencies: [
-                "Paxos", "KVStore", "Storage", "ReplicaRuntime", "Transport", "EtcdAPI", "UnaryGRPC", grpcCore, swiftProtobuf,
-                nioCore, nioPosix, logging,
+                "Paxos", "KVStore", "Storage", "ReplicaRuntime", "Transport", "EtcdAPI", "UnaryGRPC", "SynodTLS", grpcCore,
+                swiftProtobuf, nioCore, nioPosix, nioSSL, logging,
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 // PBKDF2 for users' password hashes (auth).
@@ -94,15 +114,15 @@ let package = Package(
         ),
         .target(
             name: "SynodClient",
-            dependencies: ["EtcdAPI", "KVStore", grpcCore, grpcPosix, grpcProtobuf, nioCore],
+            dependencies: ["EtcdAPI", "KVStore", "SynodTLS", grpcCore, grpcPosix, grpcProtobuf, nioCore],
             swiftSettings: strictSettings
         ),
         .executableTarget(
             name: "synod",
             dependencies: [
                 "SynodSimulation", "SynodServer", "SynodClient", "Storage", "StorageTools", "KVStore", "Linearizability", "EtcdAPI", "Paxos",
-                "ClusterLauncher",
-                "UnaryGRPC", grpcCore, grpcPosix, swiftProtobuf, nioCore, nioPosix,
+                "ClusterLauncher", "SynodTLS",
+                "UnaryGRPC", grpcCore, grpcPosix, swiftProtobuf, nioCore, nioPosix, nioSSL,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 logging,
@@ -124,15 +144,18 @@ let package = Package(
         .testTarget(
             name: "UnaryGRPCTests",
             dependencies: [
-                "UnaryGRPC", nioCore, nioPosix, nioHTTP2,
+                "UnaryGRPC", "SynodTLS", nioCore, nioPosix, nioHTTP2, nioSSL,
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "TransportTests", dependencies: ["Transport", "Paxos", "Storage", nioCore, nioPosix, logging], swiftSettings: strictSettings),
+        .testTarget(
+            name: "TransportTests",
+            dependencies: ["Transport", "SynodTLS", "Paxos", "Storage", nioCore, nioPosix, nioSSL, logging],
+            swiftSettings: strictSettings),
         .testTarget(
             name: "SynodServerTests",
-            dependencies: ["SynodServer", "SynodClient", "Linearizability", "KVStore", "Paxos", "ClusterLauncher"],
+            dependencies: ["SynodServer", "SynodClient", "Linearizability", "KVStore", "Paxos", "ClusterLauncher", "SynodTLS"],
             swiftSettings: strictSettings
         ),
     ]

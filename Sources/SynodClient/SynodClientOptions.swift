@@ -1,3 +1,5 @@
+import SynodTLS
+
 /// Read consistency (DESIGN §3 "Reads").
 public enum SynodConsistency: String, Sendable, Hashable, CaseIterable {
     /// Served after the leader confirms its ballot with a majority: never stale.
@@ -31,6 +33,11 @@ public struct SynodClientOptions: Sendable {
     /// A user and password for a cluster with auth enabled (etcdctl's `--user`): the client
     /// authenticates on first use and sends the token with every call (SynodClient+Auth.swift).
     public var credentials: SynodCredentials? = nil
+    /// TLS to every endpoint, as etcdctl's `--cacert`, `--cert`, `--key`: the server's
+    /// certificate is verified against the CA (the system's roots without one) and must name the
+    /// endpoint's host; the client certificate is presented to servers with
+    /// `--client-cert-auth`. nil: plaintext.
+    public var tls: ClientTLSFiles?
 
     /// Client IDs at or above this leave room for the identity pool below 2^63: the server treats
     /// an ID with the high bit set as having no session.
@@ -47,7 +54,8 @@ public struct SynodClientOptions: Sendable {
         consistency: SynodConsistency = .linearizable,
         clientID: UInt64 = SynodClientOptions.randomClientID(),
         reconnectBackoffInitial: Duration = .milliseconds(100),
-        flushCoalescing: Bool = false
+        flushCoalescing: Bool = false,
+        tls: ClientTLSFiles? = nil
     ) {
         self.requestTimeout = requestTimeout
         self.retriesMax = retriesMax
@@ -57,6 +65,7 @@ public struct SynodClientOptions: Sendable {
         self.clientID = clientID
         self.reconnectBackoffInitial = reconnectBackoffInitial
         self.flushCoalescing = flushCoalescing
+        self.tls = tls
     }
 
     /// A random non-zero identity (0 means "no session" to the server) with the two high bits
@@ -79,5 +88,10 @@ public struct SynodClientOptions: Sendable {
             throw .invalidOptions("clientID must be below 2^62 (high bits mean no exactly-once session)")
         }
         guard reconnectBackoffInitial > .zero else { throw .invalidOptions("reconnectBackoffInitial must be positive") }
+        do {
+            try tls?.validate()
+        } catch {
+            throw .invalidOptions(error.description)
+        }
     }
 }

@@ -1,6 +1,7 @@
 import EtcdAPI
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
+import SynodTLS
 
 /// One HTTP/2 connection to one endpoint, multiplexing every call made through it, with the
 /// generated etcd clients on top. `SynodClient` keeps one per endpoint; `synod bench` uses
@@ -16,7 +17,7 @@ public final class SynodConnection: Sendable {
     /// Runs `grpc.runConnections()` until `close()`.
     private let runner: Task<Void, Never>
 
-    /// Opens (lazily) a plaintext connection to `endpoint`.
+    /// Opens (lazily) a connection to `endpoint`: TLS with `options.tls`, plaintext without.
     public init(endpoint: SynodEndpoint, options: SynodClientOptions = .init()) throws(SynodClientError) {
         let config = Transport.Config.defaults { config in
             config.backoff = .init(
@@ -29,7 +30,8 @@ public final class SynodConnection: Sendable {
         }
         let transport: Transport
         do {
-            transport = try Transport(target: endpoint.target, transportSecurity: .plaintext, config: config)
+            transport = try Transport(
+                target: endpoint.target, transportSecurity: Self.transportSecurity(options.tls), config: config)
         } catch {
             throw .invalidEndpoint("\(endpoint) (\(error))")
         }
@@ -72,6 +74,18 @@ public final class SynodConnection: Sendable {
             serializer: RawBytesCoding(), deserializer: RawBytesCoding(), options: .defaults
         ) { response in
             for try await message in response.messages { try onResponse(message) }
+        }
+    }
+
+    /// grpc-swift's TLS from etcdctl-style files (ALPN `h2`, the server verified with its host).
+    public static func transportSecurity(_ tls: ClientTLSFiles?) -> Transport.TransportSecurity {
+        guard let tls else { return .plaintext }
+        return .tls { config in
+            if let ca = tls.trustedCAFile { config.trustRoots = .certificates([.file(path: ca, format: .pem)]) }
+            if let certificate = tls.certificateFile, let key = tls.keyFile {
+                config.certificateChain = [.file(path: certificate, format: .pem)]
+                config.privateKey = .file(path: key, format: .pem)
+            }
         }
     }
 

@@ -1,7 +1,8 @@
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 
-/// One replica's client address, `host:port` (an `http://` prefix, as etcdctl accepts, is dropped).
+/// One replica's client address, `host:port` (an `http://` or `https://` prefix, as etcdctl
+/// accepts, is dropped).
 public struct SynodEndpoint: Sendable, Hashable, CustomStringConvertible {
     public var host: String
     public var port: Int
@@ -11,10 +12,12 @@ public struct SynodEndpoint: Sendable, Hashable, CustomStringConvertible {
         self.port = port
     }
 
-    /// Parses `host:port`, `[v6]:port` or `http://host:port`.
+    /// Parses `host:port`, `[v6]:port`, `http://host:port` or `https://host:port` (TLS is
+    /// `SynodClientOptions.tls`'s business, not the endpoint's).
     public init(parsing text: String) throws(SynodClientError) {
         var rest = Substring(text.trimmingWhitespace())
         if rest.hasPrefix("http://") { rest = rest.dropFirst("http://".count) }
+        if rest.hasPrefix("https://") { rest = rest.dropFirst("https://".count) }
         if rest.hasSuffix("/") { rest = rest.dropLast() }
         guard let colon = rest.lastIndex(of: ":") else { throw .invalidEndpoint(text) }
         var host = rest[..<colon]

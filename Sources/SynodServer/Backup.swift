@@ -98,7 +98,7 @@ extension EtcdFrontEnd {
 
     var snapshotMethod: StreamingMethod {
         { [self] call in
-            if let refusal = adminRefusal(call.metadata) {  // auth: a backup holds password hashes
+            if let refusal = adminRefusal(call.metadata, certificateCommonName: call.clientCertificateCommonName) {  // auth: a backup holds password hashes
                 call.responder.finish(refusal)
                 return StreamingObserver(onMessage: { _ in }, onCancel: { _ in }, onWritable: {})
             }

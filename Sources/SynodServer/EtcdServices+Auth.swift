@@ -45,7 +45,7 @@ extension EtcdFrontEnd {
     }
 
     /// The caller's user name, or nil while auth is disabled on this replica.
-    func caller(_ metadata: HPACKHeaders, certificateCommonName: String? = nil) throws -> (AuthState, String)? {
+    func caller(_ metadata: HPACKHeaders, certificateCommonName: String?) throws -> (AuthState, String)? {
         guard loop.authView.isEnabled else { return nil }
         let state = loop.authView.current
         do {
@@ -62,7 +62,7 @@ extension EtcdFrontEnd {
     /// if the caller may do it, the write in an `authorized` envelope naming the caller (the
     /// store checks it again when applying); else etcd's error.
     func authorize(_ operation: WriteOperation, call: UnaryCall) throws -> WriteOperation {
-        guard let resolved = try caller(call.metadata) else { return operation }
+        guard let resolved = try caller(call.metadata, certificateCommonName: call.clientCertificateCommonName) else { return operation }
         let (state, user) = resolved
         if let error = state.check(operation, user: user) { throw EtcdConversions.rpcError(auth: error) }
         return .auth(.authorized(user: user, operation: operation))
@@ -70,7 +70,7 @@ extension EtcdFrontEnd {
 
     /// `request` if the caller may read its range (always while auth is disabled).
     func authorized(_ request: RangeRequest, call: UnaryCall) throws -> RangeRequest {
-        guard let resolved = try caller(call.metadata) else { return request }
+        guard let resolved = try caller(call.metadata, certificateCommonName: call.clientCertificateCommonName) else { return request }
         let (state, user) = resolved
         if let error = state.check(request, user: user) { throw EtcdConversions.rpcError(auth: error) }
         return request
@@ -79,9 +79,9 @@ extension EtcdFrontEnd {
     /// For maintenance calls etcd reserves to root (HashKV, Snapshot, MoveLeader, Defragment;
     /// and Synod's History, which reads every key's old values):
     /// nil if the caller may, else the status to fail the call with.
-    func adminRefusal(_ metadata: HPACKHeaders) -> GRPCStatus? {
+    func adminRefusal(_ metadata: HPACKHeaders, certificateCommonName: String?) -> GRPCStatus? {
         do {
-            guard let resolved = try caller(metadata) else { return nil }
+            guard let resolved = try caller(metadata, certificateCommonName: certificateCommonName) else { return nil }
             let (state, user) = resolved
             guard let error = state.checkAdmin(user: user) else { return nil }
             return Self.grpcStatus(EtcdConversions.rpcError(auth: error))
@@ -93,7 +93,7 @@ extension EtcdFrontEnd {
     /// The lease hook (etcd's `checkLeasePuts`): the caller may revoke a lease, or attach a
     /// key to it, only with write permission on every key the lease holds (`keys`).
     func authorizeLease(keys: [[UInt8]], call: UnaryCall) throws {
-        guard let resolved = try caller(call.metadata) else { return }
+        guard let resolved = try caller(call.metadata, certificateCommonName: call.clientCertificateCommonName) else { return }
         let (state, user) = resolved
         for key in keys {
             if let error = state.checkKeys(user: user, type: .write, key: key, rangeEnd: []) {
@@ -341,7 +341,7 @@ extension EtcdFrontEnd {
     /// Refuses an auth change early, before hashing a password, if the caller could not make
     /// it (the store checks again when applying).
     func precheckAdmin(_ call: UnaryCall) throws {
-        guard let resolved = try caller(call.metadata) else { return }
+        guard let resolved = try caller(call.metadata, certificateCommonName: call.clientCertificateCommonName) else { return }
         let (state, user) = resolved
         if let error = state.checkAdmin(user: user) { throw EtcdConversions.rpcError(auth: error) }
     }
@@ -368,13 +368,14 @@ extension EtcdFrontEnd {
         _ body: @escaping @Sendable (AuthState, String?, Etcdserverpb_ResponseHeader) throws -> Response
     ) throws {
         let token = call.metadata.first(name: Self.tokenHeader)
+        let commonName = call.clientCertificateCommonName
         try afterReadIndex(call: call) { [self] state, position in
             respond {
                 do {
                     var user: String?
                     if state.isEnabled {
                         user = try Self.resolveUser(
-                            token: token, certificateCommonName: nil, state: state,
+                            token: token, certificateCommonName: commonName, state: state,
                             nowMilliseconds: Self.wallClockMilliseconds())
                     }
                     return try body(state, user, self.header(position))

@@ -14,7 +14,7 @@ extension EtcdFrontEnd {
 
     var hashKVMethod: UnaryMethod {
         { [self] call in
-            if let refusal = adminRefusal(call.metadata) { return call.responder.fail(refusal) }  // auth
+            if let refusal = adminRefusal(call.metadata, certificateCommonName: call.clientCertificateCommonName) { return call.responder.fail(refusal) }  // auth
             let revision: Int64
             do {
                 revision = try Self.decodeHashKVRequest(call.payload)

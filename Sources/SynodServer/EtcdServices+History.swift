@@ -21,7 +21,7 @@ extension EtcdFrontEnd {
 
     var historyMethod: UnaryMethod {
         { [self] call in
-            if let refusal = adminRefusal(call.metadata) { return call.responder.fail(refusal) }  // auth
+            if let refusal = adminRefusal(call.metadata, certificateCommonName: call.clientCertificateCommonName) { return call.responder.fail(refusal) }  // auth
             let request: (key: [UInt8], rangeEnd: [UInt8], limit: Int)
             do {
                 request = try Self.decodeHistoryRequest(call.payload)

@@ -17,6 +17,7 @@ extension EtcdFrontEnd {
         { [loop] call in
             let stream = WatchStream(responder: call.responder)
             let token = call.metadata.first(name: Self.tokenHeader)
+            let commonName = call.clientCertificateCommonName
             let overloaded = GRPCStatus(code: GRPCStatus.resourceExhausted, message: "etcdserver: too many requests")
             return StreamingObserver(
                 onMessage: { bytes in
@@ -35,7 +36,7 @@ extension EtcdFrontEnd {
                         // etcd checks read permission on the watched range at create (EtcdServices+Auth.swift).
                         if case .create(let create) = request,
                             let reason = Self.watchRefusal(
-                                create, token: token, certificateCommonName: nil, auth: runtime.kv.authState)
+                                create, token: token, certificateCommonName: commonName, auth: runtime.kv.authState)
                         {
                             loop.watchHub.refuse(create, reason: reason, on: stream, runtime: runtime)
                         } else {

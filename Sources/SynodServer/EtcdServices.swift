@@ -282,9 +282,9 @@ final class EtcdFrontEnd: Sendable {
             var member = Etcdserverpb_Member()
             member.id = UInt64(id)
             member.name = "synod-\(id)"
-            member.peerUrls = ["http://\(configuration.peers[id]!)"]
+            member.peerUrls = ["\(configuration.peerTLS == nil ? "http" : "https")://\(configuration.peers[id]!)"]
             if let client = configuration.clientEndpoints[id] ?? (id == configuration.replicaID ? configuration.listenClient : nil) {
-                member.clientUrls = ["http://\(client)"]
+                member.clientUrls = ["\(configuration.clientTLS == nil ? "http" : "https")://\(client)"]
             }
             return member
         }

@@ -14,7 +14,7 @@ extension EtcdFrontEnd {
 
     var moveLeaderMethod: UnaryMethod {
         { [self] call in
-            if let refusal = adminRefusal(call.metadata) { return call.responder.fail(refusal) }  // auth
+            if let refusal = adminRefusal(call.metadata, certificateCommonName: call.clientCertificateCommonName) { return call.responder.fail(refusal) }  // auth
             guard let target = Self.decodeMoveLeaderTarget(call.payload) else {
                 return call.responder.fail(
                     GRPCStatus(code: GRPCStatus.internalError, message: "grpc: error unmarshalling request: MoveLeaderRequest"))
@@ -75,7 +75,7 @@ extension EtcdFrontEnd {
 
     var defragmentMethod: UnaryMethod {
         { [self] call in
-            if let refusal = adminRefusal(call.metadata) { return call.responder.fail(refusal) }  // auth
+            if let refusal = adminRefusal(call.metadata, certificateCommonName: call.clientCertificateCommonName) { return call.responder.fail(refusal) }  // auth
             status { status in
                 let body = Self.headerOnlyResponse(self.header(status))
                 call.responder.respond { .success(body) }

@@ -6,6 +6,7 @@ import NIOPosix
 import Paxos
 import ServiceLifecycle
 import Storage
+import SynodTLS
 import Transport
 import UnaryGRPC
 
@@ -42,6 +43,7 @@ public final class SynodServer: Sendable {
         } catch {
             throw ServerConfigurationError.invalid(error.description)
         }
+        let (clientTLS, peerTLS) = try tlsSetup()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         // The client API's HTTP/2 connections get their own thread, so a burst of client
         // traffic never delays the peer messages that decide it.
@@ -56,7 +58,7 @@ public final class SynodServer: Sendable {
         let transport = PeerTransport(
             localID: configuration.replicaID, listenHost: configuration.listenPeer.host,
             listenPort: configuration.listenPeer.port, peers: peers, group: group, logger: logger,
-            configuration: transportConfiguration,
+            configuration: transportConfiguration, tls: peerTLS,
             onMessage: { envelope in box.submitFromPeer(.message(envelope)) },
             onSnapshotChunk: { from, chunk in box.submitFromPeer(.snapshotChunk(from: from, chunk)) })
         let metrics = ServerMetrics()
@@ -73,7 +75,7 @@ public final class SynodServer: Sendable {
             throw error
         }
         logger.notice(
-            "replica r\(configuration.replicaID) serving clients on \(configuration.listenClient), peers on \(configuration.listenPeer), data in \(configuration.dataDirectory)")
+            "replica r\(configuration.replicaID) serving clients on \(configuration.listenClient)\(Self.tlsNote(configuration.clientTLS)), peers on \(configuration.listenPeer)\(Self.tlsNote(configuration.peerTLS)), data in \(configuration.dataDirectory)")
 
         let frontEnd = EtcdFrontEnd(loop: loop, configuration: configuration)
         let monitor = ReplicaMonitor(
@@ -85,6 +87,7 @@ public final class SynodServer: Sendable {
         // InvalidArgument "request is too large"; over this bound the server answers
         // RESOURCE_EXHAUSTED and resets the stream without buffering the rest.
         options.requestBytesMax = max(8 << 20, 4 * configuration.requestBytesMax)
+        options.tls = clientTLS
         let clientServer: UnaryServer
         do {
             clientServer = try await UnaryServer.bind(
@@ -151,6 +154,31 @@ public final class SynodServer: Sendable {
         transport.shutdown()
         try? await group.shutdownGracefully()
         try? await clientGroup.shutdownGracefully()
+    }
+}
+
+extension SynodServer {
+    /// The TLS contexts of both planes, from the configuration's files (nil: plaintext). ALPN
+    /// offers `h2` first (gRPC clients require it), then `http/1.1` for the monitoring
+    /// endpoints on the client port.
+    static func tlsNote(_ files: ServerTLSFiles?) -> String {
+        guard let files else { return "" }
+        return files.clientCertificateAuth ? " (TLS, client certificates required)" : " (TLS)"
+    }
+
+    func tlsSetup() throws(ServerConfigurationError) -> (UnaryServer.TLS?, PeerTransport.TLS?) {
+        let logger = self.logger
+        do {
+            let client = try configuration.clientTLS.map { files throws(TLSSetupError) in
+                UnaryServer.TLS(context: try files.serverContext(applicationProtocols: ["h2", "http/1.1"])) { remote, reason in
+                    logger.warning("client connection from \(remote) refused: TLS handshake failed: \(reason)")
+                }
+            }
+            let peer = try configuration.peerTLS.map { files throws(TLSSetupError) in try PeerTransport.TLS(files: files) }
+            return (client, peer)
+        } catch {
+            throw .invalid(error.description)
+        }
     }
 }
 

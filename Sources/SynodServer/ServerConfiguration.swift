@@ -1,5 +1,6 @@
 import Paxos
 @_exported import ReplicaRuntime
+import SynodTLS
 
 /// A host and port.
 public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
@@ -68,6 +69,11 @@ public struct ServerConfiguration: Sendable {
     /// etcd's `--auto-compaction-mode` / `--auto-compaction-retention` (nil: off, as etcd).
     public var autoCompaction: AutoCompaction?
     public var randomSeed: UInt64
+    /// TLS on the client API (etcd's `--cert-file`, `--key-file`, `--trusted-ca-file`,
+    /// `--client-cert-auth`); nil: plaintext.
+    public var clientTLS: ServerTLSFiles? = nil
+    /// TLS between replicas (`--peer-cert-file`, …, `--peer-client-cert-auth`); nil: plaintext.
+    public var peerTLS: ServerTLSFiles? = nil
 
     public init(
         replicaID: ReplicaID,

@@ -1,7 +1,9 @@
 import Logging
 import NIOCore
+import NIOSSL
 import Paxos
 import Storage
+import SynodTLS
 
 /// What every inbound connection handler needs from its transport; immutable and shared.
 struct InboundContext: Sendable {
@@ -10,6 +12,10 @@ struct InboundContext: Sendable {
     let knownPeers: Set<ReplicaID>
     let clusterID: UInt32
     let helloTimeout: TimeAmount
+    /// `--peer-client-cert-auth`: the hello's sender must be the replica its certificate names.
+    let verifiesPeerCertificates: Bool
+    /// Every peer's host in the peer table, which its certificate must be valid for.
+    let peerHosts: [ReplicaID: String]
     let logger: Logger
     let counters: TransportCounters
     let onMessage: @Sendable (Envelope) -> Void
@@ -86,6 +92,8 @@ final class InboundConnectionHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if let frameError = error as? FrameError {
             reject(context: context, frameError.description)
+        } else if TLSFailure.isRefusal(error) {
+            reject(context: context, "TLS handshake failed: \(TLSFailure.describe(error))")
         } else if rejected {
             return
         } else {
@@ -122,6 +130,13 @@ final class InboundConnectionHandler: ChannelInboundHandler {
                 context: context,
                 "hello from r\(frame.sender) meant for r\(hello.receiver), this is r\(shared.localID)")
             return
+        }
+        if shared.verifiesPeerCertificates {
+            let certificate = (try? context.pipeline.syncOperations.nioSSL_peerCertificate()) ?? nil
+            if let mismatch = PeerIdentity.mismatch(certificate, replica: frame.sender, host: shared.peerHosts[frame.sender]) {
+                reject(context: context, "hello from r\(frame.sender): \(mismatch)")
+                return
+            }
         }
         sender = frame.sender
         helloTimer?.cancel()

@@ -1,7 +1,9 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Paxos
+import SynodTLS
 
 /// The outbound connection to one peer: dialled lazily on the first frame, redialled with
 /// backoff, and the bounded queue of frames that wait for it.
@@ -37,6 +39,8 @@ final class PeerLink: @unchecked Sendable {
     let eventLoop: EventLoop
     private let localID: ReplicaID
     private let configuration: PeerTransport.Configuration
+    /// Dials over TLS with this context; nil: plaintext.
+    private let tlsContext: NIOSSLContext?
     private let backoff: Backoff
     private let logger: Logger
     private let counters: TransportCounters
@@ -50,6 +54,8 @@ final class PeerLink: @unchecked Sendable {
     private var attempt = 0
     /// When the current connection was established.
     private var connectedAt: NIODeadline = .distantPast
+    /// Why the last failed attempt failed, as logged; nil after a connection.
+    private var lastFailureLogged: String?
     private var generator = SystemRandomNumberGenerator()
 
     init(
@@ -59,6 +65,7 @@ final class PeerLink: @unchecked Sendable {
         port: Int,
         eventLoop: EventLoop,
         configuration: PeerTransport.Configuration,
+        tlsContext: NIOSSLContext? = nil,
         logger: Logger,
         counters: TransportCounters
     ) {
@@ -68,6 +75,7 @@ final class PeerLink: @unchecked Sendable {
         self.port = port
         self.eventLoop = eventLoop
         self.configuration = configuration
+        self.tlsContext = tlsContext
         self.backoff = Backoff(initial: configuration.backoffInitial, max: configuration.backoffMax)
         self.logger = logger
         self.counters = counters
@@ -110,15 +118,37 @@ final class PeerLink: @unchecked Sendable {
         phase = .connecting
         let watermark = ChannelOptions.Types.WriteBufferWaterMark(
             low: configuration.outboundBufferBytesMax / 2, high: configuration.outboundBufferBytesMax)
-        let bootstrap = ClientBootstrap(group: eventLoop)
+        var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(configuration.connectTimeout)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelOption(.writeBufferWaterMark, value: watermark)
-        let connected: EventLoopFuture<Channel>
-        if let address = try? SocketAddress(ipAddress: host, port: port) {
-            connected = bootstrap.connect(to: address)  // no resolver round for literal addresses
+        let literal = try? SocketAddress(ipAddress: host, port: port)
+        if let tlsContext {
+            // An IP address is checked against the certificate's IP SANs by NIOSSL itself (it
+            // has no SNI); a name is sent as SNI and checked against its DNS SANs.
+            let serverHostname = literal == nil ? host : nil
+            let (peerID, host, port, logger) = (peerID, host, port, logger)
+            bootstrap = bootstrap.channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers(
+                        NIOSSLClientHandler(context: tlsContext, serverHostname: serverHostname),
+                        TLSHandshakeObserver(onLaterRefusal: { reason in
+                            logger.warning("peer r\(peerID) at \(host):\(port) refused this replica's connection: \(reason)")
+                        }))
+                }
+            }
+        }
+        var connected: EventLoopFuture<Channel>
+        if let literal {
+            connected = bootstrap.connect(to: literal)  // no resolver round for literal addresses
         } else {
             connected = bootstrap.connect(host: host, port: port)
+        }
+        if tlsContext != nil {
+            let (peerID, host) = (peerID, host)
+            connected = connected.flatMap { channel in
+                Self.verifiedHandshake(channel, peerID: peerID, host: host)
+            }
         }
         connected.hop(to: eventLoop).whenComplete { result in
             switch result {
@@ -138,6 +168,7 @@ final class PeerLink: @unchecked Sendable {
         precondition(channel.eventLoop === eventLoop, "peer channel on a foreign event loop")
         phase = .connected(channel)
         connectedAt = .now()
+        lastFailureLogged = nil
         counters.connectionsEstablished.add(1)
         logger.info("connected to peer r\(peerID) at \(host):\(port)")
         channel.closeFuture.whenComplete { _ in self.connectionClosed(channel) }
@@ -156,14 +187,32 @@ final class PeerLink: @unchecked Sendable {
         channel.flush()
     }
 
+    /// Waits for the TLS handshake on `channel` and checks that the certificate names
+    /// `peerID` (`PeerIdentity`); on failure the channel is closed before anything was
+    /// written to it.
+    private static func verifiedHandshake(_ channel: Channel, peerID: ReplicaID, host: String) -> EventLoopFuture<Channel> {
+        TLSHandshakeObserver.handshake(of: channel).flatMapThrowing { certificate -> Channel in
+            if let mismatch = PeerIdentity.mismatch(certificate, replica: peerID, host: host) {
+                throw TLSRefusal(mismatch)
+            }
+            return channel
+        }.flatMapErrorThrowing { error in
+            channel.close(promise: nil)
+            throw error is TLSRefusal ? error : TLSRefusal(TLSFailure.describe(error))
+        }
+    }
+
     private func connectFailed(_ error: Error) {
         eventLoop.preconditionInEventLoop()
         guard case .connecting = phase else { return }
         counters.connectFailures.add(1)
-        // One line when a peer first becomes unreachable; later attempts only at debug.
-        let level: Logger.Level = attempt == 0 ? .info : .debug
-        logger.log(
-            level: level, "cannot connect to peer r\(peerID) at \(host):\(port): \(error); retrying with backoff")
+        // One line when a peer first becomes unreachable, and again whenever the reason
+        // changes (a peer that was down and now refuses our certificate); repeats only at
+        // debug. A TLS refusal is a warning: it will not fix itself.
+        let reason = error is TLSRefusal ? "TLS: \(error)" : "\(error)"
+        let level: Logger.Level = reason == lastFailureLogged ? .debug : (error is TLSRefusal ? .warning : .info)
+        lastFailureLogged = reason
+        logger.log(level: level, "cannot connect to peer r\(peerID) at \(host):\(port): \(reason); retrying with backoff")
         backOff()
     }
 

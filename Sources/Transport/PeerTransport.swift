@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Paxos
 import Storage
 import Synchronization
@@ -64,6 +65,7 @@ public final class PeerTransport: Sendable {
     ///     `start()` throw.
     ///   - group: the event loops for the listener, inbound and outbound connections.
     ///   - configuration: limits and timings; validated by `start()`.
+    ///   - tls: TLS on every peer connection (`PeerTransport.TLS`); nil: plaintext.
     ///   - onMessage: each envelope received, with `to == localID` and `from` the
     ///     authenticated sender. Called on an event loop thread (see the type's doc).
     ///   - onSnapshotChunk: each snapshot chunk received and its sender; same threading.
@@ -75,6 +77,7 @@ public final class PeerTransport: Sendable {
         group: MultiThreadedEventLoopGroup,
         logger: Logger,
         configuration: Configuration = Configuration(),
+        tls: TLS? = nil,
         onMessage: @escaping @Sendable (Envelope) -> Void,
         onSnapshotChunk: @escaping @Sendable (ReplicaID, SnapshotChunk) -> Void
     ) {
@@ -92,18 +95,22 @@ public final class PeerTransport: Sendable {
             let address = peers[id]!
             links[id] = PeerLink(
                 localID: localID, peerID: id, host: address.host, port: address.port, eventLoop: group.next(),
-                configuration: configuration, logger: logger, counters: counters)
+                configuration: configuration, tlsContext: tls?.dialingContext, logger: logger, counters: counters)
         }
         self.links = links
         self.inboundContext = InboundContext(
             localID: localID, knownPeers: Set(peers.keys.filter { $0 != localID }),
-            clusterID: configuration.clusterID, helloTimeout: configuration.helloTimeout, logger: logger,
+            clusterID: configuration.clusterID, helloTimeout: configuration.helloTimeout,
+            verifiesPeerCertificates: tls?.verifiesInboundPeers ?? false,
+            peerHosts: peers.filter { $0.key != localID }.mapValues { $0.host }, logger: logger,
             counters: counters, onMessage: onMessage, onSnapshotChunk: onSnapshotChunk)
+        self.tls = tls
         self.invalidPeers = peers.keys.filter { $0 == 0 }.sorted()
     }
 
     /// Peer ids `start()` refuses: 0 (replica ids start at 1).
     private let invalidPeers: [ReplicaID]
+    private let tls: TLS?
 
     /// Validates the configuration and binds the listener. Blocks until bound; call it
     /// off the event loops. Throws `TransportError` (e.g. `addressInUse`) with one clear line.
@@ -122,6 +129,7 @@ public final class PeerTransport: Sendable {
         }
         let inboundContext = self.inboundContext
         let frameBytesMax = configuration.frameBytesMax
+        let serverContext = tls?.serverContext
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -131,6 +139,10 @@ public final class PeerTransport: Sendable {
                     return channel.eventLoop.makeFailedFuture(ChannelError.ioOnClosedChannel)
                 }
                 return channel.eventLoop.makeCompletedFuture {
+                    // A failed handshake reaches InboundConnectionHandler.errorCaught, which logs why.
+                    if let serverContext {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: serverContext))
+                    }
                     try channel.pipeline.syncOperations.addHandlers(
                         ByteToMessageHandler(FrameDecoder(frameBytesMax: frameBytesMax, expectsHello: true)),
                         InboundConnectionHandler(shared: inboundContext))
@@ -154,7 +166,8 @@ public final class PeerTransport: Sendable {
             try? channel.close().wait()
             return
         }
-        logger.info("listening for peers on \(listenHost):\(localPort ?? listenPort)")
+        let security = tls == nil ? "" : tls!.verifiesInboundPeers ? " (TLS, peer certificates required)" : " (TLS)"
+        logger.info("listening for peers on \(listenHost):\(localPort ?? listenPort)\(security)")
     }
 
     /// The port the listener is bound to, once started: the real one when `listenPort` was 0.

@@ -15,6 +15,8 @@ public struct StreamingCall: Sendable {
     public let timeout: Duration?
     /// Sends messages and finishes the call, from any thread.
     public let responder: StreamingResponder
+    /// The common name of the client's verified TLS certificate, when the connection has one.
+    public let clientCertificateCommonName: String?
 }
 
 /// What a streaming method wants to hear about its call. Every callback runs on the

@@ -15,6 +15,8 @@ extension UnaryCall {
         } else {
             responder.observer = observer
         }
-        return UnaryCall(path: path, metadata: metadata, payload: payload, timeout: timeout, responder: responder)
+        return UnaryCall(
+            path: path, metadata: metadata, payload: payload, timeout: timeout, responder: responder,
+            clientCertificateCommonName: clientCertificateCommonName)
     }
 }

@@ -3,6 +3,8 @@ import NIOCore
 import NIOHPACK
 import NIOHTTP2
 import NIOPosix
+import NIOSSL
+import SynodTLS
 
 /// A unary-only gRPC client connection straight on swift-nio-http2's frame layer, for load
 /// generation: a call is a HEADERS and a DATA frame out and a completion callback in, on the
@@ -23,19 +25,37 @@ public final class UnaryClientConnection: Sendable {
         self.handler = handler
     }
 
-    /// Connects (HTTP/2 with prior knowledge, plaintext).
-    public static func connect(host: String, port: Int, group: EventLoopGroup) async throws -> UnaryClientConnection {
+    /// Connects: HTTP/2 with prior knowledge in plaintext, or over TLS with `tls` (a client
+    /// context offering `h2`, e.g. `ClientTLSFiles.context()`), in which case it returns once
+    /// the handshake completed and throws a `TLSRefusal` saying why when it did not. The server's
+    /// certificate must name `host` (its IP address, or its DNS name, sent as SNI).
+    public static func connect(
+        host: String, port: Int, group: EventLoopGroup, tls: NIOSSLContext? = nil
+    ) async throws -> UnaryClientConnection {
+        let serverHostname = (try? SocketAddress(ipAddress: host, port: port)) == nil ? host : nil
         let channel = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.seconds(5))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
+                    if let tls {
+                        try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
+                        try sync.addHandler(TLSHandshakeObserver())
+                    }
                     try sync.addHandler(NIOHTTP2Handler.unaryGRPC(mode: .client, concurrentStreamsMax: 4096))
-                    try sync.addHandler(UnaryClientHandler())
+                    try sync.addHandler(UnaryClientHandler(scheme: tls == nil ? "http" : "https"))
                 }
             }
             .connect(host: host, port: port).get()
+        if tls != nil {
+            do {
+                _ = try await TLSHandshakeObserver.handshake(of: channel).get()
+            } catch {
+                try? await channel.close()
+                throw error
+            }
+        }
         let handler = try await channel.eventLoop.submit {
             NIOLoopBound(try channel.pipeline.syncOperations.handler(type: UnaryClientHandler.self), eventLoop: channel.eventLoop)
         }.get()
@@ -98,6 +118,8 @@ final class UnaryClientHandler: ChannelInboundHandler {
         var httpStatus: String?
     }
 
+    /// `:scheme`: `https` over TLS.
+    private let scheme: String
     private var calls: [HTTP2StreamID: Call] = [:]
     private var nextStreamID = HTTP2StreamID(1)
     private var context: ChannelHandlerContext?
@@ -107,6 +129,10 @@ final class UnaryClientHandler: ChannelInboundHandler {
     private var sweep: RepeatedTask?
     /// Deadlines are checked this often, instead of one timer per call.
     static let sweepInterval = TimeAmount.milliseconds(50)
+
+    init(scheme: String = "http") {
+        self.scheme = scheme
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -139,7 +165,7 @@ final class UnaryClientHandler: ChannelInboundHandler {
         let streamID = nextStreamID
         nextStreamID = HTTP2StreamID(Int32(nextStreamID) + 2)
         var headers: HPACKHeaders = [
-            ":method": "POST", ":scheme": "http", ":path": request.path, ":authority": request.authority,
+            ":method": "POST", ":scheme": scheme, ":path": request.path, ":authority": request.authority,
             "content-type": GRPCWire.contentType, "te": "trailers",
             "grpc-timeout": GRPCWire.timeoutHeader(request.timeout),
         ]

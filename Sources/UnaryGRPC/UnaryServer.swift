@@ -4,6 +4,8 @@ import NIOHPACK
 import NIOHTTP1
 import NIOHTTP2
 import NIOPosix
+import NIOSSL
+import SynodTLS
 
 /// One unary call as the server received it. The method answers exactly once through
 /// `responder`, from any thread.
@@ -17,6 +19,8 @@ public struct UnaryCall: Sendable {
     /// The client's `grpc-timeout`, if it sent a well-formed one.
     public let timeout: Duration?
     public let responder: UnaryResponder
+    /// The common name of the client's verified TLS certificate, when the connection has one.
+    public let clientCertificateCommonName: String?
 }
 
 /// A method: decodes `payload`, does the work, answers through the responder.
@@ -73,8 +77,26 @@ public final class UnaryServer: Sendable {
         public var streamingLimits = StreamingLimits()
         /// Bounds of the HTTP/1.1 side.
         public var httpLimits = HTTPLimits()
+        /// TLS on every connection; nil: plaintext.
+        public var tls: TLS?
 
         public init() {}
+    }
+
+    /// TLS for the server's connections. gRPC and HTTP/1.1 are still told apart by the first
+    /// bytes after the handshake; offer `h2` by ALPN (`ServerTLSFiles.serverContext`), which
+    /// gRPC clients require. With client-certificate auth, the verified certificate's common
+    /// name reaches every call (`UnaryCall.clientCertificateCommonName`).
+    public struct TLS: Sendable {
+        public var context: NIOSSLContext
+        /// Told (on the event loop) of each connection refused at the handshake: the remote
+        /// address and why, e.g. a client without a certificate signed by the trusted CA.
+        public var onRefusal: @Sendable (_ remote: String, _ reason: String) -> Void
+
+        public init(context: NIOSSLContext, onRefusal: @escaping @Sendable (String, String) -> Void = { _, _ in }) {
+            self.context = context
+            self.onRefusal = onRefusal
+        }
     }
 
     let listener: Channel
@@ -111,6 +133,7 @@ public final class UnaryServer: Sendable {
         let httpLimits = options.httpLimits
         let requestBytesMax = options.requestBytesMax
         let connectionBufferedBytesMax = max(options.connectionBufferedBytesMax, options.requestBytesMax)
+        let tls = options.tls
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -129,6 +152,7 @@ public final class UnaryServer: Sendable {
                     _ = connections.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
                 }
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tls { try Self.addTLS(tls, to: channel) }
                     let detector = ProtocolDetector(
                         http2: { sync in
                             try sync.addHandler(
@@ -137,7 +161,8 @@ public final class UnaryServer: Sendable {
                                 UnaryServerHandler(
                                     methods: methods, streamingMethods: streamingMethods, streamingLimits: streamingLimits,
                                     requestBytesMax: requestBytesMax, connectionBufferedBytesMax: connectionBufferedBytesMax,
-                                    outbox: ConnectionOutbox(eventLoop: channel.eventLoop)))
+                                    outbox: ConnectionOutbox(eventLoop: channel.eventLoop),
+                                    clientCertificateCommonName: Self.clientCommonName(sync)))
                         },
                         http1: { sync in
                             try sync.configureHTTPServerPipeline(withPipeliningAssistance: true, withErrorHandling: true)
@@ -148,6 +173,25 @@ public final class UnaryServer: Sendable {
             }
             .bind(host: host, port: port).get()
         return UnaryServer(listener: listener, connections: connections, options: options)
+    }
+
+    /// The TLS handler and its observer, ahead of everything else on the connection.
+    private static func addTLS(_ tls: TLS, to channel: Channel) throws {
+        let remote = channel.remoteAddress.flatMap { address in address.ipAddress.map { "\($0):\(address.port ?? 0)" } }
+            ?? "unknown address"
+        let onRefusal = tls.onRefusal
+        try channel.pipeline.syncOperations.addHandlers(
+            NIOSSLServerHandler(context: tls.context),
+            TLSHandshakeObserver(onRefusal: { reason in onRefusal(remote, reason) }))
+    }
+
+    /// The common name of the client's certificate: only a verified one reaches the pipeline
+    /// (the server asks for a certificate only with client-certificate auth, and then the
+    /// handshake fails without a valid one). Called when the first bytes after the handshake
+    /// arrived; nil on plaintext connections.
+    static func clientCommonName(_ sync: ChannelPipeline.SynchronousOperations) -> String? {
+        guard let certificate = (try? sync.nioSSL_peerCertificate()) ?? nil else { return nil }
+        return CertificateNames(certificate)?.commonName
     }
 
     /// Waits until `beginGracefulShutdown` finished (or the listener failed).

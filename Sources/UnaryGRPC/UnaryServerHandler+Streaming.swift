@@ -30,7 +30,10 @@ extension UnaryServerHandler {
         let responder = StreamingResponder(
             eventLoop: context.eventLoop, outbox: outbox, streamID: streamID, limits: streamingLimits)
         let timeout = headers.first(name: "grpc-timeout").flatMap(GRPCWire.timeout)
-        let observer = method(StreamingCall(path: path, metadata: headers, timeout: timeout, responder: responder))
+        let observer = method(
+            StreamingCall(
+                path: path, metadata: headers, timeout: timeout, responder: responder,
+                clientCertificateCommonName: clientCertificateCommonName))
         streams[streamID]?.streaming = StreamingCallState(responder: responder, observer: observer)
     }
 

@@ -40,6 +40,8 @@ final class UnaryServerHandler: ChannelInboundHandler {
     /// Sum of the bodies in `streams`. Invariant: ≤ connectionBufferedBytesMax.
     var bufferedBytes = 0
     let outbox: ConnectionOutbox
+    /// The verified client certificate's common name, for every call on this connection.
+    let clientCertificateCommonName: String?
     var streams: [HTTP2StreamID: Stream] = [:]
     var context: ChannelHandlerContext?
     /// Frames were written since the last flush (flushed at the end of the read burst).
@@ -50,7 +52,8 @@ final class UnaryServerHandler: ChannelInboundHandler {
 
     init(
         methods: [String: UnaryMethod], streamingMethods: [String: StreamingMethod], streamingLimits: StreamingLimits,
-        requestBytesMax: Int, connectionBufferedBytesMax: Int, outbox: ConnectionOutbox
+        requestBytesMax: Int, connectionBufferedBytesMax: Int, outbox: ConnectionOutbox,
+        clientCertificateCommonName: String? = nil
     ) {
         self.methods = methods
         self.streamingMethods = streamingMethods
@@ -58,6 +61,7 @@ final class UnaryServerHandler: ChannelInboundHandler {
         self.requestBytesMax = requestBytesMax
         self.connectionBufferedBytesMax = connectionBufferedBytesMax
         self.outbox = outbox
+        self.clientCertificateCommonName = clientCertificateCommonName
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -234,7 +238,9 @@ final class UnaryServerHandler: ChannelInboundHandler {
             let headers = stream.headers
             let timeout = headers.first(name: "grpc-timeout").flatMap(GRPCWire.timeout)
             methods[methodIndex].value(
-                UnaryCall(path: stream.path, metadata: headers, payload: payload, timeout: timeout, responder: responder))
+                UnaryCall(
+                    path: stream.path, metadata: headers, payload: payload, timeout: timeout, responder: responder,
+                    clientCertificateCommonName: clientCertificateCommonName))
         }
     }
 

@@ -4,7 +4,9 @@ import Foundation
 import GRPCCore
 import NIOCore
 import NIOPosix
+import NIOSSL
 import SynodClient
+import SynodTLS
 import UnaryGRPC
 
 /// `synod bench`: a load generator speaking the etcd v3 API, so the same command drives Synod
@@ -69,6 +71,8 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the report as JSON.")
     var json = false
 
+    @OptionGroup var tls: ClientTLSOptions
+
     func validate() throws {
         guard (1...BenchLimits.keysMax).contains(keys) else {
             throw ValidationError("--keys must be in 1...\(BenchLimits.keysMax)")
@@ -103,6 +107,14 @@ struct BenchCommand: AsyncParsableCommand {
         var endpointList = try SynodEndpoint.parseList(endpoints)
         var options = SynodClientOptions()
         options.requestTimeout = timeout.duration
+        let tlsFiles = try tls.files(endpoints: endpoints)
+        options.tls = tlsFiles
+        let tlsContext: NIOSSLContext?
+        do {
+            tlsContext = try tlsFiles?.context(applicationProtocols: ["h2"])
+        } catch {
+            throw CommandFailure.report("\(error)")
+        }
         if leader { endpointList = [try await findLeader(endpointList, options: options)] }
         // One event-loop thread per core at most: the client shares the machine with the
         // servers it measures.
@@ -111,7 +123,9 @@ struct BenchCommand: AsyncParsableCommand {
         for index in 0..<connections {
             let endpoint = endpointList[index % endpointList.count]
             do {
-                opened.append(try await UnaryClientConnection.connect(host: endpoint.host, port: endpoint.port, group: group))
+                opened.append(
+                    try await UnaryClientConnection.connect(
+                        host: endpoint.host, port: endpoint.port, group: group, tls: tlsContext))
             } catch {
                 throw CommandFailure.report("cannot connect to \(endpoint): \(error)")
             }

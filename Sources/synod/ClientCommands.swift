@@ -24,6 +24,7 @@ struct ClientConnectionOptions: ParsableArguments {
 
     @Option(name: .long, help: "name:password of a user, for a cluster with auth enabled (as etcdctl's --user).")
     var user: String?
+    @OptionGroup var tls: ClientTLSOptions
 
     func validate() throws {
         if let user { do { _ = try SynodCredentials(parsing: user) } catch { throw ValidationError("\(error)") } }
@@ -39,6 +40,7 @@ struct ClientConnectionOptions: ParsableArguments {
         options.requestTimeout = timeout.duration
         options.retriesMax = retries
         options.credentials = try user.map { try SynodCredentials(parsing: $0) }
+        options.tls = try tls.files(endpoints: endpoints)
         return try SynodClient(endpoints: SynodEndpoint.parseList(endpoints), options: options)
     }
 

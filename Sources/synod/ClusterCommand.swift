@@ -2,6 +2,7 @@ import ArgumentParser
 import ClusterLauncher
 import Foundation
 import ReplicaRuntime
+import SynodTLS
 
 /// `synod cluster`: N replicas as separate `synod serve` processes on 127.0.0.1, so any
 /// one of them can be killed. The replicas never outlive this supervisor: each watches a
@@ -18,6 +19,12 @@ struct ClusterCommand: ParsableCommand {
             Replica i listens for clients on base-port + 2·(i−1) and for peers on the port after \
             it (2379/2380, 2381/2382, …); if any of these ports is in use, the cluster does not \
             start. Exits non-zero when every replica has exited on its own.
+
+            With --tls, the cluster's own CA and certificates are made (or, on a restart, reused) in \
+            <data-dir>/tls/ — ca.crt, r<i>.crt/.key (client API), r<i>-peer.crt/.key (peers), \
+            client.crt/.key (a client certificate, CN root) — and every replica serves both planes \
+            over TLS with client-certificate auth. A second line `etcdctl flags: --cacert=… \
+            --cert=… --key=…` tells clients what to add.
             """
     )
 
@@ -45,10 +52,19 @@ struct ClusterCommand: ParsableCommand {
     @Option(help: "Default read consistency of every replica: linearizable or serializable.")
     var consistency: String = "linearizable"
 
+    @Flag(help: "TLS with client certificates on both planes, certificates made in <data-dir>/tls/.")
+    var tls = false
+
+    @Option(name: .customLong("tls-client-cn"), help: "Common name (etcd's user name) of the client certificate --tls makes.")
+    var tlsClientCN: String = "root"
+
     @Flag(name: .customLong(String(SupervisorWatch.flag.dropFirst(2))), help: ArgumentHelp(SupervisorWatch.help))
     var exitOnStdinEOF = false
 
     func validate() throws {
+        guard !tlsClientCN.isEmpty, tlsClientCN.utf8.count <= 64 else {
+            throw ValidationError("--tls-client-cn must have 1 to 64 bytes")
+        }
         guard replicas >= 1, replicas <= ClusterLayout.replicasMax else {
             throw ValidationError("--replicas must be between 1 and \(ClusterLayout.replicasMax)")
         }
@@ -89,6 +105,7 @@ struct ClusterCommand: ParsableCommand {
         if exitOnStdinEOF { SupervisorWatch.start(name: "synod cluster") }
 
         let output = LockedOutput()
+        let certificates = try tls ? makeCertificates(layout, output: output) : nil
         let executable = ReplicaProcess.currentExecutablePath()
         var children: [ReplicaProcess] = []
         for member in layout.members {
@@ -98,7 +115,7 @@ struct ClusterCommand: ParsableCommand {
                 extra: [
                     "--consistency", consistency, "--fail-every", "\(every)", "--fail-downtime", "\(downtime)",
                     "--fail-mode", mode,
-                ])
+                ] + (certificates?.serveArguments(replica: id) ?? []))
             let child = ReplicaProcess(
                 name: "r\(id)", executable: executable, arguments: arguments,
                 output: .lines { line in output.line("r\(id) | " + line) },
@@ -113,6 +130,7 @@ struct ClusterCommand: ParsableCommand {
             children.append(child)
         }
         output.line("endpoints: " + layout.clientEndpoints)
+        if let certificates { output.line("etcdctl flags: " + certificates.clientFlags) }
         if every > 0 {
             output.line(
                 "cluster | random \(mode) failures on: each replica fails every \(every) ms on average "
@@ -136,6 +154,25 @@ struct ClusterCommand: ParsableCommand {
         }
         for child in children { _ = child.waitForOutput(seconds: Self.outputDrainSeconds) }
         output.line("cluster | stopped")
+    }
+}
+
+extension ClusterCommand {
+    /// The cluster's certificates in <data-dir>/tls (absolute paths, so the printed flags work
+    /// from anywhere): reused when valid, made when missing.
+    func makeCertificates(_ layout: ClusterLayout, output: LockedOutput) throws -> LocalCertificateFiles {
+        let directory = URL(fileURLWithPath: dataDir).standardizedFileURL.path
+        let files = LocalCertificateFiles(dataDirectory: directory)
+        do {
+            let written = try LocalCertificateAuthority.ensure(
+                files, replicas: layout.members.map(\.id), clientCommonName: tlsClientCN)
+            let what = written.isEmpty ? "reusing the certificates" : "made \(written.count) certificate and key files"
+            output.line("cluster | TLS with client certificates on both planes: \(what) in \(files.directory)")
+        } catch {
+            FileHandle.standardError.write(Data("synod cluster: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        return files
     }
 }
 

@@ -5,6 +5,8 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import Synchronization
+import SynodClient
+import SynodTLS
 
 /// `synod demo`: the course project's client run, done properly. Starts a local cluster with
 /// random acceptor failures (or uses `--endpoints`), then PUTs, GETs and DELETEs keys, each
@@ -48,6 +50,11 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Longest wait for the cluster to come up and elect a leader (e.g. 30s).")
     var startup: DurationArgument = DurationArgument(.seconds(30))
 
+    @Flag(help: "Start the cluster with TLS and client certificates on both planes (as `synod cluster --tls`).")
+    var tls = false
+
+    @OptionGroup var clientTLS: ClientTLSOptions
+
     func validate() throws {
         guard (1...DemoLimits.replicasMax).contains(replicas), replicas % 2 == 1 else {
             throw ValidationError("--replicas must be odd and in 1...\(DemoLimits.replicasMax)")
@@ -64,6 +71,7 @@ struct DemoCommand: AsyncParsableCommand {
         guard startup.duration > .zero else { throw ValidationError("--startup must be positive") }
         if let endpoints {
             do { _ = try DemoEndpoint.parseList(endpoints) } catch { throw ValidationError("--endpoints: \(error)") }
+            if tls { throw ValidationError("--tls is for the cluster the demo starts; for --endpoints give --cacert, --cert, --key") }
         }
     }
 
@@ -71,16 +79,22 @@ struct DemoCommand: AsyncParsableCommand {
         let printer = DemoPrinter()
         var cluster: DemoCluster?
         let endpointList: [DemoEndpoint]
+        var tlsFiles = try clientTLS.files(endpoints: endpoints ?? "")
         if let endpoints {
             endpointList = try DemoEndpoint.parseList(endpoints)
             printer.note("using the cluster at \(endpoints)")
         } else {
             let started = DemoCluster(
                 replicas: replicas, basePort: basePort, failEvery: failEvery, failDowntimeMilliseconds: failDowntime,
-                printer: printer)
+                tls: tls, printer: printer)
             cluster = started
             do {
                 endpointList = try started.start()
+                if let certificates = started.certificates {
+                    tlsFiles = ClientTLSFiles(
+                        trustedCAFile: certificates.caCertificate, certificateFile: certificates.clientCertificate,
+                        keyFile: certificates.clientKey)
+                }
             } catch {
                 started.stop()
                 throw DemoFailure.report(printer, "\(error)")
@@ -90,7 +104,7 @@ struct DemoCommand: AsyncParsableCommand {
         var failure: String?
         do {
             var session = try DemoSession(
-                endpoints: endpointList, printer: printer, attemptTimeout: timeout.duration, attemptsMax: attempts,
+                endpoints: endpointList, tls: tlsFiles, printer: printer, attemptTimeout: timeout.duration, attemptsMax: attempts,
                 cluster: cluster)
             try await session.run(startupDeadline: ContinuousClock.now.advanced(by: startup.duration))
         } catch {
@@ -239,7 +253,13 @@ final class DemoCluster: @unchecked Sendable {
     /// Lines of the replicas' output the demo relays.
     static let relayedMarkers = ["fault injector", "recovered", "leader is", "exited", "Program crashed", "Fatal error"]
 
-    init(replicas: Int, basePort: Int, failEvery: Int, failDowntimeMilliseconds: Int, printer: DemoPrinter) {
+    /// Made by `start()` when the cluster runs with TLS (before any replica starts; only
+    /// read afterwards).
+    private(set) var certificates: LocalCertificateFiles?
+    let tls: Bool
+
+    init(replicas: Int, basePort: Int, failEvery: Int, failDowntimeMilliseconds: Int, tls: Bool = false, printer: DemoPrinter) {
+        self.tls = tls
         self.replicas = replicas
         self.basePort = basePort
         self.failEvery = failEvery
@@ -258,6 +278,12 @@ final class DemoCluster: @unchecked Sendable {
         }
         try? FileManager.default.removeItem(atPath: dataDirectory)
         let extra = ["--fail-every", "\(failEvery)", "--fail-downtime", "\(failDowntimeMilliseconds)"]
+        if tls {
+            let files = LocalCertificateFiles(dataDirectory: dataDirectory)
+            try LocalCertificateAuthority.ensure(files, replicas: layout.members.map(\.id))
+            certificates = files
+            printer.note("TLS with client certificates on both planes; clients add \(files.clientFlags)")
+        }
         printer.note(
             "starting \(replicas) replicas (as `synod cluster --replicas \(replicas) --data-dir \(dataDirectory) "
                 + "--base-port \(basePort) \(extra.joined(separator: " "))`)")
@@ -267,7 +293,8 @@ final class DemoCluster: @unchecked Sendable {
             let child = ReplicaProcess(
                 name: "r\(id)", executable: executable,
                 arguments: layout.serveArguments(
-                    id: id, dataDirectory: (dataDirectory as NSString).appendingPathComponent("r\(id)"), extra: extra),
+                    id: id, dataDirectory: (dataDirectory as NSString).appendingPathComponent("r\(id)"),
+                    extra: extra + (certificates?.serveArguments(replica: id) ?? [])),
                 output: .lines { [weak self] line in self?.handle("r\(id) | " + line) },
                 onExit: { [weak self] termination in self?.exited("r\(id)", termination) })
             do {
@@ -391,9 +418,10 @@ struct DemoReplica: Sendable {
     let kv: Etcdserverpb_KV.Client<Transport>
     let maintenance: Etcdserverpb_Maintenance.Client<Transport>
 
-    init(endpoint: DemoEndpoint) throws {
+    init(endpoint: DemoEndpoint, tls: ClientTLSFiles? = nil) throws {
         let transport = try Transport(
-            target: .ipv4(address: endpoint.host, port: endpoint.port), transportSecurity: .plaintext,
+            target: .ipv4(address: endpoint.host, port: endpoint.port),
+            transportSecurity: SynodConnection.transportSecurity(tls),
             config: .defaults { config in
                 config.backoff = .init(initial: .milliseconds(50), max: .seconds(1), multiplier: 1.6, jitter: 0.2)
             })
@@ -471,10 +499,10 @@ struct DemoSession {
     var retries = 0
 
     init(
-        endpoints: [DemoEndpoint], printer: DemoPrinter, attemptTimeout: Duration, attemptsMax: Int,
-        cluster: DemoCluster?
+        endpoints: [DemoEndpoint], tls: ClientTLSFiles? = nil, printer: DemoPrinter, attemptTimeout: Duration,
+        attemptsMax: Int, cluster: DemoCluster?
     ) throws {
-        self.replicas = try endpoints.map(DemoReplica.init)
+        self.replicas = try endpoints.map { try DemoReplica(endpoint: $0, tls: tls) }
         self.printer = printer
         self.attemptTimeout = attemptTimeout
         self.attemptsMax = attemptsMax

@@ -6,6 +6,7 @@ import Logging
 import Paxos
 import Storage
 import SynodServer
+import SynodTLS
 
 /// `synod serve`: one replica.
 struct ServeCommand: AsyncParsableCommand {
@@ -19,6 +20,13 @@ struct ServeCommand: AsyncParsableCommand {
 
             The replica locks its data directory (<data-dir>/LOCK, which names the holder's pid) \
             before reading anything in it; a second replica on the same directory exits at once.
+
+            TLS, with etcd's flags: --cert-file/--key-file serve the client API over TLS (ALPN h2, \
+            HTTP/1.1 monitoring on the same port), --client-cert-auth with --trusted-ca-file requires \
+            clients to present a certificate of that CA (its common name is the client's user name). \
+            The --peer-* flags do the same between replicas; a peer certificate must also have the \
+            common name r<id> and be valid for the replica's host in --peers. Without them, \
+            everything is plaintext. `synod cluster --tls` makes such certificates.
             """
     )
 
@@ -74,11 +82,50 @@ struct ServeCommand: AsyncParsableCommand {
         help: "Also serve /metrics, /health, /livez, /readyz and /status here (no gRPC): http://host:port,…")
     var listenMetricsUrls: String?
 
+    @Option(help: "TLS certificate (PEM) of the client API; with --key-file, clients must use TLS.")
+    var certFile: String?
+
+    @Option(help: "Private key (PEM) of --cert-file.")
+    var keyFile: String?
+
+    @Option(help: "CA certificate (PEM) that signs client certificates, for --client-cert-auth.")
+    var trustedCaFile: String?
+
+    @Flag(help: "Require every client to present a certificate signed by --trusted-ca-file.")
+    var clientCertAuth = false
+
+    @Option(help: "TLS certificate (PEM) of this replica toward its peers: common name r<id>, valid for its host in --peers.")
+    var peerCertFile: String?
+
+    @Option(help: "Private key (PEM) of --peer-cert-file.")
+    var peerKeyFile: String?
+
+    @Option(help: "CA certificate (PEM) that signs the peers' certificates (the system's roots if not given).")
+    var peerTrustedCaFile: String?
+
+    @Flag(help: "Require every peer to present a certificate signed by --peer-trusted-ca-file that names it.")
+    var peerClientCertAuth = false
+
     @Flag(name: .customLong(String(SupervisorWatch.flag.dropFirst(2))), help: ArgumentHelp(SupervisorWatch.help))
     var exitOnStdinEOF = false
 
+    /// Both planes' TLS files from the flags, every file loaded once so that a bad one stops
+    /// the replica at start-up with one line.
+    func tlsFiles() throws(TLSSetupError) -> (client: ServerTLSFiles?, peer: ServerTLSFiles?) {
+        let client = try ServerTLSFiles.from(
+            certificateFile: certFile, keyFile: keyFile, trustedCAFile: trustedCaFile,
+            clientCertificateAuth: clientCertAuth, flagPrefix: "")
+        let peer = try ServerTLSFiles.from(
+            certificateFile: peerCertFile, keyFile: peerKeyFile, trustedCAFile: peerTrustedCaFile,
+            clientCertificateAuth: peerClientCertAuth, flagPrefix: "peer-")
+        _ = try client?.serverContext()
+        _ = try peer?.serverContext()
+        _ = try peer?.dialingContext()
+        return (client, peer)
+    }
+
     func run() async throws {
-        let configuration: ServerConfiguration
+        var configuration: ServerConfiguration
         var monitoring = MonitoringOptions()
         do {
             if let listenMetricsUrls {
@@ -112,8 +159,12 @@ struct ServeCommand: AsyncParsableCommand {
                 electionTimeoutTicks: try ServerConfiguration.ticks(electionTimeout, tickMilliseconds: tickMs, what: "--election-timeout"),
                 snapshotEverySlots: snapshotEvery, faults: faults,
                 autoCompaction: try ServerConfiguration.autoCompaction(mode: autoCompactionMode, retention: autoCompactionRetention))
+            (configuration.clientTLS, configuration.peerTLS) = try tlsFiles()
         } catch let error as ServerConfigurationError {
             // One line naming the problem, no usage block.
+            FileHandle.standardError.write(Data("synod serve: \(error.description)\n".utf8))
+            throw ExitCode.validationFailure
+        } catch let error as TLSSetupError {
             FileHandle.standardError.write(Data("synod serve: \(error.description)\n".utf8))
             throw ExitCode.validationFailure
         }

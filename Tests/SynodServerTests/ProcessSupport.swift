@@ -283,8 +283,12 @@ final class LocalCluster: @unchecked Sendable {
     let replicas: [ReplicaProcess]
     private let failureReported = Mutex(false)
 
-    /// Creates (does not start) `count` replicas; `extraArguments` go to every `synod serve`.
-    init(name: String, replicas count: Int, extraArguments: [String] = []) throws {
+    /// Creates (does not start) `count` replicas; `extraArguments` go to every `synod serve`,
+    /// `replicaArguments(id, directory)` to replica `id`'s only (e.g. its own certificates).
+    init(
+        name: String, replicas count: Int, extraArguments: [String] = [],
+        replicaArguments: (Int, String) throws -> [String] = { _, _ in [] }
+    ) throws {
         self.name = name
         let binary = try SynodBinary.locate()
         let ports = try PortAllocator.ports(2 * count)
@@ -295,9 +299,10 @@ final class LocalCluster: @unchecked Sendable {
         // The allocator's ports are consecutive, as `synod cluster` lays them out.
         let layout = ClusterLayout(replicas: count, basePort: ports[0])
         precondition(layout.members.flatMap { [$0.clientPort, $0.peerPort] } == ports, "ports \(ports) are not a block")
-        replicas = layout.members.map { member in
+        replicas = try layout.members.map { member in
             ReplicaProcess(
-                member: member, layout: layout, directory: directory, binary: binary, arguments: extraArguments)
+                member: member, layout: layout, directory: directory, binary: binary,
+                arguments: extraArguments + (try replicaArguments(member.id, directory)))
         }
     }
 
@@ -366,9 +371,11 @@ final class LocalCluster: @unchecked Sendable {
     /// their logs if `body` throws.
     static func with<Result>(
         name: String, replicas: Int, extraArguments: [String] = [],
+        replicaArguments: (Int, String) throws -> [String] = { _, _ in [] },
         _ body: (LocalCluster) async throws -> Result
     ) async throws -> Result {
-        let cluster = try LocalCluster(name: name, replicas: replicas, extraArguments: extraArguments)
+        let cluster = try LocalCluster(
+            name: name, replicas: replicas, extraArguments: extraArguments, replicaArguments: replicaArguments)
         do {
             try cluster.startAll()
             let result = try await body(cluster)

@@ -185,7 +185,8 @@ final class SupervisedCluster: Sendable {
     let layout: ClusterLayout
     let supervisor: ClusterLauncher.ReplicaProcess
 
-    init(name: String, replicas: Int) throws {
+    /// `extraArguments` go to `synod cluster` (e.g. `--tls`).
+    init(name: String, replicas: Int, extraArguments: [String] = []) throws {
         binary = try SynodBinary.locate()
         layout = ClusterLayout(replicas: replicas, basePort: try PortAllocator.ports(2 * replicas)[0])
         directory = FileManager.default.temporaryDirectory
@@ -197,7 +198,7 @@ final class SupervisedCluster: Sendable {
             arguments: [
                 "cluster", "--replicas", "\(replicas)", "--base-port", "\(layout.basePort)",
                 "--data-dir", directory + "/data",
-            ],
+            ] + extraArguments,
             output: .appendToFile(logPath))
     }
 

@@ -108,7 +108,7 @@ final class Node: Sendable {
 
     init(
         id: ReplicaID, port: Int, peers: [ReplicaID: (host: String, port: Int)],
-        configuration: PeerTransport.Configuration = fastConfiguration()
+        configuration: PeerTransport.Configuration = fastConfiguration(), tls: PeerTransport.TLS? = nil
     ) {
         self.id = id
         let received = self.received
@@ -118,7 +118,7 @@ final class Node: Sendable {
         logger.logLevel = .info
         transport = PeerTransport(
             localID: id, listenHost: "127.0.0.1", listenPort: port, peers: peers,
-            group: MultiThreadedEventLoopGroup.singleton, logger: logger, configuration: configuration,
+            group: MultiThreadedEventLoopGroup.singleton, logger: logger, configuration: configuration, tls: tls,
             onMessage: { received.append($0) },
             onSnapshotChunk: { chunks.append(($0, $1)) })
     }
@@ -138,8 +138,10 @@ func fastConfiguration() -> PeerTransport.Configuration {
 /// Starts transports for `ids` on 127.0.0.1, on random ports in 20000–29999 (below
 /// Linux's ephemeral range, where a listener could collide with the local port of an
 /// outgoing connection); on a port already in use, everything is retried on new ports.
-func startCluster(_ ids: [ReplicaID], configuration: PeerTransport.Configuration = fastConfiguration()) throws -> [Node]
-{
+func startCluster(
+    _ ids: [ReplicaID], configuration: PeerTransport.Configuration = fastConfiguration(),
+    tls: (ReplicaID) throws -> PeerTransport.TLS? = { _ in nil }
+) throws -> [Node] {
     var random = SystemRandomNumberGenerator()
     for _ in 0..<20 {
         var ports: [ReplicaID: Int] = [:]
@@ -150,7 +152,7 @@ func startCluster(_ ids: [ReplicaID], configuration: PeerTransport.Configuration
         var nodes: [Node] = []
         do {
             for id in ids {
-                let node = Node(id: id, port: ports[id]!, peers: peers, configuration: configuration)
+                let node = Node(id: id, port: ports[id]!, peers: peers, configuration: configuration, tls: try tls(id))
                 nodes.append(node)
                 try node.transport.start()
             }
