@@ -8,6 +8,7 @@ extension WriteOperation: CustomStringConvertible {
         case .deleteRange(let delete): return RequestOp.deleteRange(delete).description
         case .txn(let txn): return RequestOp.txn(txn).description
         case .compact(let compact): return "compact \(compact.revision)" + (compact.physical ? " physical" : "")
+        case .alarm(let alarm): return "alarm \(alarm.action) member=\(alarm.memberID) \(alarm.alarm)"
         }
     }
 }
@@ -74,6 +75,7 @@ extension WriteResult: CustomStringConvertible {
                 + " ops=\(response.responses.count)"
         case .failure(let error, let revision): return "error r=\(revision) \(error.message)"
         case .compact(let response): return "compact r=\(response.revision)"
+        case .alarm(let response): return "alarm r=\(response.revision) \(response.alarms)"
         }
     }
 }

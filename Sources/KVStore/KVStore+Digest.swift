@@ -17,6 +17,7 @@ extension KVStore {
         hasher.combine(keysDigest)
         hasher.combine(UInt64(sessions.count))
         hasher.combine(sessionsDigest)
+        if !alarms.isEmpty { hasher.combine(alarmsDigest) }
         return hasher.finalized
     }
 

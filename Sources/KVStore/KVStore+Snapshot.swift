@@ -7,6 +7,7 @@
 ///             hasCompactedRecord(bool) [proposedAt eventCount fullEvent*]
 ///             recordCount record*                -- revisions max(compactedRevision, 1) + 1 ... revision
 ///             sessionCount session*
+///             [alarms section, only while an alarm is active: Alarms+Codec.swift]
 /// record   := proposedAt  eventCount event*
 /// event    := type(0 put | 1 delete) key [value, for a put]
 /// fullEvent := type keyValue hasPrevKV(bool) [keyValue]
@@ -91,6 +92,7 @@ extension KVStore {
             }
         }
         writeSessions(&writer)
+        writer.writeAlarmsSection(alarms)
         let checksum = CRC32C.checksum(writer.bytes)
         writer.writeUInt32LittleEndian(checksum)
         return writer.bytes
@@ -138,10 +140,12 @@ extension KVStore {
                 compactedRecord = try Self.readCompactedRecord(&reader, revision: compactedRevision)
                 records = try Self.readRecords(&reader)
                 restoredSessions = try Self.readSessions(&reader)
+                alarms = try reader.readAlarmsSection()
                 try reader.expectEnd()
             } catch {
                 throw .malformed(error)
             }
+            if let problem = Self.checkRestoredAlarms(alarms) { throw .invalidState(problem) }
             if let compactedRecord {
                 if let problem = Self.checkCompactedRecord(compactedRecord) { throw .invalidState(problem) }
                 changeLog.restoreFirstRecord(compactedRecord)

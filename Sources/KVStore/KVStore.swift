@@ -77,6 +77,9 @@ public struct KVStore: Sendable {
     var keysDigest: UInt64 = 0
     var sessionsDigest: UInt64 = 0
 
+    /// Active alarms (etcd's alarm store), in (memberID, alarm) order (`KVStore+Alarms.swift`).
+    var alarms: [AlarmMember] = []
+
     /// An empty store at revision 1.
     public init() {}
 
@@ -137,6 +140,7 @@ public struct KVStore: Sendable {
         } catch {
             return .failure(error, revision: revision)
         }
+        if isOutOfSpace && Self.addsData(operation) { return .failure(.noSpace, revision: revision) }
         let revisionBefore = revision
         let result: WriteResult
         switch operation {
@@ -144,6 +148,7 @@ public struct KVStore: Sendable {
         case .deleteRange(let delete): result = .deleteRange(applyDeleteRange(delete))
         case .txn(let txn): result = applyTxn(txn)
         case .compact(let compaction): result = applyCompaction(compaction)
+        case .alarm(let alarm): result = applyAlarm(alarm)
         }
         // Invariant: one request takes at most one revision.
         precondition(revision == revisionBefore || revision == revisionBefore + 1, "a request took two revisions")
@@ -166,6 +171,7 @@ extension KVStore: Equatable {
             && lhs.compactedRevision == rhs.compactedRevision
             && lhs.sessionClock == rhs.sessionClock
             && lhs.sessions == rhs.sessions
+            && lhs.alarms == rhs.alarms
             && KeyIndex.sameEntries(lhs.index, rhs.index)
             && lhs.changeLog == rhs.changeLog
             && VersionIndex.sameEntries(lhs.history, rhs.history)

@@ -188,6 +188,8 @@ public enum WriteOperation: Sendable, Hashable {
     /// Compaction goes through the log so every replica forgets the same history at the same
     /// point of the command sequence.
     case compact(CompactionRequest)
+    /// etcd's alarms (`KVStore+Alarms.swift`): through the log, so every replica holds the same.
+    case alarm(AlarmRequest)
 }
 
 /// One command of the replicated log: a write with its exactly-once identity.

@@ -5,7 +5,7 @@
 /// ```
 /// command   := format=0x01  clientID  sequence  operation
 ///            | format=0x02  clientID  sequence  proposedAtMilliseconds  operation
-/// operation := tag(1 put | 2 deleteRange | 3 txn | 4 compact) body
+/// operation := tag(1 put | 2 deleteRange | 3 txn | 4 compact | 9 alarm, Alarms+Codec.swift) body
 /// requestOp := tag(0 range | 1 put | 2 deleteRange | 3 txn) body
 /// put       := key value flags(bit0 prevKV, bit1 ignoreValue)
 /// delete    := key rangeEnd flags(bit0 prevKV)
@@ -116,6 +116,9 @@ extension ByteWriter {
             writeByte(OperationTag.compact.rawValue)
             writeSigned(compact.revision)
             writeByte(compact.physical ? FlagBit.compactPhysical : 0)
+        case .alarm(let alarm):
+            writeByte(AlarmCodec.operationTag)
+            writeAlarmRequest(alarm)
         }
     }
 
@@ -218,6 +221,7 @@ extension ByteReader {
             let revision = try readSigned()
             let flags = try readFlags(field: "compact.flags", allowed: FlagBit.compactAll)
             return .compact(CompactionRequest(revision: revision, physical: flags & FlagBit.compactPhysical != 0))
+        case nil where tag == AlarmCodec.operationTag: return .alarm(try readAlarmRequest())
         case .range, nil:
             throw KVCodecError(.unknownTag(field: "operation", tag: tag), offset: tagOffset)
         }

@@ -155,6 +155,8 @@ enum EtcdConversions {
             return RPCError(code: .invalidArgument, message: error.message)
         case .staleRequest:
             return RPCError(code: .failedPrecondition, message: error.message)
+        case .noSpace:
+            return RPCError(code: .resourceExhausted, message: error.message)
         default:
             return RPCError(code: .invalidArgument, message: error.message)
         }

@@ -67,6 +67,8 @@ public struct ServerConfiguration: Sendable {
     public var faults: FaultModel
     /// etcd's `--auto-compaction-mode` / `--auto-compaction-retention` (nil: off, as etcd).
     public var autoCompaction: AutoCompaction?
+    /// etcd's `--quota-backend-bytes`, resolved (`ServerConfiguration+Quota.swift`).
+    public var quotaBytes: Int = RuntimeOptions.quotaBytesDefault
     public var randomSeed: UInt64
 
     public init(

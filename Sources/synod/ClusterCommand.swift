@@ -2,6 +2,7 @@ import ArgumentParser
 import ClusterLauncher
 import Foundation
 import ReplicaRuntime
+import SynodServer
 
 /// `synod cluster`: N replicas as separate `synod serve` processes on 127.0.0.1, so any
 /// one of them can be killed. The replicas never outlive this supervisor: each watches a
@@ -44,6 +45,9 @@ struct ClusterCommand: ParsableCommand {
 
     @Option(help: "Default read consistency of every replica: linearizable or serializable.")
     var consistency: String = "linearizable"
+
+    @Option(help: ArgumentHelp(ServerConfiguration.quotaHelp))
+    var quotaBackendBytes: Int = 0
 
     @Flag(name: .customLong(String(SupervisorWatch.flag.dropFirst(2))), help: ArgumentHelp(SupervisorWatch.help))
     var exitOnStdinEOF = false
@@ -97,7 +101,7 @@ struct ClusterCommand: ParsableCommand {
                 id: id, dataDirectory: (dataDir as NSString).appendingPathComponent("r\(id)"),
                 extra: [
                     "--consistency", consistency, "--fail-every", "\(every)", "--fail-downtime", "\(downtime)",
-                    "--fail-mode", mode,
+                    "--fail-mode", mode, "--quota-backend-bytes=\(quotaBackendBytes)",
                 ])
             let child = ReplicaProcess(
                 name: "r\(id)", executable: executable, arguments: arguments,
