@@ -66,6 +66,11 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the report as JSON.")
     var json = false
 
+    @Option(
+        name: .long,
+        help: "Watch streams on the written prefix, spread over the endpoints; reports the delay from a put's answer to its event at a watcher.")
+    var watchers: Int = 0
+
     func validate() throws {
         guard (1...BenchLimits.keysMax).contains(keys) else {
             throw ValidationError("--keys must be in 1...\(BenchLimits.keysMax)")
@@ -93,6 +98,9 @@ struct BenchCommand: AsyncParsableCommand {
         guard timeout.duration > .zero else { throw ValidationError("--timeout must be positive") }
         guard requests >= 0 else { throw ValidationError("--requests must be >= 0") }
         guard (0...1).contains(readFraction) else { throw ValidationError("--read-fraction must be in [0, 1]") }
+        guard (0...BenchLimits.watchersMax).contains(watchers) else {
+            throw ValidationError("--watchers must be in 0...\(BenchLimits.watchersMax)")
+        }
         do { _ = try SynodEndpoint.parseList(endpoints) } catch { throw ValidationError("--endpoints: \(error)") }
     }
 
@@ -136,6 +144,11 @@ struct BenchCommand: AsyncParsableCommand {
             }
         }
 
+        if watchers > 0 {
+            let watching = try BenchWatchers(count: watchers, endpoints: endpointList, options: options)
+            watching.start(prefix: Array("b".utf8))
+            plan.watchers = watching
+        }
         let start = BenchClock.nanoseconds()
         plan.measureStartNanoseconds = start + UInt64(warmup.seconds * 1e9)
         plan.stopNanoseconds = plan.measureStartNanoseconds + UInt64(duration.seconds * 1e9)
@@ -147,6 +160,7 @@ struct BenchCommand: AsyncParsableCommand {
         progressTask?.cancel()
         await progressTask?.value
         progress.finish()
+        let watchSummary = await plan.watchers?.finish()
 
         let measuredEnd = min(max(merged.lastFinishNanoseconds, plan.measureStartNanoseconds), end)
         let report = BenchReport(
@@ -160,7 +174,8 @@ struct BenchCommand: AsyncParsableCommand {
             result: merged,
             measuredSeconds: Double(measuredEnd - plan.measureStartNanoseconds) / 1e9,
             clientCPUSeconds: ProcessCPU.now() - usageBefore,
-            wallSeconds: Double(end - start) / 1e9
+            wallSeconds: Double(end - start) / 1e9,
+            watch: watchSummary
         )
         for connection in opened { await connection.close() }
         try? await group.shutdownGracefully()
