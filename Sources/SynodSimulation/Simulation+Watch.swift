@@ -249,9 +249,14 @@ extension Simulation {
         }
     }
 
-    /// Checks every watcher against the reference from the chosen commands.
+    /// Checks every watcher against the reference from the chosen commands. Runs whenever
+    /// the replicas converged, even after a liveness failure (a watcher that never caught
+    /// up fails liveness first; the checker then says which events it missed).
     func checkWatches() {
-        guard violations.isEmpty, let final = nodes.first?.runtime?.kv.revision else { return }
+        let finals = Set(nodes.compactMap { $0.runtime?.kv.stateDigest() })
+        guard finals.count == 1, nodes.allSatisfy({ $0.runtime != nil }),
+            let final = nodes.first?.runtime?.kv.revision
+        else { return }
         guard let reference = watchReference(through: final) else { return }
         let checker = WatchChecker(reference: reference)
         for watcher in watch.watchers {
