@@ -61,7 +61,7 @@ extension SynodProcessTests {
             }
             let txn = try await ProgramRun.run(
                 executable, ["--endpoints=\(r2.endpoint)", "--command-timeout=5s", "txn"],
-                stdin: "\nput quota/txn t\n\n", environment: ["ETCDCTL_API": "3"], timeout: .seconds(15))
+                stdin: "\nput quota/txn t\n\n\n", environment: ["ETCDCTL_API": "3"], timeout: .seconds(15))
             #expect(txn.status != 0 && txn.stderr.contains("database space exceeded"), "txn with a put: \(txn.stderr)")
             #expect(try await r3.run(["get", "quota/big", "--print-value-only"]).hasPrefix("qqq"))
             _ = try await r2.run(["del", "quota/nothing"])
