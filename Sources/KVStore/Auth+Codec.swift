@@ -238,20 +238,26 @@ extension ByteReader {
 
     /// Reads the optional sections after a snapshot's sessions (today only
     /// auth); a section this build does not know is refused as malformed.
-    mutating func readOptionalSnapshotSections() throws(KVCodecError) -> AuthState {
+    /// The tagged sections after the sessions, in any order: auth, alarms.
+    mutating func readOptionalSnapshotSections() throws(KVCodecError) -> (AuthState, [AlarmMember]) {
         var auth = AuthState()
+        var alarms: [AlarmMember] = []
         while !isAtEnd {
             let tagOffset = offset
             let tag = try readByte()
-            guard tag == AuthState.snapshotSectionTag else {
+            switch tag {
+            case AuthState.snapshotSectionTag:
+                let body = try readBytes(field: "snapshot.auth", limit: Int.max)
+                var section = ByteReader(body)
+                auth = try section.readAuthSection()
+                try section.expectEnd()
+            case AlarmCodec.snapshotSectionTag:
+                alarms = try readAlarmsSectionBody()
+            default:
                 throw KVCodecError(.unknownTag(field: "snapshot.section", tag: tag), offset: tagOffset)
             }
-            let body = try readBytes(field: "snapshot.auth", limit: Int.max)
-            var section = ByteReader(body)
-            auth = try section.readAuthSection()
-            try section.expectEnd()
         }
-        return auth
+        return (auth, alarms)
     }
 
     private mutating func readAuthSection() throws(KVCodecError) -> AuthState {

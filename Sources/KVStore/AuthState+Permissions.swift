@@ -8,11 +8,15 @@ extension AuthState {
     /// Root may do anything. Otherwise (etcd's rules): a put needs write on its key (and read
     /// with `prevKV`); a delete needs write on its range (and read with `prevKV`); a txn needs
     /// read on every compare's range and the permission of every op of both branches, nested
-    /// txns included; a compaction and every auth change need the root role.
+    /// txns included; a compaction and every auth change need the root role. Alarms need
+    /// nothing (etcd checks no permission on `Maintenance.Alarm`; a replica raises NOSPACE itself).
     public func check(_ operation: WriteOperation, user: String) -> AuthError? {
         guard isEnabled else { return nil }
+        if case .alarm = operation { return nil }
         guard !user.isEmpty else { return .userEmpty }
         switch operation {
+        case .alarm:
+            return nil
         case .compact:
             return checkAdmin(user: user)
         case .auth(let change):
@@ -29,7 +33,7 @@ extension AuthState {
         case .put(let put): permitted = permissions.allows(RequestOp.put(put))
         case .deleteRange(let delete): permitted = permissions.allows(RequestOp.deleteRange(delete))
         case .txn(let txn): permitted = permissions.allows(RequestOp.txn(txn))
-        case .compact, .auth: preconditionFailure("handled above")
+        case .compact, .auth, .alarm: preconditionFailure("handled above")
         }
         return permitted ? nil : .permissionDenied
     }

@@ -9,6 +9,7 @@ extension WriteOperation: CustomStringConvertible {
         case .txn(let txn): return RequestOp.txn(txn).description
         case .compact(let compact): return "compact \(compact.revision)" + (compact.physical ? " physical" : "")
         case .auth(let change): return change.description
+        case .alarm(let alarm): return "alarm \(alarm.action) member=\(alarm.memberID) \(alarm.alarm)"
         }
     }
 }
@@ -76,6 +77,7 @@ extension WriteResult: CustomStringConvertible {
         case .failure(let error, let revision): return "error r=\(revision) \(error.message)"
         case .compact(let response): return "compact r=\(response.revision)"
         case .auth(let response): return "auth r=\(response.revision) auth=\(response.authRevision)"
+        case .alarm(let response): return "alarm r=\(response.revision) \(response.alarms)"
         }
     }
 }

@@ -28,6 +28,8 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
     case txnTooManyOperationsTotal(count: Int)
     /// A write whose sequence is below the last one applied for its client: never applied.
     case staleRequest(RequestID, lastSequence: UInt64)
+    /// etcd `ErrGRPCNoSpace`: the NOSPACE alarm is active and the request would store data.
+    case noSpace
     /// `apply(encoded:)` got bytes that are not a `WriteCommand`; nothing was applied.
     case malformedCommand(KVCodecError)
     /// etcd's auth errors (Auth.swift).
@@ -50,6 +52,8 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
             return "etcdserver: value is provided"
         case .keyNotFound:
             return "etcdserver: key not found"
+        case .noSpace:
+            return "etcdserver: mvcc: database space exceeded"
         case .compacted:
             return "etcdserver: mvcc: required revision has been compacted"
         case .futureRevision:

@@ -18,6 +18,7 @@ extension KVStore {
         hasher.combine(UInt64(sessions.count))
         hasher.combine(sessionsDigest)
         if !auth.isPristine { hasher.combine(auth.digest()) }
+        if !alarms.isEmpty { hasher.combine(alarmsDigest) }
         return hasher.finalized
     }
 

@@ -8,6 +8,8 @@
 ///             recordCount record*                -- revisions max(compactedRevision, 1) + 1 ... revision
 ///             sessionCount session*
 ///             [authSection]                      -- optional (Auth+Codec.swift), format 2 only
+///             [alarms section, only while an alarm is active: Alarms+Codec.swift]
+///             (optional sections are tagged: a reader takes them in any order)
 /// record   := proposedAt  eventCount event*
 /// event    := type(0 put | 1 delete) key [value, for a put]
 /// fullEvent := type keyValue hasPrevKV(bool) [keyValue]
@@ -93,6 +95,7 @@ extension KVStore {
         }
         writeSessions(&writer)
         writer.writeAuthSection(auth)
+        writer.writeAlarmsSection(alarms)
         let checksum = CRC32C.checksum(writer.bytes)
         writer.writeUInt32LittleEndian(checksum)
         return writer.bytes
@@ -140,12 +143,13 @@ extension KVStore {
                 compactedRecord = try Self.readCompactedRecord(&reader, revision: compactedRevision)
                 records = try Self.readRecords(&reader)
                 restoredSessions = try Self.readSessions(&reader)
-                auth = try reader.readOptionalSnapshotSections()
+                (auth, alarms) = try reader.readOptionalSnapshotSections()
                 try reader.expectEnd()
             } catch {
                 throw .malformed(error)
             }
             if let problem = auth.restoredStateProblem() { throw .invalidState(problem) }
+            if let problem = Self.checkRestoredAlarms(alarms) { throw .invalidState(problem) }
             if let compactedRecord {
                 if let problem = Self.checkCompactedRecord(compactedRecord) { throw .invalidState(problem) }
                 changeLog.restoreFirstRecord(compactedRecord)

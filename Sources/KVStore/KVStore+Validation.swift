@@ -15,7 +15,7 @@ extension KVStore {
             if total > KVLimits.txnOperationsTotalMax { throw .txnTooManyOperationsTotal(count: total) }
             _ = try checkIntervals(txn.success)
             _ = try checkIntervals(txn.failure)
-        case .compact:
+        case .compact, .alarm:
             // Whether the revision can be compacted depends on the store's state: checked when applied.
             return
         case .auth(let change):
@@ -94,7 +94,7 @@ extension KVStore {
         case .put(let put): return put.key.count + put.value.count
         case .deleteRange(let delete): return delete.key.count + delete.rangeEnd.count
         case .txn(let txn): return payloadBytes(txn)
-        case .compact: return 0
+        case .compact, .alarm: return 0
         case .auth(let change): return payloadBytes(change)
         }
     }

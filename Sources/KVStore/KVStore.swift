@@ -79,6 +79,8 @@ public struct KVStore: Sendable {
 
     /// Users, roles, permissions and the enabled flag (KVStore+Auth.swift).
     var auth = AuthState()
+    /// Active alarms (etcd's alarm store), in (memberID, alarm) order (`KVStore+Alarms.swift`).
+    var alarms: [AlarmMember] = []
 
     /// An empty store at revision 1.
     public init() {}
@@ -142,6 +144,7 @@ public struct KVStore: Sendable {
         } catch {
             return .failure(error, revision: revision)
         }
+        if isOutOfSpace && Self.addsData(operation) { return .failure(.noSpace, revision: revision) }
         let revisionBefore = revision
         let result: WriteResult
         switch operation {
@@ -150,6 +153,7 @@ public struct KVStore: Sendable {
         case .txn(let txn): result = applyTxn(txn)
         case .compact(let compaction): result = applyCompaction(compaction)
         case .auth(let change): result = applyAuth(change)
+        case .alarm(let alarm): result = applyAlarm(alarm)
         }
         // Invariant: one request takes at most one revision.
         precondition(revision == revisionBefore || revision == revisionBefore + 1, "a request took two revisions")
@@ -172,6 +176,7 @@ extension KVStore: Equatable {
             && lhs.compactedRevision == rhs.compactedRevision
             && lhs.sessionClock == rhs.sessionClock
             && lhs.sessions == rhs.sessions
+            && lhs.alarms == rhs.alarms
             && KeyIndex.sameEntries(lhs.index, rhs.index)
             && lhs.changeLog == rhs.changeLog
             && VersionIndex.sameEntries(lhs.history, rhs.history)

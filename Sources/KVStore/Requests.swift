@@ -190,6 +190,8 @@ public enum WriteOperation: Sendable, Hashable {
     case compact(CompactionRequest)
     /// Auth changes and the `authorized` envelope of a client's write (Auth.swift; tags 16–31).
     case auth(AuthOperation)
+    /// etcd's alarms (`KVStore+Alarms.swift`): through the log, so every replica holds the same.
+    case alarm(AlarmRequest)
 }
 
 /// One command of the replicated log: a write with its exactly-once identity.

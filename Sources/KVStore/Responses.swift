@@ -83,6 +83,7 @@ public enum WriteResult: Sendable, Hashable {
     case failure(KVError, revision: Int64)
     case compact(CompactionResponse)
     case auth(AuthResponse)
+    case alarm(AlarmResponse)
 
     /// etcd's `header.revision`.
     public var revision: Int64 {
@@ -93,6 +94,7 @@ public enum WriteResult: Sendable, Hashable {
         case .failure(_, let revision): return revision
         case .compact(let response): return response.revision
         case .auth(let response): return response.revision
+        case .alarm(let response): return response.revision
         }
     }
 

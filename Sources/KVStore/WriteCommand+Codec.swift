@@ -5,7 +5,7 @@
 /// ```
 /// command   := format=0x01  clientID  sequence  operation
 ///            | format=0x02  clientID  sequence  proposedAtMilliseconds  operation
-/// operation := tag(1 put | 2 deleteRange | 3 txn | 4 compact) body
+/// operation := tag(1 put | 2 deleteRange | 3 txn | 4 compact | 9 alarm, Alarms+Codec.swift) body
 /// requestOp := tag(0 range | 1 put | 2 deleteRange | 3 txn) body
 /// put       := key value flags(bit0 prevKV, bit1 ignoreValue)
 /// delete    := key rangeEnd flags(bit0 prevKV)
@@ -118,6 +118,9 @@ extension ByteWriter {
             writeByte(compact.physical ? FlagBit.compactPhysical : 0)
         case .auth(let change):
             writeAuthOperation(change)
+        case .alarm(let alarm):
+            writeByte(AlarmCodec.operationTag)
+            writeAlarmRequest(alarm)
         }
     }
 
@@ -222,6 +225,7 @@ extension ByteReader {
             return .compact(CompactionRequest(revision: revision, physical: flags & FlagBit.compactPhysical != 0))
         case nil where AuthOperationTag.reserved.contains(tag):
             return .auth(try readAuthOperation(tag: tag, tagOffset: tagOffset))
+        case nil where tag == AlarmCodec.operationTag: return .alarm(try readAlarmRequest())
         case .range, nil:
             throw KVCodecError(.unknownTag(field: "operation", tag: tag), offset: tagOffset)
         }

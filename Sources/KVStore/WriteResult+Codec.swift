@@ -2,7 +2,7 @@
 /// each client's last result) and for the session part of the state digest.
 ///
 /// ```
-/// result   := tag(1 put | 2 deleteRange | 3 txn | 4 failure | 5 compact) body
+/// result   := tag(1 put | 2 deleteRange | 3 txn | 4 failure | 5 compact | 6 alarm) body
 /// response := tag(0 range | 1 put | 2 deleteRange | 3 txn) body
 /// keyValue := key value createRevision modRevision version
 /// ```
@@ -28,6 +28,7 @@ private enum ErrorTag: UInt8 {
     case txnNestingTooDeep = 9
     case txnTooManyOperationsTotal = 10
     case staleRequest = 11
+    case noSpace = 13  // 12 is AuthError.errorTag (Auth+Codec.swift)
 }
 
 /// Smallest encoded `KeyValue` (five one-byte fields) and response op.
@@ -63,6 +64,9 @@ extension ByteWriter {
             writeSigned(response.revision)
         case .auth(let response):
             writeAuthResponse(response)
+        case .alarm(let response):
+            writeByte(AlarmCodec.resultTag)
+            writeAlarmResponse(response)
         }
     }
 
@@ -124,6 +128,7 @@ extension ByteWriter {
         case .duplicateKey: writeByte(ErrorTag.duplicateKey.rawValue)
         case .valueProvided: writeByte(ErrorTag.valueProvided.rawValue)
         case .keyNotFound: writeByte(ErrorTag.keyNotFound.rawValue)
+        case .noSpace: writeByte(ErrorTag.noSpace.rawValue)
         case .compacted(let revision):
             writeByte(ErrorTag.compacted.rawValue)
             writeSigned(revision)
@@ -187,6 +192,7 @@ extension ByteReader {
             return .failure(try readError(), revision: revision)
         case ResultTag.compact: return .compact(CompactionResponse(revision: try readSigned()))
         case AuthResponse.resultTag: return .auth(try readAuthResponse())
+        case AlarmCodec.resultTag: return .alarm(try readAlarmResponse())
         default: throw KVCodecError(.unknownTag(field: "result", tag: tag), offset: tagOffset)
         }
     }
@@ -247,6 +253,7 @@ extension ByteReader {
         case .duplicateKey: return .duplicateKey
         case .valueProvided: return .valueProvided
         case .keyNotFound: return .keyNotFound
+        case .noSpace: return .noSpace
         case .compacted: return .compacted(revision: try readSigned())
         case .futureRevision: return .futureRevision(revision: try readSigned())
         case .txnNestingTooDeep: return .txnNestingTooDeep(depth: Int(truncatingIfNeeded: try readSigned()))

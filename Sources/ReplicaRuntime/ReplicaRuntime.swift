@@ -20,6 +20,8 @@ public enum RuntimeBug: String, CaseIterable, Sendable {
     /// An acceptor recovers from an injected failure without replaying its log: it comes
     /// back with no promise and no accepted values.
     case acceptorRecoversWithoutLog = "acceptor-recovers-without-log"
+    /// The watch hub loses one event of every fifth revision it sends (`WatchHub.pump`).
+    case dropWatchEvent = "drop-watch-event"
 }
 
 /// Everything a `ReplicaRuntime` is configured with.
@@ -46,6 +48,9 @@ public struct RuntimeOptions {
     public var bug: RuntimeBug?
     /// Automatic compaction of the history, proposed by the leader (nil: only on request).
     public var autoCompaction: AutoCompaction?
+    /// etcd's `--quota-backend-bytes`: the store size (`KVStore.approximateBytes`) a write may
+    /// not take the store to (`ReplicaRuntime+Quota.swift`).
+    public var quotaBytes: Int
 
     public init(
         paxos: Configuration, directory: String, fileSystem: FileSystem, storage: StorageOptions = StorageOptions(),
@@ -68,6 +73,7 @@ public struct RuntimeOptions {
         self.snapshotChunkBytesMax = snapshotChunkBytesMax
         self.bug = bug
         self.autoCompaction = nil
+        self.quotaBytes = Self.quotaBytesDefault
     }
 }
 
@@ -105,7 +111,10 @@ public final class ReplicaRuntime {
     /// Sequence numbers of the runtime's own commands (automatic compactions).
     var ownSequence: UInt64 = 0
     var lastLeader: ReplicaID?
-    var now = RuntimeInstant(nanoseconds: 0)
+    /// When this replica last proposed its NOSPACE alarm (proposed again at most once a
+    /// `noSpaceAlarmRetryMilliseconds` while it is not yet applied).
+    var noSpaceAlarmProposedAt: RuntimeInstant?
+    public internal(set) var now = RuntimeInstant(nanoseconds: 0)
 
     // Client requests waiting for an answer.
     var writesWaiting: [RequestID: [WaitingWrite]] = [:]
@@ -207,7 +216,8 @@ public final class ReplicaRuntime {
         ReplicaStatus(
             revision: kv.revision, leader: replica?.leader, ballotRound: currentRound,
             chosenThrough: replica?.learner.chosenThrough ?? 0, appliedThrough: replica?.learner.appliedThrough ?? 0,
-            diskBytes: storage?.diskUsageBytes ?? 0, isDown: replica == nil, isLeader: replica?.isLeader ?? false)
+            diskBytes: storage?.diskUsageBytes ?? 0, isDown: replica == nil, isLeader: replica?.isLeader ?? false,
+            storeBytes: kv.approximateBytes, alarms: kv.activeAlarms)
     }
 
     /// Failures and recoveries the fault injector caused so far.
@@ -234,6 +244,7 @@ public final class ReplicaRuntime {
             guard requestsWaiting < options.requestsWaitingMax,
                 requestBytesWaiting + encoded.bytes.count <= options.requestBytesWaitingMax
             else { return reply(.failure(.tooManyRequests)) }
+            guard fitsQuota(command, proposals: &proposals) else { return reply(.failure(.store(.noSpace))) }
             let forwardedTo = replica!.isLeader ? nil : replica!.leader
             writesWaiting[command.requestID, default: []].append(
                 WaitingWrite(command: encoded, deadline: deadline, forwardedTo: forwardedTo, reply: reply))
@@ -242,7 +253,12 @@ public final class ReplicaRuntime {
             proposals.append(encoded)
         case .read(let request, let serializable, let deadline, let reply):
             guard replica != nil else { return reply(.failure(.recovering)) }
-            if serializable {
+            // A serializable read at a revision this replica has not applied yet (clientv3's
+            // STM reads every key at the revision its first read got, from whichever replica
+            // its round-robin picks next) goes through the read index like a linearizable
+            // read: the revision was chosen before the read started, so this replica then
+            // has it; only a revision nobody has written fails as a future revision.
+            if serializable && request.revision <= kv.revision {
                 reply(serve(request))
                 return
             }

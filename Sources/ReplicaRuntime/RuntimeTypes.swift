@@ -78,10 +78,14 @@ public struct ReplicaStatus: Sendable {
     public var diskBytes: UInt64
     public var isDown: Bool
     public var isLeader: Bool
+    /// The store's size as the space quota measures it (`KVStore.approximateBytes`).
+    public var storeBytes: Int
+    /// The cluster's active alarms, as this replica has applied them.
+    public var alarms: [AlarmMember]
 
     public init(
         revision: Int64, leader: ReplicaID?, ballotRound: UInt64, chosenThrough: Slot, appliedThrough: Slot,
-        diskBytes: UInt64, isDown: Bool, isLeader: Bool = false
+        diskBytes: UInt64, isDown: Bool, isLeader: Bool = false, storeBytes: Int = 0, alarms: [AlarmMember] = []
     ) {
         self.revision = revision
         self.leader = leader
@@ -91,6 +95,8 @@ public struct ReplicaStatus: Sendable {
         self.diskBytes = diskBytes
         self.isDown = isDown
         self.isLeader = isLeader
+        self.storeBytes = storeBytes
+        self.alarms = alarms
     }
 
     /// What a replica that cannot be asked reports.

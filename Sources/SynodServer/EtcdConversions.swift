@@ -157,6 +157,8 @@ enum EtcdConversions {
             return RPCError(code: .failedPrecondition, message: error.message)
         case .auth(let error):
             return rpcError(auth: error)
+        case .noSpace:
+            return RPCError(code: .resourceExhausted, message: error.message)
         default:
             return RPCError(code: .invalidArgument, message: error.message)
         }

@@ -453,15 +453,3 @@ extension EtcdConversions {
     }
 }
 
-extension WatchHub {
-    /// Answers a watch create the caller may not make as etcd does: created and canceled at
-    /// once, with watch id -1 (clientv3's `InvalidWatchID`) and the reason.
-    func refuse(_ create: WatchCreate, reason: String, on stream: WatchStream, runtime: ReplicaRuntime) {
-        handle(.empty, on: stream, runtime: runtime)  // registers the stream, as any request does
-        var response = WatchResponseMessage(
-            header: header(runtime.kv.revision, round: runtime.headerRound), watchID: -1, created: true)
-        response.canceled = true
-        response.cancelReason = reason
-        sendControl(response.encode(), on: stream)
-    }
-}

@@ -4,7 +4,8 @@ import UnaryGRPC
 
 /// etcd's `Watch/Watch` (bidirectional): each inbound WatchRequest is decoded on the
 /// connection's event loop and handed to the replica loop's thread, where the `WatchHub`
-/// creates, cancels and feeds watchers from the store. `fragment` is accepted and ignored:
+/// (ReplicaRuntime, shared with the simulator) creates, cancels and feeds watchers from the
+/// store; `ServerWatchSink` encodes its responses onto the gRPC stream. `fragment` is accepted and ignored:
 /// responses are never fragmented; large batches are split at revision boundaries instead.
 extension EtcdFrontEnd {
     static let watchPath = "/etcdserverpb.Watch/Watch"
@@ -14,16 +15,19 @@ extension EtcdFrontEnd {
     }
 
     var watchMethod: StreamingMethod {
-        { [loop] call in
-            let stream = WatchStream(responder: call.responder)
+        { [loop, configuration] call in
+            let stream = WatchStream(
+                sink: ServerWatchSink(
+                    responder: call.responder, clusterID: configuration.clusterID,
+                    memberID: UInt64(configuration.replicaID)))
             let token = call.metadata.first(name: Self.tokenHeader)
             let commonName = call.clientCertificateCommonName
             let overloaded = GRPCStatus(code: GRPCStatus.resourceExhausted, message: "etcdserver: too many requests")
             return StreamingObserver(
                 onMessage: { bytes in
-                    let request: WatchRequestMessage
+                    let request: WatchRequest
                     do {
-                        request = try WatchRequestMessage.decode(bytes)
+                        request = try WatchRequest.decode(bytes)
                     } catch {
                         call.responder.finish(
                             GRPCStatus(
@@ -60,5 +64,27 @@ extension EtcdFrontEnd {
                     loop.perform { runtime in loop.watchHub.resume(stream, runtime: runtime) }
                 })
         }
+    }
+}
+
+/// The hub's sink for one gRPC Watch stream: adds this replica's header, encodes, and hands
+/// the bytes to the stream's bounded queue.
+final class ServerWatchSink: WatchSink, @unchecked Sendable {
+    let responder: StreamingResponder
+    let clusterID: UInt64
+    let memberID: UInt64
+
+    init(responder: StreamingResponder, clusterID: UInt64, memberID: UInt64) {
+        self.responder = responder
+        self.clusterID = clusterID
+        self.memberID = memberID
+    }
+
+    func send(_ response: WatchResponse) -> Bool {
+        responder.send(WatchResponseMessage(response, clusterID: clusterID, memberID: memberID).encode())
+    }
+
+    func close(reason: String) {
+        responder.finish(GRPCStatus(code: GRPCStatus.resourceExhausted, message: reason))
     }
 }

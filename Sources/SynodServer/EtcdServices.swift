@@ -241,16 +241,7 @@ final class EtcdFrontEnd: Sendable {
             "/etcdserverpb.Maintenance/Status": Self.method(Etcdserverpb_StatusRequest.self) { [self] _, _, respond in
                 status { status in respond { self.statusResponse(status) } }
             },
-            "/etcdserverpb.Maintenance/Alarm": Self.method(Etcdserverpb_AlarmRequest.self) { [self] _, _, respond in
-                // Synod bounds its disk by snapshots and compaction: it raises no NOSPACE alarm.
-                status { status in
-                    respond {
-                        var out = Etcdserverpb_AlarmResponse()
-                        out.header = self.header(status)
-                        return out
-                    }
-                }
-            },
+            Self.alarmPath: alarmMethod,
             "/etcdserverpb.Cluster/MemberList": Self.method(Etcdserverpb_MemberListRequest.self) { [self] _, _, respond in
                 status { status in respond { self.memberListResponse(status) } }
             },
@@ -265,13 +256,17 @@ final class EtcdFrontEnd: Sendable {
         var out = Etcdserverpb_StatusResponse()
         out.header = header(status)
         out.version = SynodVersion.etcdCompatible
-        out.dbSize = Int64(status.diskBytes)
-        out.dbSizeInUse = Int64(status.diskBytes)
+        // What the space quota measures (`ReplicaRuntime+Quota.swift`): the store's logical
+        // size with its retained history, which compaction reduces at once.
+        out.dbSize = Int64(status.storeBytes)
+        out.dbSizeInUse = Int64(status.storeBytes)
         out.leader = UInt64(status.leader ?? 0)
         out.raftIndex = status.chosenThrough
         out.raftTerm = status.ballotRound
         out.raftAppliedIndex = status.appliedThrough
         if status.isDown { out.errors = ["replica is recovering from a failure"] }
+        // etcd lists every active alarm in the text form of its AlarmMember message.
+        out.errors += status.alarms.map(\.description)
         return out
     }
 

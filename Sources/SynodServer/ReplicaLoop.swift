@@ -45,7 +45,7 @@ final class ReplicaLoop: @unchecked Sendable {
         self.logger = logger
         origin = clock.now
         environment = ServerEnvironment(transport: transport, logger: logger)
-        watchHub = WatchHub(clusterID: configuration.clusterID, memberID: UInt64(configuration.replicaID))
+        watchHub = WatchHub()
         var options = RuntimeOptions(
             paxos: paxosConfiguration, directory: configuration.dataDirectory, fileSystem: fileSystem,
             storage: Self.storageOptions, snapshotEverySlots: configuration.snapshotEverySlots,
@@ -53,6 +53,7 @@ final class ReplicaLoop: @unchecked Sendable {
             seed: configuration.randomSeed,
             snapshotChunkBytesMax: min(SnapshotReader.chunkBytesMax, transport.snapshotChunkBytesMax))
         options.autoCompaction = configuration.autoCompaction
+        options.quotaBytes = configuration.quotaBytes
         runtime = ReplicaRuntime(options: options, environment: environment)
         environment.loop = self
     }

@@ -68,6 +68,8 @@ public struct ServerConfiguration: Sendable {
     public var faults: FaultModel
     /// etcd's `--auto-compaction-mode` / `--auto-compaction-retention` (nil: off, as etcd).
     public var autoCompaction: AutoCompaction?
+    /// etcd's `--quota-backend-bytes`, resolved (`ServerConfiguration+Quota.swift`).
+    public var quotaBytes: Int = RuntimeOptions.quotaBytesDefault
     public var randomSeed: UInt64
     /// TLS on the client API (etcd's `--cert-file`, `--key-file`, `--trusted-ca-file`,
     /// `--client-cert-auth`); nil: plaintext.

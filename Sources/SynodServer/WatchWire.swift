@@ -1,4 +1,5 @@
 import EtcdAPI
+import ReplicaRuntime
 import KVStore
 
 /// etcd's Watch messages, coded by hand (`EtcdAPI` has no generated WatchRequest,
@@ -16,16 +17,10 @@ import KVStore
 ///                          bool canceled = 4; int64 compact_revision = 5; string cancel_reason = 6;
 ///                          bool fragment = 7; repeated mvccpb.Event events = 11; }
 ///     mvccpb.Event       { EventType type = 1 (PUT = 0, DELETE = 1); KeyValue kv = 2; KeyValue prev_kv = 3; }
-enum WatchRequestMessage: Sendable, Equatable {
-    case create(WatchCreate)
-    case cancel(watchID: Int64)
-    case progress
-    /// A WatchRequest with no request set: etcd ignores it.
-    case empty
-
-    static func decode(_ payload: [UInt8]) throws(ProtobufWireError) -> WatchRequestMessage {
+extension WatchRequest {
+    static func decode(_ payload: [UInt8]) throws(ProtobufWireError) -> WatchRequest {
         var reader = ProtobufReader(payload)
-        var message = WatchRequestMessage.empty
+        var message = WatchRequest.empty
         while !reader.isAtEnd {
             let (field, wireType) = try reader.readTag()
             switch (field, wireType) {
@@ -52,20 +47,7 @@ enum WatchRequestMessage: Sendable, Equatable {
     }
 }
 
-/// etcd's WatchCreateRequest.
-struct WatchCreate: Sendable, Equatable {
-    var key: [UInt8] = []
-    var rangeEnd: [UInt8] = []
-    var startRevision: Int64 = 0
-    var progressNotify = false
-    var filterPuts = false
-    var filterDeletes = false
-    var prevKV = false
-    var watchID: Int64 = 0
-    /// Asked for, never done: Synod sends each response whole (`WatchHub.responseBytesMax`
-    /// bounds it by splitting at revision boundaries instead).
-    var fragment = false
-
+extension WatchCreate {
     static func decode(_ embedded: ProtobufReader) throws(ProtobufWireError) -> WatchCreate {
         var reader = embedded
         var create = WatchCreate()
@@ -101,6 +83,23 @@ struct WatchCreate: Sendable, Equatable {
 
 /// One WatchResponse to encode.
 struct WatchResponseMessage {
+    /// The hub's response with this replica's header.
+    init(_ response: WatchResponse, clusterID: UInt64, memberID: UInt64) {
+        var header = Etcdserverpb_ResponseHeader()
+        header.clusterID = clusterID
+        header.memberID = memberID
+        header.revision = response.revision
+        header.raftTerm = response.round
+        self.header = header
+        watchID = response.watchID
+        created = response.created
+        canceled = response.canceled
+        compactRevision = response.compactRevision
+        cancelReason = response.cancelReason
+        events = response.events
+        includePrevKV = response.includePrevKV
+    }
+
     var header: Etcdserverpb_ResponseHeader
     var watchID: Int64
     var created = false
@@ -137,7 +136,6 @@ struct WatchResponseMessage {
 
     /// The encoded size, near enough to bound a response.
     static func approximateBytes(_ event: WatchEvent) -> Int {
-        64 + event.kv.key.count + event.kv.value.count
-            + (event.prevKV.map { 48 + $0.key.count + $0.value.count } ?? 0)
+        WatchHub.approximateBytes(event)
     }
 }

@@ -105,6 +105,7 @@ extension Simulation {
         case .noFsync: bug = .noFsync
         case .acceptedBeforeFsync: bug = .acceptedBeforeFsync
         case .acceptorRecoversWithoutLog: bug = .acceptorRecoversWithoutLog
+        case .dropWatchEvent: bug = .dropWatchEvent
         case nil: bug = nil
         }
         var runtimeOptions = RuntimeOptions(
@@ -129,6 +130,7 @@ extension Simulation {
             return
         }
         checkAcceptorMemory(node)
+        watchProcessStarted(node)
         if inLivenessPhase { runtime.stopInjectingFaults() }
         schedule(.tick(node: node.id, incarnation: node.incarnation), after: 1 + random.next() % Self.tickUnits)
     }
@@ -159,6 +161,7 @@ extension Simulation {
             return
         }
         checkAcceptorMemory(node)
+        watchAfterTurn(node)
     }
 
     /// Paxos's acceptor durability, checked on the state: an acceptor that is up (after any
@@ -213,6 +216,7 @@ extension Simulation {
         guard node.runtime != nil else { return }
         faults += 1
         trace.note(time, "crash r\(node.id)")
+        watchProcessCrashed(node)
         node.runtime = nil
         node.environment = nil
         node.inbox.removeAll()

@@ -27,6 +27,8 @@ public struct SimulationResult: Sendable {
     public var ticks: Int
     /// The `synod simulate` arguments that replay this run.
     public var replayArguments: String
+    /// Event responses the simulated watchers received and the watch checker checked.
+    public var watchResponsesChecked = 0
 }
 
 /// A deterministic simulation of a whole cluster in one process: every replica's
@@ -67,6 +69,8 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
     var chunkArrivals: [Link: UInt64] = [:]
     /// Users, roles and guest writes when `options.auth` (Simulation+Auth.swift).
     var authModel = SimulationAuthModel()
+    /// Simulated watch clients and each replica's watch hub (`Simulation+Watch.swift`).
+    var watch = SimWatchState()
 
     public init(options: SimulationOptions) {
         precondition([1, 3, 5, 7].contains(options.replicaCount), "replica count must be 1, 3, 5 or 7")
@@ -92,6 +96,7 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
         for client in clients {
             schedule(.clientNext(client: client.id), after: 1 + random.next() % 50)
         }
+        startWatchers()
         queue.push(.faultTick, at: Self.tickUnits)
         let faultEnd = UInt64(options.faultPhaseTicksMax) * Self.tickUnits
         while let event = queue.pop() {
@@ -112,12 +117,15 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
         checkConvergence()
         checkDeniedWrites()
         let checked = checkHistory()
-        return SimulationResult(
+        checkWatches()
+        var result = SimulationResult(
             seed: options.seed, replicaCount: options.replicaCount, violations: violations,
             operationsChecked: history.count, faultsInjected: faults, messagesDelivered: delivered,
             messagesDropped: dropped, checkerGaveUp: !checked, traceTail: trace.lines(),
             traceDigest: trace.digest, faultPlan: plan.description, ticks: Int(time / Self.tickUnits),
             replayArguments: replayArguments)
+        result.watchResponsesChecked = watchResponsesReceived
+        return result
     }
 
     var replayArguments: String {
@@ -170,6 +178,7 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
         let applied = nodes.map { $0.replica!.learner.appliedThrough }
         guard Set(applied).count == 1 else { return false }
         guard nodes.contains(where: { $0.replica!.isLeader }) else { return false }
+        guard watchersCaughtUp else { return false }
         return Set(nodes.map { $0.runtime!.kv.stateDigest() }).count == 1
     }
 
@@ -255,6 +264,10 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
             receive(reply, client: client, operation: operation)
         case .attemptTimeout(let client, let operation, let attempt):
             attemptTimedOut(client: client, operation: operation, attempt: attempt)
+        case .watchNext(let watcher):
+            watchNext(watcher)
+        case .watchWritable(let watcher, let generation):
+            watchWritable(watcher, generation: generation)
         }
     }
 }
@@ -281,4 +294,6 @@ enum SimEvent {
     /// A replica's background work (`RuntimeEnvironment.runInBackground`) runs now and its
     /// outcome is handed to the replica, unless the process died since.
     case background(node: ReplicaID, incarnation: Int, work: @Sendable () -> RuntimeEvent)
+    case watchNext(watcher: Int)
+    case watchWritable(watcher: Int, generation: Int)
 }

@@ -16,6 +16,9 @@ public enum InjectedBug: String, CaseIterable, Sendable {
     case acceptedBeforeFsync = "accepted-before-fsync"
     /// The runtime's injected acceptor failure recovers without replaying the log.
     case acceptorRecoversWithoutLog = "acceptor-recovers-without-log"
+    /// The watch hub loses one event of every fifth revision it sends: the watch checker
+    /// (`Simulation+Watch.swift`) must catch the gap.
+    case dropWatchEvent = "drop-watch-event"
 }
 
 /// Everything one simulated run depends on. Same options ⇒ identical run.

@@ -72,6 +72,10 @@ struct BenchCommand: AsyncParsableCommand {
     var json = false
 
     @OptionGroup var tls: ClientTLSOptions
+    @Option(
+        name: .long,
+        help: "Watch streams on the written prefix, spread over the endpoints; reports the delay from a put's answer to its event at a watcher.")
+    var watchers: Int = 0
 
     func validate() throws {
         guard (1...BenchLimits.keysMax).contains(keys) else {
@@ -100,6 +104,9 @@ struct BenchCommand: AsyncParsableCommand {
         guard timeout.duration > .zero else { throw ValidationError("--timeout must be positive") }
         guard requests >= 0 else { throw ValidationError("--requests must be >= 0") }
         guard (0...1).contains(readFraction) else { throw ValidationError("--read-fraction must be in [0, 1]") }
+        guard (0...BenchLimits.watchersMax).contains(watchers) else {
+            throw ValidationError("--watchers must be in 0...\(BenchLimits.watchersMax)")
+        }
         do { _ = try SynodEndpoint.parseList(endpoints) } catch { throw ValidationError("--endpoints: \(error)") }
     }
 
@@ -161,6 +168,11 @@ struct BenchCommand: AsyncParsableCommand {
             }
         }
 
+        if watchers > 0 {
+            let watching = try BenchWatchers(count: watchers, endpoints: endpointList, options: options)
+            watching.start(prefix: Array("b".utf8))
+            plan.watchers = watching
+        }
         let start = BenchClock.nanoseconds()
         plan.measureStartNanoseconds = start + UInt64(warmup.seconds * 1e9)
         plan.stopNanoseconds = plan.measureStartNanoseconds + UInt64(duration.seconds * 1e9)
@@ -172,6 +184,7 @@ struct BenchCommand: AsyncParsableCommand {
         progressTask?.cancel()
         await progressTask?.value
         progress.finish()
+        let watchSummary = await plan.watchers?.finish()
 
         let measuredEnd = min(max(merged.lastFinishNanoseconds, plan.measureStartNanoseconds), end)
         let report = BenchReport(
@@ -185,7 +198,8 @@ struct BenchCommand: AsyncParsableCommand {
             result: merged,
             measuredSeconds: Double(measuredEnd - plan.measureStartNanoseconds) / 1e9,
             clientCPUSeconds: ProcessCPU.now() - usageBefore,
-            wallSeconds: Double(end - start) / 1e9
+            wallSeconds: Double(end - start) / 1e9,
+            watch: watchSummary
         )
         for connection in opened { await connection.close() }
         try? await group.shutdownGracefully()

@@ -15,6 +15,8 @@ struct BenchReport {
     var measuredSeconds: Double
     var clientCPUSeconds: Double
     var wallSeconds: Double
+    /// `--watchers`: what the watch streams measured.
+    var watch: BenchWatchers.Summary? = nil
 
     var throughput: Double { measuredSeconds > 0 ? Double(result.succeeded) / measuredSeconds : 0 }
     var errors: Int { result.errorsByCode.values.reduce(0, +) }
@@ -56,6 +58,13 @@ struct BenchReport {
         if workload == BenchWorkloadKind.txnCAS.rawValue {
             lines.append("  conflicts  \(result.casConflicts) compare-and-swaps found a newer revision")
         }
+        if let watch {
+            let delays = [50.0, 90, 99].map { "p\(Int($0)) \(milliseconds(watch.percentile($0)))" }.joined(separator: "  ")
+            lines.append(
+                "  watchers   \(watch.watchers): put answer → event \(delays) (ms; \(watch.events) sampled events, "
+                    + "\(watch.beforeAnswer) before the answer)")
+            for failure in watch.failures.prefix(5) { lines.append("    \(failure)") }
+        }
         lines.append(
             "  client CPU \(benchFormat(clientCPUSeconds / max(wallSeconds, 1e-9), 2)) cores "
                 + "(\(benchFormat(clientCPUSeconds, 1)) s over \(benchFormat(wallSeconds, 1)) s)"
@@ -86,8 +95,18 @@ struct BenchReport {
             "\"latencyMicroseconds\":{" + latency.joined(separator: ",") + "}",
             "\"clientCPUSeconds\":\(benchFormat(clientCPUSeconds, 2))",
             "\"wallSeconds\":\(benchFormat(wallSeconds, 2))",
-        ]
+        ] + watchJSON
         return "{" + fields.joined(separator: ",") + "}"
+    }
+
+    private var watchJSON: [String] {
+        guard let watch else { return [] }
+        let delays = [("p50", 50.0), ("p90", 90), ("p99", 99)].map { "\"\($0.0)\":\(watch.percentile($0.1))" }
+        return [
+            "\"watch\":{\"watchers\":\(watch.watchers),\"sampledEvents\":\(watch.events),"
+                + "\"beforeAnswer\":\(watch.beforeAnswer),\"failures\":\(watch.failures.count),"
+                + "\"delayMicroseconds\":{" + delays.joined(separator: ",") + "}}"
+        ]
     }
 
     private func milliseconds(_ microseconds: UInt64) -> String {

@@ -55,6 +55,8 @@ struct BenchPlan: Sendable {
     var clientIDBase: UInt64
     /// Metadata every request carries: the auth token with `--user`.
     var metadata: [(String, String)] = []
+    /// `--watchers`: told when each measured put was answered.
+    var watchers: BenchWatchers? = nil
 
     static func makeKeys(count: Int, sizeBytes: Int) -> [Data] {
         (0..<count).map { index in
@@ -111,6 +113,7 @@ enum BenchLimits {
     static let durationMax: Duration = .seconds(3600)
     /// Puts per pre-population txn: etcd's and Synod's default `--max-txn-ops`.
     static let prepopulateBatchMax = 128
+    static let watchersMax = 10_000
 }
 
 /// A small fast PRNG per slot (the core's SplitMix64): the system generator is a syscall away.
@@ -161,6 +164,8 @@ final class BenchSlot: @unchecked Sendable {
     var startNanoseconds: UInt64 = 0
     var measured = false
     var casKeyIndex: Int?
+    /// The request in flight is a put (its answer's revision goes to `plan.watchers`).
+    var sentPut = false
     /// After a failure the next request waits this long, so a dead connection does not spin.
     static let retryDelay = TimeAmount.milliseconds(5)
 
@@ -196,6 +201,7 @@ final class BenchSlot: @unchecked Sendable {
         }
         startNanoseconds = now
         casKeyIndex = nil
+        sentPut = false
         let keyIndex = random.next(below: plan.keys.count)
         switch plan.workload {
         case .put:
@@ -244,6 +250,11 @@ final class BenchSlot: @unchecked Sendable {
             return
         case .success(let bytes):
             if let keyIndex = casKeyIndex { noteCompareAndSwap(bytes, keyIndex: keyIndex) }
+            if sentPut, measured, let watchers = plan.watchers,
+                let response = try? Etcdserverpb_PutResponse(serializedBytes: bytes)
+            {
+                watchers.noteAnswer(revision: response.header.revision, at: finish)
+            }
         }
         counters.completed.add(1, ordering: .relaxed)
         if measured {
@@ -260,6 +271,7 @@ final class BenchSlot: @unchecked Sendable {
     private func sendPut(keyIndex: Int) {
         var request = put
         request.key = plan.keys[keyIndex]
+        sentPut = true
         send(EtcdPath.put, request, write: true)
     }
 

@@ -236,23 +236,13 @@ struct GetCommand: AsyncParsableCommand {
 }
 
 extension GetCommand {
-    /// `synod get KEY [--prefix] --history`, through `SynodClient.history` (Synod's own
-    /// `/synodpb.History/History` call: a serializable read of the store's history).
+    /// `synod get KEY [--prefix] --history`: `synod history`'s output (`HistoryCommand.swift`).
     func runHistory() async throws {
-        try await connection.withClient { client in
-            let response =
-                prefix
-                ? try await client.historyPrefix(key, limit: limit)
-                : try await client.history(key: key, limit: limit)
-            var output = OutputBuffer()
-            for entry in response.entries { output.line(HistoryLine.format(entry)) }
-            if response.more { output.line("(more versions: raise --limit)") }
-            output.flush()
-        }
+        try await HistoryLine.print(key: key, prefix: prefix, limit: limit, connection: connection)
     }
 }
 
-/// One line of `synod get --history`: `<revision> <time> PUT <key> <value>` or
+/// One line of `synod history` (and `synod get --history`): `<revision> <time> PUT <key> <value>` or
 /// `<revision> <time> DELETE <key>`; time `-` when the write carried none (older builds).
 enum HistoryLine {
     static func format(_ entry: HistoryEntry) -> String {

@@ -2,6 +2,7 @@ import ArgumentParser
 import ClusterLauncher
 import Foundation
 import ReplicaRuntime
+import SynodServer
 import SynodTLS
 
 /// `synod cluster`: N replicas as separate `synod serve` processes on 127.0.0.1, so any
@@ -57,6 +58,8 @@ struct ClusterCommand: ParsableCommand {
 
     @Option(name: .customLong("tls-client-cn"), help: "Common name (etcd's user name) of the client certificate --tls makes.")
     var tlsClientCN: String = "root"
+    @Option(help: ArgumentHelp(ServerConfiguration.quotaHelp))
+    var quotaBackendBytes: Int = 0
 
     @Flag(name: .customLong(String(SupervisorWatch.flag.dropFirst(2))), help: ArgumentHelp(SupervisorWatch.help))
     var exitOnStdinEOF = false
@@ -114,7 +117,7 @@ struct ClusterCommand: ParsableCommand {
                 id: id, dataDirectory: (dataDir as NSString).appendingPathComponent("r\(id)"),
                 extra: [
                     "--consistency", consistency, "--fail-every", "\(every)", "--fail-downtime", "\(downtime)",
-                    "--fail-mode", mode,
+                    "--fail-mode", mode, "--quota-backend-bytes=\(quotaBackendBytes)",
                 ] + (certificates?.serveArguments(replica: id) ?? []))
             let child = ReplicaProcess(
                 name: "r\(id)", executable: executable, arguments: arguments,

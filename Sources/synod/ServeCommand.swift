@@ -72,6 +72,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "What automatic compaction keeps: a duration (1h, 30m, 90s) in periodic mode, a revision count in revision mode; 0 = off.")
     var autoCompactionRetention: String = "0"
 
+    @Option(help: ArgumentHelp(ServerConfiguration.quotaHelp))
+    var quotaBackendBytes: Int = 0
+
     @Option(help: "Milliseconds between a leader's heartbeats (like etcd's --heartbeat-interval).")
     var heartbeatInterval: Int = ServerConfiguration.heartbeatIntervalMillisecondsDefault
 
@@ -150,7 +153,7 @@ struct ServeCommand: AsyncParsableCommand {
             guard let ownPeer = members[id] else {
                 throw ServerConfigurationError.invalid("--peers must include this replica's own id \(id)")
             }
-            configuration = try ServerConfiguration(
+            var resolved = try ServerConfiguration(
                 replicaID: id, peers: members, clientEndpoints: clients,
                 listenClient: try Endpoint(parsing: listenClient, what: "--listen-client"),
                 listenPeer: listenPeer ?? ownPeer, dataDirectory: dataDir, defaultConsistency: consistency,
@@ -159,7 +162,9 @@ struct ServeCommand: AsyncParsableCommand {
                 electionTimeoutTicks: try ServerConfiguration.ticks(electionTimeout, tickMilliseconds: tickMs, what: "--election-timeout"),
                 snapshotEverySlots: snapshotEvery, faults: faults,
                 autoCompaction: try ServerConfiguration.autoCompaction(mode: autoCompactionMode, retention: autoCompactionRetention))
-            (configuration.clientTLS, configuration.peerTLS) = try tlsFiles()
+            resolved.quotaBytes = ServerConfiguration.quotaBytes(flag: quotaBackendBytes)
+            (resolved.clientTLS, resolved.peerTLS) = try tlsFiles()
+            configuration = resolved
         } catch let error as ServerConfigurationError {
             // One line naming the problem, no usage block.
             FileHandle.standardError.write(Data("synod serve: \(error.description)\n".utf8))

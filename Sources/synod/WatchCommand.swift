@@ -5,9 +5,6 @@ import SynodClient
 /// `synod watch KEY [--prefix] [--rev N] [--prev-kv]`: etcdctl's watch output (PUT or
 /// DELETE, the key, the value; with --prev-kv the previous pair before the new one), one
 /// event after another until interrupted, through `SynodClient.watch`.
-///
-/// Not yet listed in `Synod.configuration.subcommands` (Synod.swift belongs to another
-/// change): add `WatchCommand.self` there to expose it.
 struct WatchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "watch",

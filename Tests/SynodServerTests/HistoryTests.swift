@@ -4,7 +4,7 @@ import SynodClient
 import Testing
 
 extension SynodProcessTests {
-    @Test("synod get --history and SynodClient.history: every version, the same proposal time on every replica", .timeLimit(.minutes(5)))
+    @Test("synod history, synod get --history and SynodClient.history: every version, the same proposal time on every replica", .timeLimit(.minutes(5)))
     func historyOnEveryReplica() async throws {
         let binary = try SynodBinary.locate()
         try await LocalCluster.with(name: "history", replicas: 3) { cluster in
@@ -56,6 +56,18 @@ extension SynodProcessTests {
                     }
                 }
                 #expect(lines == Array(expected), "synod get hist/k --history printed:\n\(run.stdout)")
+
+                // `synod history` is the same listing as its own subcommand, with --prefix too.
+                let history = try await ProgramRun.run(
+                    binary, ["history", "--endpoints", cluster.replica(3).clientEndpoint, "hist/k"])
+                #expect(history.status == 0, "synod history exited \(history.status): \(history.stderr)")
+                #expect(history.stdout == run.stdout, "synod history hist/k printed:\n\(history.stdout)")
+                let prefixed = try await ProgramRun.run(
+                    binary, ["history", "--endpoints", cluster.replica(1).clientEndpoint, "hist/", "--prefix"])
+                let prefixLines = prefixed.stdout.split(separator: "\n").map(String.init)
+                #expect(prefixed.status == 0 && prefixLines.count == 4, "synod history hist/ --prefix:\n\(prefixed.stdout)")
+                #expect(prefixLines.prefix(3) == lines[...], "\(prefixLines)")
+                #expect(prefixLines.last == "\(other) \(HistoryTime.iso(entries[3].proposedAtMilliseconds)) PUT hist/z zed")
             }
         }
     }

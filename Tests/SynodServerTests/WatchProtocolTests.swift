@@ -1,6 +1,7 @@
 import EtcdAPI
 import Foundation
 import GRPCCore
+import Linearizability
 import Synchronization
 import Testing
 
@@ -30,6 +31,8 @@ struct DecodedWatchResponse: Sendable, CustomStringConvertible {
     var cancelReason = ""
     /// "PUT key=value" or "DELETE key", with "@revision".
     var events: [String] = []
+    /// The same events for `WatchChecker`.
+    var checkerEvents: [WatchChecker.Event] = []
 
     var description: String {
         "{id=\(watchID) rev=\(revision)\(created ? " created" : "")\(canceled ? " canceled(\(cancelReason))" : "")"
@@ -59,6 +62,9 @@ struct DecodedWatchResponse: Sendable, CustomStringConvertible {
                     default: try event.skip(wireType: wireType)
                     }
                 }
+                checkerEvents.append(
+                    WatchChecker.Event(
+                        revision: kv.modRevision, isDelete: type == 1, key: Array(kv.key), value: Array(kv.value)))
                 let key = String(decoding: kv.key, as: UTF8.self)
                 events.append(
                     type == 0

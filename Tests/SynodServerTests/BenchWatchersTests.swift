@@ -1,0 +1,41 @@
+import Foundation
+import Testing
+
+extension SynodProcessTests {
+    /// `synod bench --watchers`: the watch streams see the measured puts and the report
+    /// carries the put-answer-to-event delay.
+    @Test("synod bench --watchers reports the delay from a put's answer to its event", .timeLimit(.minutes(5)))
+    func benchWithWatchers() async throws {
+        let binary = try SynodBinary.locate()
+        try await LocalCluster.with(name: "bench-watchers", replicas: 3) { cluster in
+            try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
+                guard await connections.awaitWritable(timeout: .seconds(30)) else {
+                    cluster.fail("no write succeeded within 30 s of starting 3 replicas")
+                    return
+                }
+            }
+            let run = try await ProgramRun.run(
+                binary,
+                [
+                    "bench", "--endpoints", cluster.endpoints.joined(separator: ","), "--workload", "put",
+                    "--keys", "100", "--concurrency", "8", "--duration", "2s", "--warmup", "1s", "--watchers", "6",
+                    "--json",
+                ],
+                timeout: .seconds(60))
+            #expect(run.status == 0, "synod bench exited \(run.status): \(run.stderr)")
+            guard let report = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any],
+                let watch = report["watch"] as? [String: Any], let delays = watch["delayMicroseconds"] as? [String: Any]
+            else {
+                Issue.record("no watch section in: \(run.stdout)")
+                return
+            }
+            let succeeded = JSONField.int(report, "succeeded") ?? 0
+            let sampled = JSONField.int(watch, "sampledEvents") ?? 0
+            #expect(JSONField.int(watch, "watchers") == 6)
+            #expect(JSONField.int(watch, "failures") == 0, "\(run.stdout)")
+            // About one put in four is sampled, and each reaches all six watchers.
+            #expect(sampled > 0 && sampled >= succeeded / 8, "\(sampled) sampled events for \(succeeded) puts: \(run.stdout)")
+            #expect((JSONField.int(delays, "p99") ?? -1) >= (JSONField.int(delays, "p50") ?? 0), "\(delays)")
+        }
+    }
+}
