@@ -11,8 +11,12 @@ struct SnapshotTransfer {
 extension ReplicaRuntime {
     /// Snapshots the state machine and compacts the log every `snapshotEverySlots`.
     func compactIfDue() {
-        guard snapshotWriting == nil, let storage, let applied = replica?.learner.appliedThrough,
-            applied >= snapshotThrough + Slot(options.snapshotEverySlots)
+        // The store's own applied slot, not the core's: within a turn the core runs ahead of
+        // the store until the turn's output is carried out, and a snapshot must hold exactly
+        // the slots it claims.
+        let applied = appliedThroughKV
+        guard snapshotWriting == nil, let storage, replica != nil,
+            applied >= snapshotThrough + Slot(options.snapshotEverySlots) + firstSnapshotStagger
         else { return }
         let pending: PendingSnapshot
         do {
@@ -37,6 +41,15 @@ extension ReplicaRuntime {
                 return .snapshotWritten(pending, failure: "\(error)")
             }
         }
+    }
+
+    /// Replicas take their first snapshot at staggered slots (replica i of n waits i/n of an
+    /// interval more), so that afterwards they do not all copy, encode and write their store
+    /// at the same moment: on one machine that starved every loop at once and followers
+    /// called elections.
+    var firstSnapshotStagger: Slot {
+        guard snapshotThrough == 0, let index = options.paxos.replicas.firstIndex(of: id) else { return 0 }
+        return Slot(options.snapshotEverySlots) * Slot(index) / Slot(options.paxos.replicas.count)
     }
 
     /// A background snapshot is on disk: make it the base of recovery, compact the log, and
@@ -123,7 +136,8 @@ extension ReplicaRuntime {
                 carryOut(output)
                 output = Output()
             }
-            guard chunk.through > self.replica!.learner.appliedThrough else { return }
+            // Carrying out may have killed the process at a crash point (the simulator's).
+            guard !isHalted, let replica = self.replica, chunk.through > replica.learner.appliedThrough else { return }
             kv = restored
             snapshotThrough = chunk.through
             appliedThroughKV = chunk.through

@@ -243,7 +243,15 @@ final class ServerEnvironment: RuntimeEnvironment {
 
     func runInBackground(_ work: @escaping @Sendable () -> RuntimeEvent) {
         let loop = self.loop
-        background.async { loop?.submitFromBackground(work()) }
+        background.async {
+            // At a lower priority than the loop (on Linux the nice value is per thread, and
+            // `who` 0 is the calling thread): encoding a large store must not take the CPU
+            // the loop needs for heartbeats.
+            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+            let event = work()
+            setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 0)
+            loop?.submitFromBackground(event)
+        }
     }
 
     func log(_ level: RuntimeLogLevel, _ message: String) {

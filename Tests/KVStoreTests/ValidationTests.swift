@@ -144,13 +144,14 @@ import Testing
     @Test func malformedEncodedCommandChangesNothing() {
         var store = sampleStore()
         let before = store.snapshot()
-        let (id, result) = store.apply(encoded: [WriteCommand.formatVersion, 1, 2, 9])
+        // 15: no operation has that tag (4 compact, 5–8 leases, 9 alarm, 16–31 auth).
+        let (id, result) = store.apply(encoded: [WriteCommand.formatVersion, 1, 2, 15])
         #expect(id == nil)
         guard case .failure(.malformedCommand(let error), 3) = result else {
             Issue.record("expected malformedCommand, got \(result)")
             return
         }
-        #expect(error.reason == .unknownTag(field: "operation", tag: 9))
+        #expect(error.reason == .unknownTag(field: "operation", tag: 15))
         #expect(error.offset == 3)
         #expect(store.snapshot() == before)
     }
