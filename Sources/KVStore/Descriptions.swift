@@ -8,6 +8,7 @@ extension WriteOperation: CustomStringConvertible {
         case .deleteRange(let delete): return RequestOp.deleteRange(delete).description
         case .txn(let txn): return RequestOp.txn(txn).description
         case .compact(let compact): return "compact \(compact.revision)" + (compact.physical ? " physical" : "")
+        case .lease(let lease): return lease.description
         }
     }
 }
@@ -20,6 +21,7 @@ extension RequestOp: CustomStringConvertible {
                 + (range.revision != 0 ? " rev=\(range.revision)" : "")
         case .put(let put):
             return "put \(KVBytes.describe(put.key))=" + (put.ignoreValue ? "(kept)" : KVBytes.describe(put.value))
+                + (put.ignoreLease ? " lease=(kept)" : put.lease != 0 ? " lease=\(String(put.lease, radix: 16))" : "")
         case .deleteRange(let delete):
             return "del \(Self.span(delete.key, delete.rangeEnd))"
         case .txn(let txn):
@@ -74,6 +76,9 @@ extension WriteResult: CustomStringConvertible {
                 + " ops=\(response.responses.count)"
         case .failure(let error, let revision): return "error r=\(revision) \(error.message)"
         case .compact(let response): return "compact r=\(response.revision)"
+        case .lease(let response):
+            return "lease r=\(response.revision) id=\(String(response.id, radix: 16)) ttl=\(response.ttlSeconds)"
+                + (response.keysDeleted > 0 ? " deleted=\(response.keysDeleted)" : "")
         }
     }
 }

@@ -30,6 +30,8 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
     case staleRequest(RequestID, lastSequence: UInt64)
     /// `apply(encoded:)` got bytes that are not a `WriteCommand`; nothing was applied.
     case malformedCommand(KVCodecError)
+    /// A lease request failed (`Leases.swift`).
+    case lease(LeaseError)
 
     /// The text a client sees; etcd's exact wording where etcd has the error.
     public var message: String {
@@ -62,6 +64,8 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
                 + "last applied sequence \(lastSequence))"
         case .malformedCommand(let error):
             return "synod: malformed command: \(error)"
+        case .lease(let error):
+            return error.message
         }
     }
 

@@ -17,6 +17,12 @@ extension KVStore {
         hasher.combine(keysDigest)
         hasher.combine(UInt64(sessions.count))
         hasher.combine(sessionsDigest)
+        // Stores that never saw a lease keep the digest they had before leases existed.
+        if !leases.isEmpty || leaseIDsPicked != 0 {
+            hasher.combine(UInt64(leases.count))
+            hasher.combine(leaseIDsPicked)
+            hasher.combine(leasesDigest)
+        }
         return hasher.finalized
     }
 
@@ -47,5 +53,6 @@ extension KVStore {
         for (clientID, session) in sessions { sessionSum &+= session.digest(clientID: clientID) }
         keysDigest = keys
         sessionsDigest = sessionSum
+        recomputeLeasesDigest()
     }
 }

@@ -7,6 +7,7 @@
 ///             hasCompactedRecord(bool) [proposedAt eventCount fullEvent*]
 ///             recordCount record*                -- revisions max(compactedRevision, 1) + 1 ... revision
 ///             sessionCount session*
+///             [leaseSection]                     -- KVStore+Leases.swift; absent without leases
 /// record   := proposedAt  eventCount event*
 /// event    := type(0 put | 1 delete) key [value, for a put]
 /// fullEvent := type keyValue hasPrevKV(bool) [keyValue]
@@ -91,6 +92,7 @@ extension KVStore {
             }
         }
         writeSessions(&writer)
+        writeLeaseSection(&writer)
         let checksum = CRC32C.checksum(writer.bytes)
         writer.writeUInt32LittleEndian(checksum)
         return writer.bytes
@@ -126,6 +128,7 @@ extension KVStore {
         var reader = ByteReader(bytes, offset: headerBytes, end: contentBytes)
         self.init()
         let restoredSessions: [(clientID: UInt64, session: ClientSession)]
+        var restoredLeases: RestoredLeases?
         if format == Self.snapshotFormatVersion {
             let savedRevision: Int64
             let records: [(proposedAt: Int64, events: [(type: WatchEventType, key: [UInt8], value: [UInt8])])]
@@ -138,6 +141,7 @@ extension KVStore {
                 compactedRecord = try Self.readCompactedRecord(&reader, revision: compactedRevision)
                 records = try Self.readRecords(&reader)
                 restoredSessions = try Self.readSessions(&reader)
+                restoredLeases = try Self.readLeaseSection(&reader)
                 try reader.expectEnd()
             } catch {
                 throw .malformed(error)
@@ -178,6 +182,7 @@ extension KVStore {
             }
             sessions[restored.clientID] = restored.session
         }
+        if let restoredLeases { try restoreLeases(restoredLeases) }
         if let problem = validateRestoredState() { throw .invalidState(problem) }
         rebuildSessionRecency()
         recomputeDigests()

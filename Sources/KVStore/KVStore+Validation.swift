@@ -18,6 +18,9 @@ extension KVStore {
         case .compact:
             // Whether the revision can be compacted depends on the store's state: checked when applied.
             return
+        case .lease(let lease):
+            try validateLease(lease)
+            return
         }
         let payload = payloadBytes(operation)
         if payload > KVLimits.requestPayloadBytesMax { throw .requestTooLarge(sizeBytes: payload) }
@@ -32,6 +35,7 @@ extension KVStore {
     static func validatePut(_ put: PutRequest) throws(KVError) {
         if put.key.isEmpty { throw .emptyKey }
         if put.ignoreValue && !put.value.isEmpty { throw .valueProvided }
+        if put.ignoreLease && put.lease != 0 { throw .lease(.leaseProvided) }
         try validateKeySize(put.key)
         if put.value.count > KVLimits.valueSizeBytesMax { throw .requestTooLarge(sizeBytes: put.value.count) }
     }
@@ -92,7 +96,7 @@ extension KVStore {
         case .put(let put): return put.key.count + put.value.count
         case .deleteRange(let delete): return delete.key.count + delete.rangeEnd.count
         case .txn(let txn): return payloadBytes(txn)
-        case .compact: return 0
+        case .compact, .lease: return 0
         }
     }
 

@@ -82,6 +82,7 @@ public enum WriteResult: Sendable, Hashable {
     case txn(TxnResponse)
     case failure(KVError, revision: Int64)
     case compact(CompactionResponse)
+    case lease(LeaseResponse)
 
     /// etcd's `header.revision`.
     public var revision: Int64 {
@@ -91,6 +92,7 @@ public enum WriteResult: Sendable, Hashable {
         case .txn(let response): return response.revision
         case .failure(_, let revision): return revision
         case .compact(let response): return response.revision
+        case .lease(let response): return response.revision
         }
     }
 

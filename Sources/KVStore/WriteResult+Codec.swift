@@ -2,7 +2,7 @@
 /// each client's last result) and for the session part of the state digest.
 ///
 /// ```
-/// result   := tag(1 put | 2 deleteRange | 3 txn | 4 failure | 5 compact) body
+/// result   := tag(1 put | 2 deleteRange | 3 txn | 4 failure | 5 compact | 8 lease) body
 /// response := tag(0 range | 1 put | 2 deleteRange | 3 txn) body
 /// keyValue := key value createRevision modRevision version
 /// ```
@@ -13,6 +13,8 @@ private enum ResultTag {
     static let txn: UInt8 = 3
     static let failure: UInt8 = 4
     static let compact: UInt8 = 5
+    /// Body in `Leases+Codec.swift`.
+    static let lease: UInt8 = 8
 }
 
 private enum ErrorTag: UInt8 {
@@ -28,6 +30,8 @@ private enum ErrorTag: UInt8 {
     case txnNestingTooDeep = 9
     case txnTooManyOperationsTotal = 10
     case staleRequest = 11
+    /// Body in `Leases+Codec.swift`.
+    case lease = 40
 }
 
 /// Smallest encoded `KeyValue` (five one-byte fields) and response op.
@@ -61,6 +65,9 @@ extension ByteWriter {
         case .compact(let response):
             writeByte(ResultTag.compact)
             writeSigned(response.revision)
+        case .lease(let response):
+            writeByte(ResultTag.lease)
+            writeLeaseResponse(response)
         }
     }
 
@@ -143,6 +150,9 @@ extension ByteWriter {
             // Invariant: a command that did not decode has no request id, so its result never
             // reaches the session table, the only place results are encoded.
             preconditionFailure("malformedCommand results are never stored in the session table")
+        case .lease(let error):
+            writeByte(ErrorTag.lease.rawValue)
+            writeLeaseError(error)
         }
     }
 }
@@ -182,6 +192,7 @@ extension ByteReader {
             let revision = try readSigned()
             return .failure(try readError(), revision: revision)
         case ResultTag.compact: return .compact(CompactionResponse(revision: try readSigned()))
+        case ResultTag.lease: return .lease(try readLeaseResponse())
         default: throw KVCodecError(.unknownTag(field: "result", tag: tag), offset: tagOffset)
         }
     }
@@ -199,7 +210,8 @@ extension ByteReader {
         case .put: return .put(try readPutResponse())
         case .deleteRange: return .deleteRange(try readDeleteRangeResponse())
         case .txn: return .txn(try readTxnResponse(depth: depth + 1))
-        case .compact, nil: throw KVCodecError(.unknownTag(field: "responseOp", tag: tag), offset: tagOffset)
+        case .compact, .leaseGrant, .leaseRevoke, .leaseExpire, nil:
+            throw KVCodecError(.unknownTag(field: "responseOp", tag: tag), offset: tagOffset)
         }
     }
 
@@ -251,6 +263,7 @@ extension ByteReader {
             let sequence = try readVarint()
             let lastSequence = try readVarint()
             return .staleRequest(RequestID(clientID: clientID, sequence: sequence), lastSequence: lastSequence)
+        case .lease: return .lease(try readLeaseError())
         }
     }
 }

@@ -20,6 +20,9 @@ public enum RuntimeBug: String, CaseIterable, Sendable {
     /// An acceptor recovers from an injected failure without replaying its log: it comes
     /// back with no promise and no accepted values.
     case acceptorRecoversWithoutLog = "acceptor-recovers-without-log"
+    /// A follower tracks lease deadlines on its own clock, where keep-alives never reach
+    /// it, and proposes expiries: kept-alive leases expire.
+    case followerExpiresLeases = "follower-expires-leases"
 }
 
 /// Everything a `ReplicaRuntime` is configured with.
@@ -100,6 +103,8 @@ public final class ReplicaRuntime {
     var ownSequence: UInt64 = 0
     var lastLeader: ReplicaID?
     var now = RuntimeInstant(nanoseconds: 0)
+    /// Lease deadlines (leader only) and keep-alives waiting (`ReplicaRuntime+Leases.swift`).
+    var leaseKeeper = LeaseKeeper()
 
     // Client requests waiting for an answer.
     var writesWaiting: [RequestID: [WaitingWrite]] = [:]
@@ -167,6 +172,7 @@ public final class ReplicaRuntime {
             if replica != nil { output.append(replica!.step(.tick)) }
             expireRequests()
             proposeAutoCompaction(into: &output)
+            proposeLeaseExpiries(into: &output)
         }
         carryOut(output)
         guard !isHalted else { return }
@@ -219,6 +225,7 @@ public final class ReplicaRuntime {
         switch event {
         case .message(let envelope):
             guard replica != nil else { return }
+            if handleLeaseMessage(envelope, reads: &reads) { return }
             output.append(replica!.step(.receive(envelope)))
         case .snapshotChunk(let from, let chunk):
             guard replica != nil else { return }
@@ -253,6 +260,8 @@ public final class ReplicaRuntime {
             // What this turn stepped so far is not applied yet: the image is the store as of
             // the slots applied, which `appliedThroughKV` names.
             reply(BackupImage(appliedThrough: appliedThroughKV, revision: kv.revision, stateMachine: kv.snapshot()))
+        case .leaseKeepAlive(let lease, let renew, let deadline, let reply):
+            keepAlive(lease: lease, renew: renew, deadline: deadline, reply: reply, reads: &reads)
         case .transferLeadership(let target, let reply):
             guard replica != nil, replica!.isLeader else { return reply(false) }
             output.append(replica!.step(.transferLeadership(to: target)))
@@ -306,10 +315,12 @@ public final class ReplicaRuntime {
             apply(item)
         }
         for readID in output.readsReleased {
+            if answerConfirmedKeepAlive(readID) { continue }
             guard let waiting = takeRead(readID) else { continue }
             waiting.reply(serve(waiting.request))
         }
         for readID in output.readsFailed {
+            if failConfirmingKeepAlive(readID) { continue }
             takeRead(readID)?.reply(.failure(.noLeader))
         }
         for peer in output.snapshotsNeeded {
@@ -379,6 +390,7 @@ public final class ReplicaRuntime {
                 requestBytesWaiting += alive.reduce(0) { $0 + $1.command.bytes.count }
             }
         }
+        expireLeaseRequests()
         guard readsWaiting.values.contains(where: { $0.deadline <= now }) else { return }
         for readID in readsWaiting.filter({ $0.value.deadline <= now }).keys.sorted() {
             takeRead(readID)?.reply(.failure(.timedOut))
@@ -392,6 +404,7 @@ public final class ReplicaRuntime {
         for readID in readsWaiting.keys.sorted() {
             takeRead(readID)?.reply(.failure(failure))
         }
+        failLeaseRequests(failure)
         precondition(requestsWaiting == 0 && requestBytesWaiting == 0, "waiting-request accounting is off")
     }
 
@@ -433,6 +446,7 @@ public final class ReplicaRuntime {
             .notice,
             "leader is r\(leader) (\(replica.leaderBallot))\(leader == replica.id ? " — this replica leads" : "")"
                 + " chosen=\(replica.learner.chosenThrough)")
+        reforwardKeepAlives(to: leader)
         let again = reforwardAfterLeaderChange(to: leader)
         if !again.isEmpty {
             environment.log(.info, "re-forwarding \(again.count) writes to the new leader r\(leader)")

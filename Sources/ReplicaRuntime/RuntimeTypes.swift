@@ -100,6 +100,7 @@ public struct ReplicaStatus: Sendable {
 
 public typealias WriteReply = @Sendable (RequestOutcome<WriteResult>) -> Void
 public typealias ReadReply = @Sendable (RequestOutcome<RangeResponse>) -> Void
+public typealias LeaseReply = @Sendable (RequestOutcome<LeaseState>) -> Void
 
 /// Everything that drives a `ReplicaRuntime`. The server's event loop and the simulator
 /// hand it the same events.
@@ -121,6 +122,9 @@ public enum RuntimeEvent: Sendable {
     /// A consistent image of the state machine for a backup: the slot it is applied
     /// through, its revision and `KVStore.snapshot()` bytes (nil while the replica is down).
     case backup(@Sendable (BackupImage?) -> Void)
+    /// A lease keep-alive (`renew`) or time-to-live query, answered by the leader
+    /// (`ReplicaRuntime+Leases.swift`).
+    case leaseKeepAlive(lease: Int64, renew: Bool, deadline: RuntimeInstant, reply: LeaseReply)
 
     /// Bytes the event holds, for the inbox's byte bound.
     public var approximateBytes: Int {
@@ -130,13 +134,14 @@ public enum RuntimeEvent: Sendable {
         case .write(_, let command, _, _): return command.bytes.count + 64
         case .read(let request, _, _, _): return request.key.count + request.rangeEnd.count + 64
         case .status, .transferLeadership, .backup: return 16
+        case .leaseKeepAlive: return 64
         }
     }
 
     /// Whether this is a client request (bounded separately from peer traffic).
     public var isClientRequest: Bool {
         switch self {
-        case .write, .read: return true
+        case .write, .read, .leaseKeepAlive: return true
         default: return false
         }
     }

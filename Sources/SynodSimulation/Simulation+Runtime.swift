@@ -74,6 +74,7 @@ final class SimEnvironment: RuntimeEnvironment {
 
     func didApply(_ item: SlotEntry) {
         simulation.checkAgreement(item, at: node)
+        simulation.noteLeaseExpiries(item, at: node)
     }
 
     func crashes(at point: CrashPoint) -> Bool {
@@ -97,6 +98,7 @@ extension Simulation {
         case .noFsync: bug = .noFsync
         case .acceptedBeforeFsync: bug = .acceptedBeforeFsync
         case .acceptorRecoversWithoutLog: bug = .acceptorRecoversWithoutLog
+        case .followerExpiresLeases: bug = .followerExpiresLeases
         case nil: bug = nil
         }
         var runtimeOptions = RuntimeOptions(

@@ -65,6 +65,9 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
     var trace: TraceRing
     /// When the last snapshot chunk on each link arrives (chunks keep their order).
     var chunkArrivals: [Link: UInt64] = [:]
+    /// Lease holders and what the lease checkers know (`Simulation+Leases.swift`).
+    var leaseHolders: [SimLeaseHolder] = []
+    var leaseRecords: [Int64: SimLeaseRecord] = [:]
 
     public init(options: SimulationOptions) {
         precondition([1, 3, 5, 7].contains(options.replicaCount), "replica count must be 1, 3, 5 or 7")
@@ -80,6 +83,9 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
         for index in 0..<options.clientCount {
             clients.append(SimClient(id: index + 1))
         }
+        for index in 0..<options.leaseHolderCount {
+            leaseHolders.append(SimLeaseHolder(id: index + 1, cyclesLeft: Self.leaseCyclesPerHolder))
+        }
     }
 
     /// Runs the whole simulation and checks it.
@@ -90,6 +96,7 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
         for client in clients {
             schedule(.clientNext(client: client.id), after: 1 + random.next() % 50)
         }
+        startLeaseHolders()
         queue.push(.faultTick, at: Self.tickUnits)
         let faultEnd = UInt64(options.faultPhaseTicksMax) * Self.tickUnits
         while let event = queue.pop() {
@@ -108,6 +115,7 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
             if violations.count > 20 { break }
         }
         checkConvergence()
+        checkLeaseExpiries()
         let checked = checkHistory()
         return SimulationResult(
             seed: options.seed, replicaCount: options.replicaCount, violations: violations,
@@ -138,7 +146,7 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
     // MARK: - Phases
 
     var faultPhaseDone: Bool {
-        operationsIssued >= options.operationCount && clients.allSatisfy { $0.current == nil }
+        operationsIssued >= options.operationCount && clients.allSatisfy { $0.current == nil } && leaseHoldersDone
     }
 
     var livenessDeadline: UInt64 = .max
@@ -247,6 +255,8 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
             receive(reply, client: client, operation: operation)
         case .attemptTimeout(let client, let operation, let attempt):
             attemptTimedOut(client: client, operation: operation, attempt: attempt)
+        case .lease(let event):
+            handleLease(event)
         }
     }
 }
@@ -270,4 +280,5 @@ enum SimEvent {
     case request(to: ReplicaID, ClientRequest)
     case response(client: Int, operation: Int, ClientReply)
     case attemptTimeout(client: Int, operation: Int, attempt: Int)
+    case lease(LeaseSimEvent)
 }

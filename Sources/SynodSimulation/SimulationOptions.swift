@@ -16,6 +16,9 @@ public enum InjectedBug: String, CaseIterable, Sendable {
     case acceptedBeforeFsync = "accepted-before-fsync"
     /// The runtime's injected acceptor failure recovers without replaying the log.
     case acceptorRecoversWithoutLog = "acceptor-recovers-without-log"
+    /// Followers track lease deadlines on their own clocks (which keep-alives never reach)
+    /// and propose expiries: kept-alive leases expire (the lease checker's bug).
+    case followerExpiresLeases = "follower-expires-leases"
 }
 
 /// Everything one simulated run depends on. Same options ⇒ identical run.
@@ -38,6 +41,8 @@ public struct SimulationOptions: Sendable {
     public var snapshotEverySlots: Int
     /// Trace lines kept for a failure report.
     public var traceTailLines: Int
+    /// Lease holders (`Simulation+Leases.swift`); each runs a few grant/keep-alive cycles.
+    public var leaseHolderCount: Int
 
     public init(
         seed: UInt64,
@@ -49,7 +54,8 @@ public struct SimulationOptions: Sendable {
         faultPhaseTicksMax: Int = 3_000,
         livenessTicksMax: Int = 3_000,
         snapshotEverySlots: Int = 16,
-        traceTailLines: Int = 60
+        traceTailLines: Int = 60,
+        leaseHolderCount: Int = 2
     ) {
         self.seed = seed
         self.replicaCount = replicaCount
@@ -61,6 +67,7 @@ public struct SimulationOptions: Sendable {
         self.livenessTicksMax = livenessTicksMax
         self.snapshotEverySlots = snapshotEverySlots
         self.traceTailLines = traceTailLines
+        self.leaseHolderCount = leaseHolderCount
     }
 }
 
