@@ -31,6 +31,8 @@ extension Etcdserverpb_PutRequest {
         value = Data(request.value)
         prevKv = request.prevKV
         ignoreValue = request.ignoreValue
+        lease = request.lease
+        ignoreLease = request.ignoreLease
     }
 }
 
@@ -113,7 +115,8 @@ extension KeyValue {
             value: Array(keyValue.value),
             createRevision: keyValue.createRevision,
             modRevision: keyValue.modRevision,
-            version: keyValue.version
+            version: keyValue.version,
+            lease: keyValue.lease
         )
     }
 }

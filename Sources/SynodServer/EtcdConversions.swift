@@ -37,12 +37,9 @@ enum EtcdConversions {
     }
 
     static func put(_ request: Etcdserverpb_PutRequest) throws -> PutRequest {
-        if request.lease != 0 {
-            throw RPCError(code: .notFound, message: "etcdserver: requested lease not found")
-        }
-        return PutRequest(
+        PutRequest(
             key: bytes(request.key), value: bytes(request.value), prevKV: request.prevKv,
-            ignoreValue: request.ignoreValue)
+            ignoreValue: request.ignoreValue, lease: request.lease, ignoreLease: request.ignoreLease)
     }
 
     static func deleteRange(_ request: Etcdserverpb_DeleteRangeRequest) -> DeleteRangeRequest {
@@ -95,6 +92,7 @@ enum EtcdConversions {
         out.createRevision = kv.createRevision
         out.modRevision = kv.modRevision
         out.version = kv.version
+        out.lease = kv.lease
         return out
     }
 
@@ -155,6 +153,15 @@ enum EtcdConversions {
             return RPCError(code: .invalidArgument, message: error.message)
         case .staleRequest:
             return RPCError(code: .failedPrecondition, message: error.message)
+        case .lease(let leaseError):
+            // etcd's codes (rpctypes), which clientv3 maps back to its typed errors.
+            switch leaseError {
+            case .notFound: return RPCError(code: .notFound, message: error.message)
+            case .alreadyExists: return RPCError(code: .failedPrecondition, message: error.message)
+            case .ttlTooLarge: return RPCError(code: .outOfRange, message: error.message)
+            case .leaseProvided: return RPCError(code: .invalidArgument, message: error.message)
+            case .tooManyLeases: return RPCError(code: .resourceExhausted, message: error.message)
+            }
         default:
             return RPCError(code: .invalidArgument, message: error.message)
         }

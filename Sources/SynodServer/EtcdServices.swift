@@ -174,11 +174,12 @@ final class EtcdFrontEnd: Sendable {
 
     // MARK: - The etcd v3 methods
 
-    /// Every unary method Synod serves, by gRPC path (Watch is in `streamingMethods`).
-    /// Others (Lease, Auth, Snapshot, …) are answered UNIMPLEMENTED as soon as their headers
-    /// arrive, as etcd answers a method it does not know.
+    /// Every unary method Synod serves, by gRPC path (Watch and LeaseKeepAlive are in
+    /// `streamingMethods`, Lease's unary methods in `leaseMethods`). Others (Auth, …) are
+    /// answered UNIMPLEMENTED as soon as their headers arrive, as etcd answers a method it
+    /// does not know.
     var methods: [String: UnaryMethod] {
-        [
+        leaseMethods.merging([
             "/etcdserverpb.KV/Range": Self.method(Etcdserverpb_RangeRequest.self) { [self] request, call, respond in
                 try read(EtcdConversions.range(request), call: call) { outcome in
                     respond {
@@ -253,7 +254,7 @@ final class EtcdFrontEnd: Sendable {
             "/etcdserverpb.Cluster/MemberList": Self.method(Etcdserverpb_MemberListRequest.self) { [self] _, _, respond in
                 status { status in respond { self.memberListResponse(status) } }
             },
-        ]
+        ]) { lease, _ in lease }
     }
 
     func header(_ status: ReplicaStatus) -> Etcdserverpb_ResponseHeader {

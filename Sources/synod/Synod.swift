@@ -9,7 +9,7 @@ struct Synod: AsyncParsableCommand {
         subcommands: [
             ClusterCommand.self, ServeCommand.self, PutCommand.self, GetCommand.self, DeleteCommand.self,
             TxnCommand.self, StatusCommand.self, MembersCommand.self, DemoCommand.self, BenchCommand.self,
-            SimulateCommand.self, BenchStorageCommand.self, SnapshotCommand.self, WatchCommand.self,
+            SimulateCommand.self, BenchStorageCommand.self, SnapshotCommand.self, WatchCommand.self, LockCommand.self, LeaseCommand.self,
         ]
     )
 }
