@@ -40,9 +40,10 @@ public struct SynodLock: Sendable, Hashable {
 extension SynodClient {
     /// Grants a lease of `ttlSeconds` (etcd `LeaseGrant`); `id` 0 lets the cluster pick one.
     public func grantLease(ttlSeconds: Int64, id: Int64 = 0) async throws(SynodClientError) -> SynodLease {
-        var request = Etcdserverpb_LeaseGrantRequest()
-        request.ttl = ttlSeconds
-        request.id = id
+        var message = Etcdserverpb_LeaseGrantRequest()
+        message.ttl = ttlSeconds
+        message.id = id
+        let request = message
         let response = try await performWrite { connection, metadata, callOptions in
             let bytes = try await connection.rawUnary(
                 service: "etcdserverpb.Lease", method: "LeaseGrant", request: try request.serializedBytes(),
@@ -55,8 +56,9 @@ extension SynodClient {
 
     /// Revokes a lease, deleting every key attached to it (etcd `LeaseRevoke`).
     public func revokeLease(_ lease: SynodLease) async throws(SynodClientError) {
-        var request = Etcdserverpb_LeaseRevokeRequest()
-        request.id = lease.id
+        var message = Etcdserverpb_LeaseRevokeRequest()
+        message.id = lease.id
+        let request = message
         _ = try await performWrite { connection, metadata, callOptions in
             let bytes = try await connection.rawUnary(
                 service: "etcdserverpb.Lease", method: "LeaseRevoke", request: try request.serializedBytes(),
@@ -70,9 +72,10 @@ extension SynodClient {
     public func leaseTimeToLive(_ lease: SynodLease, keys: Bool = false) async throws(SynodClientError)
         -> SynodLeaseTimeToLive
     {
-        var request = Etcdserverpb_LeaseTimeToLiveRequest()
-        request.id = lease.id
-        request.keys = keys
+        var message = Etcdserverpb_LeaseTimeToLiveRequest()
+        message.id = lease.id
+        message.keys = keys
+        let request = message
         let response = try await perform { connection, _, callOptions in
             let bytes = try await connection.rawUnary(
                 service: "etcdserverpb.Lease", method: "LeaseTimeToLive", request: try request.serializedBytes(),
