@@ -98,10 +98,12 @@ let package = Package(
         // and the process tests share it. Foundation only.
         .target(name: "ClusterLauncher", swiftSettings: strictSettings),
         .target(name: "EtcdAPI", dependencies: [swiftProtobuf, grpcCore, grpcProtobuf], swiftSettings: strictSettings),
+        // etcd's messages ⇄ KVStore's types, both directions: one place for server and client.
+        .target(name: "EtcdKV", dependencies: ["EtcdAPI", "KVStore", swiftProtobuf], swiftSettings: strictSettings),
         .target(
             name: "SynodServer",
             dependencies: [
-                "Paxos", "KVStore", "Storage", "ReplicaRuntime", "Transport", "EtcdAPI", "UnaryGRPC", "SynodTLS", grpcCore,
+                "Paxos", "KVStore", "Storage", "ReplicaRuntime", "Transport", "EtcdAPI", "EtcdKV", "UnaryGRPC", "SynodTLS", grpcCore,
                 swiftProtobuf, nioCore, nioPosix, nioSSL, logging,
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -114,7 +116,7 @@ let package = Package(
         ),
         .target(
             name: "SynodClient",
-            dependencies: ["EtcdAPI", "KVStore", "SynodTLS", grpcCore, grpcPosix, grpcProtobuf, nioCore],
+            dependencies: ["EtcdAPI", "EtcdKV", "KVStore", "SynodTLS", grpcCore, grpcPosix, grpcProtobuf, nioCore],
             swiftSettings: strictSettings
         ),
         .executableTarget(
@@ -130,7 +132,8 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(name: "PaxosTests", dependencies: ["Paxos"], swiftSettings: strictSettings),
-        .testTarget(name: "KVStoreTests", dependencies: ["KVStore"], swiftSettings: strictSettings),
+        // Also the etcd ⇄ KVStore conversions (EtcdKV), on the same random requests.
+        .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "EtcdKV", "EtcdAPI", swiftProtobuf], swiftSettings: strictSettings),
         .testTarget(
             name: "ReplicaRuntimeTests", dependencies: ["ReplicaRuntime", "Paxos", "KVStore", "Storage", "StorageTools"],
             swiftSettings: strictSettings),

@@ -149,6 +149,13 @@ extension ByteWriter {
     }
 }
 
+/// What `readOptionalSnapshotSections` found (each absent section at its empty value).
+struct OptionalSnapshotSections {
+    var auth = AuthState()
+    var alarms: [AlarmMember] = []
+    var leases: KVStore.RestoredLeases? = nil
+}
+
 extension ByteReader {
     /// The auth operation whose tag was just read.
     mutating func readAuthOperation(tag: UInt8, tagOffset: Int) throws(KVCodecError) -> AuthOperation {
@@ -236,12 +243,10 @@ extension ByteReader {
         return error
     }
 
-    /// Reads the optional sections after a snapshot's sessions (today only
-    /// auth); a section this build does not know is refused as malformed.
-    /// The tagged sections after the sessions, in any order: auth, alarms.
-    mutating func readOptionalSnapshotSections() throws(KVCodecError) -> (AuthState, [AlarmMember]) {
-        var auth = AuthState()
-        var alarms: [AlarmMember] = []
+    /// The tagged sections after a snapshot's sessions, in any order: auth, alarms, leases; a
+    /// section this build does not know is refused as malformed.
+    mutating func readOptionalSnapshotSections() throws(KVCodecError) -> OptionalSnapshotSections {
+        var sections = OptionalSnapshotSections()
         while !isAtEnd {
             let tagOffset = offset
             let tag = try readByte()
@@ -249,15 +254,17 @@ extension ByteReader {
             case AuthState.snapshotSectionTag:
                 let body = try readBytes(field: "snapshot.auth", limit: Int.max)
                 var section = ByteReader(body)
-                auth = try section.readAuthSection()
+                sections.auth = try section.readAuthSection()
                 try section.expectEnd()
             case AlarmCodec.snapshotSectionTag:
-                alarms = try readAlarmsSectionBody()
+                sections.alarms = try readAlarmsSectionBody()
+            case KVStore.leaseSectionTag:
+                sections.leases = try KVStore.readLeaseSectionBody(&self)
             default:
                 throw KVCodecError(.unknownTag(field: "snapshot.section", tag: tag), offset: tagOffset)
             }
         }
-        return (auth, alarms)
+        return sections
     }
 
     private mutating func readAuthSection() throws(KVCodecError) -> AuthState {

@@ -22,6 +22,10 @@ extension AuthState {
         case .auth(let change):
             if case .authorized = change { return .invalidAuthManagement }
             return checkAdmin(user: user)
+        case .lease:
+            // etcd checks no key for a grant; a revoke needs write permission on every key the
+            // lease holds, which only the store knows (`KVStore.admit`).
+            return nil
         case .put, .deleteRange, .txn:
             break
         }
@@ -33,7 +37,7 @@ extension AuthState {
         case .put(let put): permitted = permissions.allows(RequestOp.put(put))
         case .deleteRange(let delete): permitted = permissions.allows(RequestOp.deleteRange(delete))
         case .txn(let txn): permitted = permissions.allows(RequestOp.txn(txn))
-        case .compact, .auth, .alarm: preconditionFailure("handled above")
+        case .compact, .auth, .alarm, .lease: preconditionFailure("handled above")
         }
         return permitted ? nil : .permissionDenied
     }

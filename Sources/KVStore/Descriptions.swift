@@ -10,6 +10,7 @@ extension WriteOperation: CustomStringConvertible {
         case .compact(let compact): return "compact \(compact.revision)" + (compact.physical ? " physical" : "")
         case .auth(let change): return change.description
         case .alarm(let alarm): return "alarm \(alarm.action) member=\(alarm.memberID) \(alarm.alarm)"
+        case .lease(let lease): return lease.description
         }
     }
 }
@@ -22,6 +23,7 @@ extension RequestOp: CustomStringConvertible {
                 + (range.revision != 0 ? " rev=\(range.revision)" : "")
         case .put(let put):
             return "put \(KVBytes.describe(put.key))=" + (put.ignoreValue ? "(kept)" : KVBytes.describe(put.value))
+                + (put.ignoreLease ? " lease=(kept)" : put.lease != 0 ? " lease=\(String(put.lease, radix: 16))" : "")
         case .deleteRange(let delete):
             return "del \(Self.span(delete.key, delete.rangeEnd))"
         case .txn(let txn):
@@ -78,6 +80,9 @@ extension WriteResult: CustomStringConvertible {
         case .compact(let response): return "compact r=\(response.revision)"
         case .auth(let response): return "auth r=\(response.revision) auth=\(response.authRevision)"
         case .alarm(let response): return "alarm r=\(response.revision) \(response.alarms)"
+        case .lease(let response):
+            return "lease r=\(response.revision) id=\(String(response.id, radix: 16)) ttl=\(response.ttlSeconds)"
+                + (response.keysDeleted > 0 ? " deleted=\(response.keysDeleted)" : "")
         }
     }
 }

@@ -34,6 +34,8 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
     case malformedCommand(KVCodecError)
     /// etcd's auth errors (Auth.swift).
     case auth(AuthError)
+    /// A lease request failed (`Leases.swift`).
+    case lease(LeaseError)
 
     /// The text a client sees; etcd's exact wording where etcd has the error.
     public var message: String {
@@ -69,6 +71,8 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
         case .malformedCommand(let error):
             return "synod: malformed command: \(error)"
         case .auth(let error):
+            return error.message
+        case .lease(let error):
             return error.message
         }
     }

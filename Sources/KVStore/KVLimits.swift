@@ -42,4 +42,11 @@ public enum KVLimits {
 
     /// Entries per leaf chunk of the ordered key index; a full chunk splits in two halves.
     public static let keyIndexChunkEntriesMax = 512
+
+    /// etcd's `MaxLeaseTTL`: a grant asking for more fails with "too large lease TTL".
+    public static let leaseTTLSecondsMax: Int64 = 9_000_000_000
+
+    /// Leases alive at once. etcd has no bound; Synod keeps every lease in memory, in every
+    /// snapshot and (on the leader) in the expiry table, so it sets one.
+    public static let leasesMax = 65_536
 }

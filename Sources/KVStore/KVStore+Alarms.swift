@@ -117,7 +117,9 @@ extension KVStore {
         case .put: return true
         case .txn(let txn): return addsData(txn)
         case .auth(.authorized(_, let inner)): return addsData(inner)
-        case .deleteRange, .compact, .alarm, .auth: return false
+        // etcd refuses LeaseGrant under NOSPACE too (it adds a lease to the backend).
+        case .lease(.grant): return true
+        case .deleteRange, .compact, .alarm, .auth, .lease: return false
         }
     }
 
@@ -139,7 +141,7 @@ extension KVStore {
         case .put(let put): return quotaCostBytes(put)
         case .txn(let txn): return quotaCostBytes(txn)
         case .auth(.authorized(_, let inner)): return quotaCostBytes(inner)
-        case .deleteRange, .compact, .alarm, .auth: return 0
+        case .deleteRange, .compact, .alarm, .auth, .lease: return 0
         }
     }
 

@@ -7,6 +7,7 @@
 /// | disabled  | anything                        | runs (an `authorized` envelope is unwrapped)   |
 /// | enabled   | `authorized(user, op)`          | `op` runs if `check(op, user)` allows it now   |
 /// | enabled   | a bare compaction               | runs: the leader's automatic compaction        |
+/// | enabled   | a bare lease expiry             | runs: the leader's lease clock                 |
 /// | enabled   | any other bare command          | refused, "user name is empty"                  |
 ///
 /// So a write checked by the server before an auth change (a permission revoked, the user
@@ -27,9 +28,21 @@ extension KVStore {
             if case .compact = requested { return requested }
             // Alarms need no permission (etcd); the replica raises NOSPACE without a user.
             if case .alarm = requested { return requested }
+            if case .lease(.expire) = requested { return requested }
             throw .auth(.userEmpty)
         }
         if let error = auth.check(operation, user: user) { throw .auth(error) }
+        // etcd's checkLeasePuts: revoking a lease, or putting a key under one, deletes or may
+        // later delete every key the lease holds, so it needs write permission on each.
+        let leaseID: Int64
+        switch operation {
+        case .lease(.revoke(let id)): leaseID = id
+        case .put(let put) where put.lease != 0: leaseID = put.lease
+        default: return operation
+        }
+        for key in leases[leaseID]?.keys ?? [] {
+            if let error = auth.checkKeys(user: user, type: .write, key: key, rangeEnd: []) { throw .auth(error) }
+        }
         return operation
     }
 

@@ -19,6 +19,12 @@ extension KVStore {
         hasher.combine(sessionsDigest)
         if !auth.isPristine { hasher.combine(auth.digest()) }
         if !alarms.isEmpty { hasher.combine(alarmsDigest) }
+        // Stores that never saw a lease keep the digest they had before leases existed.
+        if !leases.isEmpty || leaseIDsPicked != 0 {
+            hasher.combine(UInt64(leases.count))
+            hasher.combine(leaseIDsPicked)
+            hasher.combine(leasesDigest)
+        }
         return hasher.finalized
     }
 
@@ -49,5 +55,6 @@ extension KVStore {
         for (clientID, session) in sessions { sessionSum &+= session.digest(clientID: clientID) }
         keysDigest = keys
         sessionsDigest = sessionSum
+        recomputeLeasesDigest()
     }
 }

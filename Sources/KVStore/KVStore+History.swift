@@ -8,7 +8,10 @@ extension KVStore {
     /// chain (plus O(log keys) the first time a key enters the history) and two amortized
     /// O(1) appends; no copy of either structure.
     /// `kvDigest` is `keyDigest(event.kv)` when the caller has it already.
-    mutating func recordChange(_ event: WatchEvent, kvDigest: UInt64? = nil) {
+    mutating func recordChange(_ recorded: WatchEvent, kvDigest: UInt64? = nil) {
+        // Leases live on the live keys only (`KVStore+Leases.swift`): the history a snapshot
+        // replays has none, so the change log keeps none either.
+        let event = recorded.withoutLeases
         let proposedAt = applyingProposedAtMilliseconds
         let (ordinal, version, isNewKey) = appendToHistory(event, proposedAtMilliseconds: proposedAt)
         if ordinal == 0 { approximateBytes += Self.recordOverheadBytes }

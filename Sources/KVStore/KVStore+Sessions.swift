@@ -39,9 +39,10 @@ extension KVStore {
             evictLeastRecentlyUsedSession()
         }
         sessionClock += 1
+        // Without leases, as a snapshot keeps it (its key-value encoding has no lease).
         let session = ClientSession(
             sequence: requestID.sequence,
-            result: result,
+            result: result.withoutLeases,
             lastUsed: sessionClock,
             resultDigest: Self.resultDigest(result)
         )

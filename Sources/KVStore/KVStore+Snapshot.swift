@@ -9,6 +9,7 @@
 ///             sessionCount session*
 ///             [authSection]                      -- optional (Auth+Codec.swift), format 2 only
 ///             [alarms section, only while an alarm is active: Alarms+Codec.swift]
+///             [leaseSection]                     -- KVStore+Leases.swift; absent without leases
 ///             (optional sections are tagged: a reader takes them in any order)
 /// record   := proposedAt  eventCount event*
 /// event    := type(0 put | 1 delete) key [value, for a put]
@@ -96,6 +97,7 @@ extension KVStore {
         writeSessions(&writer)
         writer.writeAuthSection(auth)
         writer.writeAlarmsSection(alarms)
+        writeLeaseSection(&writer)
         let checksum = CRC32C.checksum(writer.bytes)
         writer.writeUInt32LittleEndian(checksum)
         return writer.bytes
@@ -131,6 +133,7 @@ extension KVStore {
         var reader = ByteReader(bytes, offset: headerBytes, end: contentBytes)
         self.init()
         let restoredSessions: [(clientID: UInt64, session: ClientSession)]
+        var restoredLeases: RestoredLeases?
         if format == Self.snapshotFormatVersion {
             let savedRevision: Int64
             let records: [(proposedAt: Int64, events: [(type: WatchEventType, key: [UInt8], value: [UInt8])])]
@@ -143,7 +146,8 @@ extension KVStore {
                 compactedRecord = try Self.readCompactedRecord(&reader, revision: compactedRevision)
                 records = try Self.readRecords(&reader)
                 restoredSessions = try Self.readSessions(&reader)
-                (auth, alarms) = try reader.readOptionalSnapshotSections()
+                let sections = try reader.readOptionalSnapshotSections()
+                (auth, alarms, restoredLeases) = (sections.auth, sections.alarms, sections.leases)
                 try reader.expectEnd()
             } catch {
                 throw .malformed(error)
@@ -186,6 +190,7 @@ extension KVStore {
             }
             sessions[restored.clientID] = restored.session
         }
+        if let restoredLeases { try restoreLeases(restoredLeases) }
         if let problem = validateRestoredState() { throw .invalidState(problem) }
         rebuildSessionRecency()
         recomputeDigests()

@@ -95,7 +95,7 @@ extension KVStore {
                 if range.revision < compactedRevision { throw .compacted(revision: compactedRevision) }
                 if range.revision == revision { needsPreTxnView = true }
             case .put(let put):
-                if put.ignoreValue && index.find(put.key) == nil { throw .keyNotFound }
+                try checkPutAgainstState(put)
             case .deleteRange:
                 continue
             case .txn(let nested):

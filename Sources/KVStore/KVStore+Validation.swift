@@ -20,6 +20,9 @@ extension KVStore {
             return
         case .auth(let change):
             try validate(change)
+        case .lease(let lease):
+            try validateLease(lease)
+            return
         }
         let payload = payloadBytes(operation)
         if payload > KVLimits.requestPayloadBytesMax { throw .requestTooLarge(sizeBytes: payload) }
@@ -34,6 +37,7 @@ extension KVStore {
     static func validatePut(_ put: PutRequest) throws(KVError) {
         if put.key.isEmpty { throw .emptyKey }
         if put.ignoreValue && !put.value.isEmpty { throw .valueProvided }
+        if put.ignoreLease && put.lease != 0 { throw .lease(.leaseProvided) }
         try validateKeySize(put.key)
         if put.value.count > KVLimits.valueSizeBytesMax { throw .requestTooLarge(sizeBytes: put.value.count) }
     }
@@ -94,7 +98,7 @@ extension KVStore {
         case .put(let put): return put.key.count + put.value.count
         case .deleteRange(let delete): return delete.key.count + delete.rangeEnd.count
         case .txn(let txn): return payloadBytes(txn)
-        case .compact, .alarm: return 0
+        case .compact, .alarm, .lease: return 0
         case .auth(let change): return payloadBytes(change)
         }
     }

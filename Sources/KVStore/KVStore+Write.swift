@@ -1,8 +1,10 @@
 /// Put and delete-range: the two primitive writes, used at top level and inside txns.
 extension KVStore {
     mutating func applyPut(_ put: PutRequest) -> WriteResult {
-        if put.ignoreValue && index.find(put.key) == nil {
-            return .failure(.keyNotFound, revision: revision)
+        do {
+            try checkPutAgainstState(put)
+        } catch {
+            return .failure(error, revision: revision)
         }
         let response = writePut(put, revision: revision + 1)
         revision += 1
@@ -33,13 +35,15 @@ extension KVStore {
                 value: value,
                 createRevision: previous?.createRevision ?? newRevision,
                 modRevision: newRevision,
-                version: (previous?.version ?? 0) + 1
+                version: (previous?.version ?? 0) + 1,
+                lease: put.ignoreLease ? previous?.lease ?? 0 : put.lease
             )
             stored = keyValue
             return keyValue
         }
         guard let stored else { preconditionFailure("upsert did not store the entry") }
         if let previous { keysDigest &-= Self.keyDigest(previous) }
+        moveLeaseAttachment(key: put.key, from: previous?.lease ?? 0, to: stored.lease)
         let storedDigest = Self.keyDigest(stored)
         keysDigest &+= storedDigest
         recordChange(WatchEvent(type: .put, kv: stored, prevKV: previous), kvDigest: storedDigest)
@@ -52,6 +56,7 @@ extension KVStore {
         let removed = index.removeAll(in: KeyRange(key: delete.key, rangeEnd: delete.rangeEnd))
         for keyValue in removed {
             keysDigest &-= Self.keyDigest(keyValue)
+            moveLeaseAttachment(key: keyValue.key, from: keyValue.lease, to: 0)
             // etcd's tombstone: the key and the deleting revision, every other field empty.
             let tombstone = KeyValue(
                 key: keyValue.key, value: [], createRevision: 0, modRevision: revision + 1, version: 0)

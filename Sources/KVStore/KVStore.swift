@@ -81,6 +81,16 @@ public struct KVStore: Sendable {
     var auth = AuthState()
     /// Active alarms (etcd's alarm store), in (memberID, alarm) order (`KVStore+Alarms.swift`).
     var alarms: [AlarmMember] = []
+    /// Leases by id (`KVStore+Leases.swift`). Invariant: `count <= KVLimits.leasesMax`; see
+    /// `StoredLease` for how they relate to the keys' `lease`.
+    var leases: [Int64: StoredLease] = [:]
+    /// Lease ids the store picked so far: the seed of the next one it picks.
+    var leaseIDsPicked: UInt64 = 0
+    /// Wrapping sum of `leaseDigest` over all leases and `attachmentDigest` over all their keys.
+    var leasesDigest: UInt64 = 0
+    /// Bumped whenever a lease is granted, revoked, expired or restored (not part of the
+    /// state): the runtime's cue to bring its expiry deadlines in line with the leases.
+    public internal(set) var leaseGeneration: UInt64 = 0
 
     /// An empty store at revision 1.
     public init() {}
@@ -154,6 +164,7 @@ public struct KVStore: Sendable {
         case .compact(let compaction): result = applyCompaction(compaction)
         case .auth(let change): result = applyAuth(change)
         case .alarm(let alarm): result = applyAlarm(alarm)
+        case .lease(let lease): result = applyLease(lease)
         }
         // Invariant: one request takes at most one revision.
         precondition(revision == revisionBefore || revision == revisionBefore + 1, "a request took two revisions")
@@ -177,6 +188,8 @@ extension KVStore: Equatable {
             && lhs.sessionClock == rhs.sessionClock
             && lhs.sessions == rhs.sessions
             && lhs.alarms == rhs.alarms
+            && lhs.leases == rhs.leases
+            && lhs.leaseIDsPicked == rhs.leaseIDsPicked
             && KeyIndex.sameEntries(lhs.index, rhs.index)
             && lhs.changeLog == rhs.changeLog
             && VersionIndex.sameEntries(lhs.history, rhs.history)

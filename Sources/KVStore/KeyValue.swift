@@ -10,17 +10,21 @@ public struct KeyValue: Sendable, Hashable, CustomStringConvertible {
     public var modRevision: Int64
     /// 1 on create, +1 per put; a delete resets it (the key disappears).
     public var version: Int64
+    /// The lease the key is attached to, 0 for none (etcd's `lease`). Carried by the live keys
+    /// only: history versions, change events and remembered session results hold 0 (see
+    /// `KVStore+Leases.swift`).
+    public var lease: Int64
 
-    public init(key: [UInt8], value: [UInt8], createRevision: Int64, modRevision: Int64, version: Int64) {
+    public init(
+        key: [UInt8], value: [UInt8], createRevision: Int64, modRevision: Int64, version: Int64, lease: Int64 = 0
+    ) {
         self.key = key
         self.value = value
         self.createRevision = createRevision
         self.modRevision = modRevision
         self.version = version
+        self.lease = lease
     }
-
-    /// Synod has no leases; etcd's field is always 0 here.
-    public var lease: Int64 { 0 }
 
     public var description: String {
         "\(KVBytes.describe(key))=\(KVBytes.describe(value)) c=\(createRevision) m=\(modRevision) v=\(version)"

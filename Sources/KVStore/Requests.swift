@@ -1,4 +1,5 @@
-/// Requests mirroring etcd's `rpc.proto` (etcdserverpb), minus leases.
+/// Requests mirroring etcd's `rpc.proto` (etcdserverpb); the lease requests are in
+/// `Leases.swift`.
 ///
 /// Range ends follow etcd: an empty `rangeEnd` means just `key`; `rangeEnd == [0]` means every
 /// key `>= key` (so `key == [0], rangeEnd == [0]` is every key); otherwise the half-open
@@ -74,7 +75,7 @@ public struct RangeRequest: Sendable, Hashable {
     }
 }
 
-/// etcd's `PutRequest` (no lease, so no `ignoreLease`).
+/// etcd's `PutRequest`.
 public struct PutRequest: Sendable, Hashable {
     public var key: [UInt8]
     public var value: [UInt8]
@@ -82,12 +83,21 @@ public struct PutRequest: Sendable, Hashable {
     public var prevKV: Bool
     /// Keep the current value (the key must exist; `value` must be empty).
     public var ignoreValue: Bool
+    /// Attach the key to this lease (0: detach it from any lease).
+    public var lease: Int64
+    /// Keep the key's current lease (the key must exist; `lease` must be 0).
+    public var ignoreLease: Bool
 
-    public init(key: [UInt8], value: [UInt8], prevKV: Bool = false, ignoreValue: Bool = false) {
+    public init(
+        key: [UInt8], value: [UInt8], prevKV: Bool = false, ignoreValue: Bool = false, lease: Int64 = 0,
+        ignoreLease: Bool = false
+    ) {
         self.key = key
         self.value = value
         self.prevKV = prevKV
         self.ignoreValue = ignoreValue
+        self.lease = lease
+        self.ignoreLease = ignoreLease
     }
 }
 
@@ -119,7 +129,7 @@ public enum CompareTarget: Sendable, Hashable {
     case createRevision(Int64)
     case modRevision(Int64)
     case value([UInt8])
-    /// Synod has no leases: every key's lease is 0.
+    /// The id of the lease the key is attached to (0: none).
     case lease(Int64)
 }
 
@@ -192,6 +202,8 @@ public enum WriteOperation: Sendable, Hashable {
     case auth(AuthOperation)
     /// etcd's alarms (`KVStore+Alarms.swift`): through the log, so every replica holds the same.
     case alarm(AlarmRequest)
+    /// Lease grant, revoke and expiry (`Leases.swift`).
+    case lease(LeaseOperation)
 }
 
 /// One command of the replicated log: a write with its exactly-once identity.

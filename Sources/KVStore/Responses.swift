@@ -84,6 +84,7 @@ public enum WriteResult: Sendable, Hashable {
     case compact(CompactionResponse)
     case auth(AuthResponse)
     case alarm(AlarmResponse)
+    case lease(LeaseResponse)
 
     /// etcd's `header.revision`.
     public var revision: Int64 {
@@ -95,6 +96,7 @@ public enum WriteResult: Sendable, Hashable {
         case .compact(let response): return response.revision
         case .auth(let response): return response.revision
         case .alarm(let response): return response.revision
+        case .lease(let response): return response.revision
         }
     }
 

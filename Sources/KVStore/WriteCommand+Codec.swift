@@ -5,9 +5,12 @@
 /// ```
 /// command   := format=0x01  clientID  sequence  operation
 ///            | format=0x02  clientID  sequence  proposedAtMilliseconds  operation
-/// operation := tag(1 put | 2 deleteRange | 3 txn | 4 compact | 9 alarm, Alarms+Codec.swift) body
+/// operation := tag(1 put | 2 deleteRange | 3 txn | 4 compact | 5 leaseGrant | 6 leaseRevoke
+///                | 7 leaseExpire | 9 alarm | 16–31 auth) body
+///                -- lease bodies: Leases+Codec.swift; alarm: Alarms+Codec.swift; auth: Auth+Codec.swift
 /// requestOp := tag(0 range | 1 put | 2 deleteRange | 3 txn) body
-/// put       := key value flags(bit0 prevKV, bit1 ignoreValue)
+/// put       := key value flags(bit0 prevKV, bit1 ignoreValue, bit2 ignoreLease, bit3 hasLease)
+///              [lease, when hasLease]
 /// delete    := key rangeEnd flags(bit0 prevKV)
 /// compact   := revision flags(bit0 physical)
 /// range     := key rangeEnd limit revision sortOrder sortTarget
@@ -76,12 +79,19 @@ enum OperationTag: UInt8 {
     case txn = 3
     /// Top-level operations only: a txn cannot compact (etcd's `RequestOp` has no compaction).
     case compact = 4
+    /// Top-level lease operations (`Leases+Codec.swift`).
+    case leaseGrant = 5
+    case leaseRevoke = 6
+    case leaseExpire = 7
 }
 
 private enum FlagBit {
     static let putPrevKV: UInt8 = 1 << 0
     static let putIgnoreValue: UInt8 = 1 << 1
-    static let putAll: UInt8 = putPrevKV | putIgnoreValue
+    /// A put without a lease leaves bits 2 and 3 clear: it encodes as before leases existed.
+    static let putIgnoreLease: UInt8 = 1 << 2
+    static let putHasLease: UInt8 = 1 << 3
+    static let putAll: UInt8 = putPrevKV | putIgnoreValue | putIgnoreLease | putHasLease
     static let deletePrevKV: UInt8 = 1 << 0
     static let deleteAll: UInt8 = deletePrevKV
     static let rangeSerializable: UInt8 = 1 << 0
@@ -121,6 +131,8 @@ extension ByteWriter {
         case .alarm(let alarm):
             writeByte(AlarmCodec.operationTag)
             writeAlarmRequest(alarm)
+        case .lease(let lease):
+            writeLeaseOperation(lease)
         }
     }
 
@@ -147,7 +159,10 @@ extension ByteWriter {
         var flags: UInt8 = 0
         if put.prevKV { flags |= FlagBit.putPrevKV }
         if put.ignoreValue { flags |= FlagBit.putIgnoreValue }
+        if put.ignoreLease { flags |= FlagBit.putIgnoreLease }
+        if put.lease != 0 { flags |= FlagBit.putHasLease }
         writeByte(flags)
+        if put.lease != 0 { writeSigned(put.lease) }
     }
 
     mutating func writeDeleteRange(_ delete: DeleteRangeRequest) {
@@ -226,6 +241,8 @@ extension ByteReader {
         case nil where AuthOperationTag.reserved.contains(tag):
             return .auth(try readAuthOperation(tag: tag, tagOffset: tagOffset))
         case nil where tag == AlarmCodec.operationTag: return .alarm(try readAlarmRequest())
+        case .leaseGrant, .leaseRevoke, .leaseExpire:
+            return .lease(try readLeaseOperation(tag: tag))
         case .range, nil:
             throw KVCodecError(.unknownTag(field: "operation", tag: tag), offset: tagOffset)
         }
@@ -239,7 +256,8 @@ extension ByteReader {
         case .put: return .put(try readPut())
         case .deleteRange: return .deleteRange(try readDeleteRange())
         case .txn: return .txn(try readTxn(depth: depth + 1))
-        case .compact, nil: throw KVCodecError(.unknownTag(field: "requestOp", tag: tag), offset: tagOffset)
+        case .compact, .leaseGrant, .leaseRevoke, .leaseExpire, nil:
+            throw KVCodecError(.unknownTag(field: "requestOp", tag: tag), offset: tagOffset)
         }
     }
 
@@ -256,11 +274,14 @@ extension ByteReader {
         let key = try readBytes(field: "put.key", limit: byteStringLimit)
         let value = try readBytes(field: "put.value", limit: byteStringLimit)
         let flags = try readFlags(field: "put.flags", allowed: FlagBit.putAll)
+        let lease = flags & FlagBit.putHasLease != 0 ? try readSigned() : 0
         return PutRequest(
             key: key,
             value: value,
             prevKV: flags & FlagBit.putPrevKV != 0,
-            ignoreValue: flags & FlagBit.putIgnoreValue != 0
+            ignoreValue: flags & FlagBit.putIgnoreValue != 0,
+            lease: lease,
+            ignoreLease: flags & FlagBit.putIgnoreLease != 0
         )
     }
 

@@ -2,7 +2,8 @@
 /// each client's last result) and for the session part of the state digest.
 ///
 /// ```
-/// result   := tag(1 put | 2 deleteRange | 3 txn | 4 failure | 5 compact | 6 alarm) body
+/// result   := tag(1 put | 2 deleteRange | 3 txn | 4 failure | 5 compact | 6 auth | 7 alarm
+///             | 8 lease) body
 /// response := tag(0 range | 1 put | 2 deleteRange | 3 txn) body
 /// keyValue := key value createRevision modRevision version
 /// ```
@@ -13,6 +14,8 @@ private enum ResultTag {
     static let txn: UInt8 = 3
     static let failure: UInt8 = 4
     static let compact: UInt8 = 5
+    /// Body in `Leases+Codec.swift`.
+    static let lease: UInt8 = 8
 }
 
 private enum ErrorTag: UInt8 {
@@ -29,6 +32,8 @@ private enum ErrorTag: UInt8 {
     case txnTooManyOperationsTotal = 10
     case staleRequest = 11
     case noSpace = 13  // 12 is AuthError.errorTag (Auth+Codec.swift)
+    /// Body in `Leases+Codec.swift`.
+    case lease = 40
 }
 
 /// Smallest encoded `KeyValue` (five one-byte fields) and response op.
@@ -67,6 +72,9 @@ extension ByteWriter {
         case .alarm(let response):
             writeByte(AlarmCodec.resultTag)
             writeAlarmResponse(response)
+        case .lease(let response):
+            writeByte(ResultTag.lease)
+            writeLeaseResponse(response)
         }
     }
 
@@ -152,6 +160,9 @@ extension ByteWriter {
             preconditionFailure("malformedCommand results are never stored in the session table")
         case .auth(let error):
             writeAuthError(error)
+        case .lease(let error):
+            writeByte(ErrorTag.lease.rawValue)
+            writeLeaseError(error)
         }
     }
 }
@@ -193,6 +204,7 @@ extension ByteReader {
         case ResultTag.compact: return .compact(CompactionResponse(revision: try readSigned()))
         case AuthResponse.resultTag: return .auth(try readAuthResponse())
         case AlarmCodec.resultTag: return .alarm(try readAlarmResponse())
+        case ResultTag.lease: return .lease(try readLeaseResponse())
         default: throw KVCodecError(.unknownTag(field: "result", tag: tag), offset: tagOffset)
         }
     }
@@ -210,7 +222,8 @@ extension ByteReader {
         case .put: return .put(try readPutResponse())
         case .deleteRange: return .deleteRange(try readDeleteRangeResponse())
         case .txn: return .txn(try readTxnResponse(depth: depth + 1))
-        case .compact, nil: throw KVCodecError(.unknownTag(field: "responseOp", tag: tag), offset: tagOffset)
+        case .compact, .leaseGrant, .leaseRevoke, .leaseExpire, nil:
+            throw KVCodecError(.unknownTag(field: "responseOp", tag: tag), offset: tagOffset)
         }
     }
 
@@ -264,6 +277,7 @@ extension ByteReader {
             let sequence = try readVarint()
             let lastSequence = try readVarint()
             return .staleRequest(RequestID(clientID: clientID, sequence: sequence), lastSequence: lastSequence)
+        case .lease: return .lease(try readLeaseError())
         }
     }
 }

@@ -40,6 +40,14 @@ public enum Message: Hashable, Sendable {
     /// SIGTERM, `MoveLeader`): followers forget it as their leader, so that they promise to
     /// the target without waiting out an election timeout, and the target campaigns at once.
     case transferLeadership(ballot: Ballot, target: ReplicaID)
+    /// A follower passes a client's lease keep-alive to the leader it believes in (with
+    /// `renew` false: a time-to-live query). Only the leader's clock decides when a lease
+    /// expires, so only the leader renews; the runtime handles these, not the core.
+    case leaseKeepAlive(requestID: UInt64, lease: Int64, renew: Bool)
+    /// The leader's answer: the lease's time to live in seconds after the renewal (remaining,
+    /// for a query); 0 when the lease does not exist or expired; -1 when the receiver could
+    /// not answer as the leader (the follower fails the request as "no leader").
+    case leaseKeepAliveResponse(requestID: UInt64, ttlSeconds: Int64)
 
     /// A short name for traces and metrics.
     public var kind: String {
@@ -57,6 +65,8 @@ public enum Message: Hashable, Sendable {
         case .readIndexRequest: return "read-index-request"
         case .readIndexResponse: return "read-index-response"
         case .transferLeadership: return "transfer-leadership"
+        case .leaseKeepAlive: return "lease-keep-alive"
+        case .leaseKeepAliveResponse: return "lease-keep-alive-response"
         }
     }
 }
@@ -148,6 +158,10 @@ extension Message {
             return " b=\(ballot) to=r\(target)"
         case .readIndexResponse(let requestID, let ballot, let readIndex):
             return " id=\(requestID) b=\(ballot) index=\(readIndex)"
+        case .leaseKeepAlive(let requestID, let lease, let renew):
+            return " id=\(requestID) lease=\(lease)\(renew ? "" : " query")"
+        case .leaseKeepAliveResponse(let requestID, let ttlSeconds):
+            return " id=\(requestID) ttl=\(ttlSeconds)"
         }
     }
 }

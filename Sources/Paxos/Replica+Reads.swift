@@ -37,7 +37,12 @@ extension Replica {
 
     /// A new leader serves reads only once every slot Phase 1 recovered is chosen: a
     /// value an earlier leader had chosen may sit in one of them.
-    var isReadyForReads: Bool {
+    /// The highest slot this leader's Phase 1 recovered (nil when not leading): once the
+    /// state machine has applied it, every value an earlier leader may have had chosen is
+    /// applied (the runtime's lease expiry starts there).
+    public var leadershipRecoveryEnd: Slot? { proposer.leadership?.recoveryEnd }
+
+    public var isReadyForReads: Bool {
         guard let leadership = proposer.leadership else { return false }
         return learner.chosenThrough >= leadership.recoveryEnd
     }

@@ -160,6 +160,10 @@ public struct Replica: Sendable {
             onReadIndexResponse(requestID: requestID, ballot: ballot, readIndex: readIndex)
         case .transferLeadership(let ballot, let target):
             onTransferLeadership(from: from, ballot: ballot, target: target)
+        case .leaseKeepAlive, .leaseKeepAliveResponse:
+            // Leases are the state machine's and the runtime's business: it handles these
+            // before they reach the core.
+            return
         }
     }
 

@@ -51,6 +51,8 @@ public enum WireTag {
     public static let messageReadIndexRequest: UInt8 = 11
     public static let messageReadIndexResponse: UInt8 = 12
     public static let messageTransferLeadership: UInt8 = 13
+    public static let messageLeaseKeepAlive: UInt8 = 14
+    public static let messageLeaseKeepAliveResponse: UInt8 = 15
 
     /// The version byte that opens every encoded `Envelope`; a peer speaking another
     /// version is refused with a `DecodeError` instead of being misread.
@@ -508,6 +510,15 @@ extension Message {
             writer.writeUInt8(WireTag.messageTransferLeadership)
             ballot.encode(into: &writer)
             writer.writeVarint(UInt64(target))
+        case .leaseKeepAlive(let requestID, let lease, let renew):
+            writer.writeUInt8(WireTag.messageLeaseKeepAlive)
+            writer.writeVarint(requestID)
+            writer.writeUInt64(UInt64(bitPattern: lease))
+            writer.writeUInt8(renew ? 1 : 0)
+        case .leaseKeepAliveResponse(let requestID, let ttlSeconds):
+            writer.writeUInt8(WireTag.messageLeaseKeepAliveResponse)
+            writer.writeVarint(requestID)
+            writer.writeUInt64(UInt64(bitPattern: ttlSeconds))
         }
     }
 
@@ -566,6 +577,16 @@ extension Message {
                 throw DecodeError("transfer target \(target) is not a replica id", offset: targetOffset)
             }
             return .transferLeadership(ballot: ballot, target: ReplicaID(target))
+        case WireTag.messageLeaseKeepAlive:
+            let requestID = try reader.readVarint()
+            let lease = Int64(bitPattern: try reader.readUInt64())
+            let renewOffset = reader.offset
+            let renew = try reader.readUInt8()
+            guard renew <= 1 else { throw DecodeError("keep-alive 'renew' flag \(renew) is neither 0 nor 1", offset: renewOffset) }
+            return .leaseKeepAlive(requestID: requestID, lease: lease, renew: renew == 1)
+        case WireTag.messageLeaseKeepAliveResponse:
+            let requestID = try reader.readVarint()
+            return .leaseKeepAliveResponse(requestID: requestID, ttlSeconds: Int64(bitPattern: try reader.readUInt64()))
         default:
             throw DecodeError("unknown Message tag \(tag)", offset: tagOffset)
         }

@@ -22,6 +22,9 @@ public enum RuntimeBug: String, CaseIterable, Sendable {
     case acceptorRecoversWithoutLog = "acceptor-recovers-without-log"
     /// The watch hub loses one event of every fifth revision it sends (`WatchHub.pump`).
     case dropWatchEvent = "drop-watch-event"
+    /// A follower tracks lease deadlines on its own clock, where keep-alives never reach
+    /// it, and proposes expiries: kept-alive leases expire.
+    case followerExpiresLeases = "follower-expires-leases"
 }
 
 /// Everything a `ReplicaRuntime` is configured with.
@@ -115,6 +118,8 @@ public final class ReplicaRuntime {
     /// `noSpaceAlarmRetryMilliseconds` while it is not yet applied).
     var noSpaceAlarmProposedAt: RuntimeInstant?
     public internal(set) var now = RuntimeInstant(nanoseconds: 0)
+    /// Lease deadlines (leader only) and keep-alives waiting (`ReplicaRuntime+Leases.swift`).
+    var leaseKeeper = LeaseKeeper()
 
     // Client requests waiting for an answer.
     var writesWaiting: [RequestID: [WaitingWrite]] = [:]
@@ -182,6 +187,7 @@ public final class ReplicaRuntime {
             if replica != nil { output.append(replica!.step(.tick)) }
             expireRequests()
             proposeAutoCompaction(into: &output)
+            proposeLeaseExpiries(into: &output)
         }
         carryOut(output)
         guard !isHalted else { return }
@@ -235,6 +241,7 @@ public final class ReplicaRuntime {
         switch event {
         case .message(let envelope):
             guard replica != nil else { return }
+            if handleLeaseMessage(envelope, reads: &reads) { return }
             output.append(replica!.step(.receive(envelope)))
         case .snapshotChunk(let from, let chunk):
             guard replica != nil else { return }
@@ -275,6 +282,8 @@ public final class ReplicaRuntime {
             // What this turn stepped so far is not applied yet: the image is the store as of
             // the slots applied, which `appliedThroughKV` names.
             reply(BackupImage(appliedThrough: appliedThroughKV, revision: kv.revision, stateMachine: kv.snapshot()))
+        case .leaseKeepAlive(let lease, let renew, let deadline, let reply):
+            keepAlive(lease: lease, renew: renew, deadline: deadline, reply: reply, reads: &reads)
         case .transferLeadership(let target, let reply):
             guard replica != nil, replica!.isLeader else { return reply(false) }
             output.append(replica!.step(.transferLeadership(to: target)))
@@ -330,10 +339,12 @@ public final class ReplicaRuntime {
             apply(item)
         }
         for readID in output.readsReleased {
+            if answerConfirmedKeepAlive(readID) { continue }
             guard let waiting = takeRead(readID) else { continue }
             waiting.reply(serve(waiting.request))
         }
         for readID in output.readsFailed {
+            if failConfirmingKeepAlive(readID) { continue }
             takeRead(readID)?.reply(.failure(.noLeader))
         }
         for peer in output.snapshotsNeeded {
@@ -403,6 +414,7 @@ public final class ReplicaRuntime {
                 requestBytesWaiting += alive.reduce(0) { $0 + $1.command.bytes.count }
             }
         }
+        expireLeaseRequests()
         guard readsWaiting.values.contains(where: { $0.deadline <= now }) else { return }
         for readID in readsWaiting.filter({ $0.value.deadline <= now }).keys.sorted() {
             takeRead(readID)?.reply(.failure(.timedOut))
@@ -416,6 +428,7 @@ public final class ReplicaRuntime {
         for readID in readsWaiting.keys.sorted() {
             takeRead(readID)?.reply(.failure(failure))
         }
+        failLeaseRequests(failure)
         precondition(requestsWaiting == 0 && requestBytesWaiting == 0, "waiting-request accounting is off")
     }
 
@@ -457,6 +470,7 @@ public final class ReplicaRuntime {
             .notice,
             "leader is r\(leader) (\(replica.leaderBallot))\(leader == replica.id ? " — this replica leads" : "")"
                 + " chosen=\(replica.learner.chosenThrough)")
+        reforwardKeepAlives(to: leader)
         let again = reforwardAfterLeaderChange(to: leader)
         if !again.isEmpty {
             environment.log(.info, "re-forwarding \(again.count) writes to the new leader r\(leader)")

@@ -106,6 +106,7 @@ public struct ReplicaStatus: Sendable {
 
 public typealias WriteReply = @Sendable (RequestOutcome<WriteResult>) -> Void
 public typealias ReadReply = @Sendable (RequestOutcome<RangeResponse>) -> Void
+public typealias LeaseReply = @Sendable (RequestOutcome<LeaseState>) -> Void
 
 /// Everything that drives a `ReplicaRuntime`. The server's event loop and the simulator
 /// hand it the same events.
@@ -129,6 +130,9 @@ public enum RuntimeEvent: Sendable {
     case backup(@Sendable (BackupImage?) -> Void)
     /// A snapshot that `runInBackground` wrote (or failed to write, saying why).
     case snapshotWritten(PendingSnapshot, failure: String?)
+    /// A lease keep-alive (`renew`) or time-to-live query, answered by the leader
+    /// (`ReplicaRuntime+Leases.swift`).
+    case leaseKeepAlive(lease: Int64, renew: Bool, deadline: RuntimeInstant, reply: LeaseReply)
 
     /// Bytes the event holds, for the inbox's byte bound.
     public var approximateBytes: Int {
@@ -138,13 +142,14 @@ public enum RuntimeEvent: Sendable {
         case .write(_, let command, _, _): return command.bytes.count + 64
         case .read(let request, _, _, _): return request.key.count + request.rangeEnd.count + 64
         case .status, .transferLeadership, .backup, .snapshotWritten: return 16
+        case .leaseKeepAlive: return 64
         }
     }
 
     /// Whether this is a client request (bounded separately from peer traffic).
     public var isClientRequest: Bool {
         switch self {
-        case .write, .read: return true
+        case .write, .read, .leaseKeepAlive: return true
         default: return false
         }
     }

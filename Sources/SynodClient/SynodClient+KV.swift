@@ -1,4 +1,5 @@
 import EtcdAPI
+import EtcdKV
 import GRPCCore
 import KVStore
 
@@ -118,7 +119,11 @@ extension SynodClient {
         )
         let call: Call = { connection, metadata, callOptions in
             let response = try await connection.kv.txn(message, metadata: metadata, options: callOptions)
-            return (try TxnResponse(response), SynodResponseHeader(response.header))
+            do {
+                return (try TxnResponse(response), SynodResponseHeader(response.header))
+            } catch {
+                throw SynodClientError.unexpectedResponse(error.message)
+            }
         }
         // A txn that cannot write needs no identity, like any read.
         return txn.writes ? try await performWrite(call) : try await perform(call)

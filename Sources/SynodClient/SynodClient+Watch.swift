@@ -1,4 +1,5 @@
 import EtcdAPI
+import EtcdKV
 import GRPCCore
 import KVStore
 

@@ -90,18 +90,6 @@ extension EtcdFrontEnd {
         }
     }
 
-    /// The lease hook (etcd's `checkLeasePuts`): the caller may revoke a lease, or attach a
-    /// key to it, only with write permission on every key the lease holds (`keys`).
-    func authorizeLease(keys: [[UInt8]], call: UnaryCall) throws {
-        guard let resolved = try caller(call.metadata, certificateCommonName: call.clientCertificateCommonName) else { return }
-        let (state, user) = resolved
-        for key in keys {
-            if let error = state.checkKeys(user: user, type: .write, key: key, rangeEnd: []) {
-                throw EtcdConversions.rpcError(auth: error)
-            }
-        }
-    }
-
     /// A watch's check, on the loop thread against the applied state: nil if the stream's
     /// caller may read the watched range, else the cancel reason etcd sends.
     static func watchRefusal(

@@ -11,7 +11,7 @@ extension EtcdFrontEnd {
     static let watchPath = "/etcdserverpb.Watch/Watch"
 
     var streamingMethods: [String: StreamingMethod] {
-        [Self.watchPath: watchMethod]
+        [Self.watchPath: watchMethod, Self.leaseKeepAlivePath: leaseKeepAliveMethod]
     }
 
     var watchMethod: StreamingMethod {

@@ -1,4 +1,5 @@
 import EtcdAPI
+import EtcdKV
 import Foundation
 import GRPCCore
 import KVStore
@@ -175,17 +176,18 @@ final class EtcdFrontEnd: Sendable {
 
     // MARK: - The etcd v3 methods
 
-    /// Every unary method Synod serves, by gRPC path (Watch is in `streamingMethods`).
-    /// Others are answered UNIMPLEMENTED as soon as their headers arrive, as etcd answers a
-    /// method it does not know.
+    /// Every unary method Synod serves, by gRPC path (Watch and LeaseKeepAlive are in
+    /// `streamingMethods`; Auth's methods in `authMethods`, Lease's unary ones in
+    /// `leaseMethods`). Others are answered UNIMPLEMENTED as soon as their headers arrive, as
+    /// etcd answers a method it does not know.
     var methods: [String: UnaryMethod] {
-        authMethods.merging([
+        authMethods.merging(leaseMethods) { auth, _ in auth }.merging([
             "/etcdserverpb.KV/Range": Self.method(Etcdserverpb_RangeRequest.self) { [self] request, call, respond in
-                try read(authorized(EtcdConversions.range(request), call: call), call: call) { outcome in
+                try read(authorized(RangeRequest(request), call: call), call: call) { outcome in
                     respond {
                         switch outcome {
                         case .success(let response, let position):
-                            return EtcdConversions.rangeResponse(response, header: self.header(position))
+                            return Etcdserverpb_RangeResponse(response, header: self.header(position))
                         case .failure(let failure):
                             throw Self.rpcError(failure)
                         }
@@ -193,20 +195,20 @@ final class EtcdFrontEnd: Sendable {
                 }
             },
             "/etcdserverpb.KV/Put": Self.method(Etcdserverpb_PutRequest.self) { [self] request, call, respond in
-                try write(.put(try EtcdConversions.put(request)), call: call) { outcome in
+                try write(.put(PutRequest(request)), call: call) { outcome in
                     respond {
                         let (result, position) = try Self.unwrap(outcome)
                         guard case .put(let response) = result else { throw Self.unexpected(result) }
-                        return EtcdConversions.putResponse(response, header: self.header(position))
+                        return Etcdserverpb_PutResponse(response, header: self.header(position))
                     }
                 }
             },
             "/etcdserverpb.KV/DeleteRange": Self.method(Etcdserverpb_DeleteRangeRequest.self) { [self] request, call, respond in
-                try write(.deleteRange(EtcdConversions.deleteRange(request)), call: call) { outcome in
+                try write(.deleteRange(DeleteRangeRequest(request)), call: call) { outcome in
                     respond {
                         let (result, position) = try Self.unwrap(outcome)
                         guard case .deleteRange(let response) = result else { throw Self.unexpected(result) }
-                        return EtcdConversions.deleteResponse(response, header: self.header(position))
+                        return Etcdserverpb_DeleteRangeResponse(response, header: self.header(position))
                     }
                 }
             },
@@ -215,7 +217,7 @@ final class EtcdFrontEnd: Sendable {
                     respond {
                         let (result, position) = try Self.unwrap(outcome)
                         guard case .txn(let response) = result else { throw Self.unexpected(result) }
-                        return EtcdConversions.txnResponse(response, header: self.header(position))
+                        return Etcdserverpb_TxnResponse(response, header: self.header(position))
                     }
                 }
             },

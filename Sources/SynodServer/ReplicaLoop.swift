@@ -207,6 +207,7 @@ final class ReplicaLoop: @unchecked Sendable {
             case .status(let reply): reply(runtime.status)
             case .transferLeadership(_, let reply): reply(false)
             case .backup(let reply): reply(nil)
+            case .leaseKeepAlive(_, _, _, let reply): reply(.failure(.stopping))
             default: break
             }
         }

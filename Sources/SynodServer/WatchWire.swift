@@ -1,4 +1,5 @@
 import EtcdAPI
+import EtcdKV
 import ReplicaRuntime
 import KVStore
 
@@ -127,9 +128,9 @@ struct WatchResponseMessage {
     static func encode(_ event: WatchEvent, includePrevKV: Bool) -> [UInt8] {
         var writer = ProtobufWriter(capacity: approximateBytes(event))
         writer.writeUInt(1, UInt64(event.type.rawValue))
-        writer.writeBytes(2, (try? EtcdConversions.keyValue(event.kv).serializedBytes() as [UInt8]) ?? [], always: true)
+        writer.writeBytes(2, (try? Etcdserverpb_KeyValue(event.kv).serializedBytes() as [UInt8]) ?? [], always: true)
         if includePrevKV, let prev = event.prevKV {
-            writer.writeBytes(3, (try? EtcdConversions.keyValue(prev).serializedBytes() as [UInt8]) ?? [], always: true)
+            writer.writeBytes(3, (try? Etcdserverpb_KeyValue(prev).serializedBytes() as [UInt8]) ?? [], always: true)
         }
         return writer.bytes
     }

@@ -82,6 +82,7 @@ final class SimEnvironment: RuntimeEnvironment {
 
     func didApply(_ item: SlotEntry) {
         simulation.checkAgreement(item, at: node)
+        simulation.noteLeaseExpiries(item, at: node)
     }
 
     func crashes(at point: CrashPoint) -> Bool {
@@ -106,6 +107,7 @@ extension Simulation {
         case .acceptedBeforeFsync: bug = .acceptedBeforeFsync
         case .acceptorRecoversWithoutLog: bug = .acceptorRecoversWithoutLog
         case .dropWatchEvent: bug = .dropWatchEvent
+        case .followerExpiresLeases: bug = .followerExpiresLeases
         case nil: bug = nil
         }
         var runtimeOptions = RuntimeOptions(

@@ -71,6 +71,9 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
     var authModel = SimulationAuthModel()
     /// Simulated watch clients and each replica's watch hub (`Simulation+Watch.swift`).
     var watch = SimWatchState()
+    /// Lease holders and what the lease checkers know (`Simulation+Leases.swift`).
+    var leaseHolders: [SimLeaseHolder] = []
+    var leaseRecords: [Int64: SimLeaseRecord] = [:]
 
     public init(options: SimulationOptions) {
         precondition([1, 3, 5, 7].contains(options.replicaCount), "replica count must be 1, 3, 5 or 7")
@@ -86,6 +89,9 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
         for index in 0..<options.clientCount {
             clients.append(SimClient(id: index + 1))
         }
+        for index in 0..<options.leaseHolderCount {
+            leaseHolders.append(SimLeaseHolder(id: index + 1, cyclesLeft: Self.leaseCyclesPerHolder))
+        }
     }
 
     /// Runs the whole simulation and checks it.
@@ -97,6 +103,7 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
             schedule(.clientNext(client: client.id), after: 1 + random.next() % 50)
         }
         startWatchers()
+        startLeaseHolders()
         queue.push(.faultTick, at: Self.tickUnits)
         let faultEnd = UInt64(options.faultPhaseTicksMax) * Self.tickUnits
         while let event = queue.pop() {
@@ -116,6 +123,7 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
         }
         checkConvergence()
         checkDeniedWrites()
+        checkLeaseExpiries()
         let checked = checkHistory()
         checkWatches()
         var result = SimulationResult(
@@ -150,7 +158,7 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
     // MARK: - Phases
 
     var faultPhaseDone: Bool {
-        operationsIssued >= options.operationCount && clients.allSatisfy { $0.current == nil }
+        operationsIssued >= options.operationCount && clients.allSatisfy { $0.current == nil } && leaseHoldersDone
     }
 
     var livenessDeadline: UInt64 = .max
@@ -268,6 +276,8 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
             watchNext(watcher)
         case .watchWritable(let watcher, let generation):
             watchWritable(watcher, generation: generation)
+        case .lease(let event):
+            handleLease(event)
         }
     }
 }
@@ -296,4 +306,5 @@ enum SimEvent {
     case background(node: ReplicaID, incarnation: Int, work: @Sendable () -> RuntimeEvent)
     case watchNext(watcher: Int)
     case watchWritable(watcher: Int, generation: Int)
+    case lease(LeaseSimEvent)
 }

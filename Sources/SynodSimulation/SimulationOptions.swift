@@ -19,6 +19,9 @@ public enum InjectedBug: String, CaseIterable, Sendable {
     /// The watch hub loses one event of every fifth revision it sends: the watch checker
     /// (`Simulation+Watch.swift`) must catch the gap.
     case dropWatchEvent = "drop-watch-event"
+    /// Followers track lease deadlines on their own clocks (which keep-alives never reach)
+    /// and propose expiries: kept-alive leases expire (the lease checker's bug).
+    case followerExpiresLeases = "follower-expires-leases"
 }
 
 /// Everything one simulated run depends on. Same options ⇒ identical run.
@@ -43,6 +46,8 @@ public struct SimulationOptions: Sendable {
     public var traceTailLines: Int
     /// Users, roles and permission checks in the run (Simulation+Auth.swift).
     public var auth = false
+    /// Lease holders (`Simulation+Leases.swift`); each runs a few grant/keep-alive cycles.
+    public var leaseHolderCount: Int
 
     public init(
         seed: UInt64,
@@ -54,7 +59,8 @@ public struct SimulationOptions: Sendable {
         faultPhaseTicksMax: Int = 3_000,
         livenessTicksMax: Int = 3_000,
         snapshotEverySlots: Int = 16,
-        traceTailLines: Int = 60
+        traceTailLines: Int = 60,
+        leaseHolderCount: Int = 2
     ) {
         self.seed = seed
         self.replicaCount = replicaCount
@@ -66,6 +72,7 @@ public struct SimulationOptions: Sendable {
         self.livenessTicksMax = livenessTicksMax
         self.snapshotEverySlots = snapshotEverySlots
         self.traceTailLines = traceTailLines
+        self.leaseHolderCount = leaseHolderCount
     }
 }
 

@@ -10,7 +10,7 @@ struct Synod: AsyncParsableCommand {
             ClusterCommand.self, ServeCommand.self, PutCommand.self, GetCommand.self, DeleteCommand.self,
             TxnCommand.self, StatusCommand.self, MembersCommand.self, DemoCommand.self, BenchCommand.self,
             SimulateCommand.self, BenchStorageCommand.self, SnapshotCommand.self, WatchCommand.self,
-            HistoryCommand.self,
+            HistoryCommand.self, LockCommand.self, LeaseCommand.self,
         ]
     )
 }

@@ -96,7 +96,10 @@ extension KVStore {
             }
             if let live = chain.keyValue(at: revision) { liveFromHistory.append(live) }
         }
-        if !liveFromHistory.elementsEqual(index.entries) { return "history's latest versions are not the live keys" }
+        // History versions carry no lease (only live keys do): compare without it.
+        if !liveFromHistory.elementsEqual(index.entries.map(\.withoutLease)) {
+            return "history's latest versions are not the live keys"
+        }
         // The compacted revision keeps its record (unless a format-1 snapshot brought none).
         let first = firstWatchableRevision <= 1 ? 2 : firstWatchableRevision
         if Int64(changeLog.records.count) != revision - first + 1 {

@@ -1,0 +1,84 @@
+/// The binary form of lease commands and results (tags in `WriteCommand+Codec.swift` and
+/// `WriteResult+Codec.swift`):
+/// ```
+/// leaseGrant  := tag 5  id ttlSeconds        (signed varints)
+/// leaseRevoke := tag 6  id
+/// leaseExpire := tag 7  id
+/// leaseResult := revision id ttlSeconds keysDeleted
+/// leaseError  := tag(0 notFound | 1 alreadyExists | 2 ttlTooLarge | 3 leaseProvided | 4 tooManyLeases)
+/// ```
+private enum LeaseErrorTag: UInt8 {
+    case notFound = 0
+    case alreadyExists = 1
+    case ttlTooLarge = 2
+    case leaseProvided = 3
+    case tooManyLeases = 4
+}
+
+extension ByteWriter {
+    mutating func writeLeaseOperation(_ operation: LeaseOperation) {
+        switch operation {
+        case .grant(let id, let ttlSeconds):
+            writeByte(OperationTag.leaseGrant.rawValue)
+            writeSigned(id)
+            writeSigned(ttlSeconds)
+        case .revoke(let id):
+            writeByte(OperationTag.leaseRevoke.rawValue)
+            writeSigned(id)
+        case .expire(let id):
+            writeByte(OperationTag.leaseExpire.rawValue)
+            writeSigned(id)
+        }
+    }
+
+    mutating func writeLeaseResponse(_ response: LeaseResponse) {
+        writeSigned(response.revision)
+        writeSigned(response.id)
+        writeSigned(response.ttlSeconds)
+        writeSigned(response.keysDeleted)
+    }
+
+    mutating func writeLeaseError(_ error: LeaseError) {
+        switch error {
+        case .notFound: writeByte(LeaseErrorTag.notFound.rawValue)
+        case .alreadyExists: writeByte(LeaseErrorTag.alreadyExists.rawValue)
+        case .ttlTooLarge: writeByte(LeaseErrorTag.ttlTooLarge.rawValue)
+        case .leaseProvided: writeByte(LeaseErrorTag.leaseProvided.rawValue)
+        case .tooManyLeases: writeByte(LeaseErrorTag.tooManyLeases.rawValue)
+        }
+    }
+}
+
+extension ByteReader {
+    /// The body of a lease operation whose tag (5, 6 or 7) was just read.
+    mutating func readLeaseOperation(tag: UInt8) throws(KVCodecError) -> LeaseOperation {
+        switch OperationTag(rawValue: tag) {
+        case .leaseGrant:
+            let id = try readSigned()
+            return .grant(id: id, ttlSeconds: try readSigned())
+        case .leaseRevoke: return .revoke(id: try readSigned())
+        case .leaseExpire: return .expire(id: try readSigned())
+        default: preconditionFailure("tag \(tag) is not a lease operation")
+        }
+    }
+
+    mutating func readLeaseResponse() throws(KVCodecError) -> LeaseResponse {
+        let revision = try readSigned()
+        let id = try readSigned()
+        let ttlSeconds = try readSigned()
+        return LeaseResponse(revision: revision, id: id, ttlSeconds: ttlSeconds, keysDeleted: try readSigned())
+    }
+
+    mutating func readLeaseError() throws(KVCodecError) -> LeaseError {
+        let tagOffset = offset
+        let tag = try readByte()
+        switch LeaseErrorTag(rawValue: tag) {
+        case .notFound: return .notFound
+        case .alreadyExists: return .alreadyExists
+        case .ttlTooLarge: return .ttlTooLarge
+        case .leaseProvided: return .leaseProvided
+        case .tooManyLeases: return .tooManyLeases
+        case nil: throw KVCodecError(.unknownTag(field: "leaseError", tag: tag), offset: tagOffset)
+        }
+    }
+}
