@@ -19,8 +19,9 @@ import UnaryGRPC
 ///   index like a linearizable Range, then read the state the replica has applied, so a user
 ///   added through one replica can authenticate at once through another.
 /// - Calls are checked on the replica that takes them, against the auth state it has applied
-///   (`AuthView`): the caller is the certificate's common name if the connection has one
-///   (etcd: CN first), else the `token` metadata clientv3 sends. Writes are checked again at
+///   (`AuthView`): the caller is the user of the `token` metadata clientv3 sends, else the
+///   certificate's common name if the connection has one (etcd 3.4's `AuthInfoFromCtx`:
+///   token first, then the CN). Writes are checked again at
 ///   apply (KVStore+Auth.swift), so a permission revoked between the check and the apply
 ///   still denies the write. Reads (Range, Watch create) are checked once, when they arrive:
 ///   a read racing a revocation may still be served (etcd has the same window for reads).
@@ -30,14 +31,16 @@ extension EtcdFrontEnd {
 
     // MARK: - Checks other services call
 
-    /// The user a call acts as, on `state` (auth enabled): the certificate's common name, else
-    /// the token's user. etcd's errors: no credentials → "user name is empty", a bad or
-    /// expired token → "invalid auth token".
+    /// The user a call acts as, on `state` (auth enabled): the token's user, else the
+    /// certificate's common name. etcd's errors: no credentials → "user name is empty", a bad
+    /// or expired token → "invalid auth token" (also when a certificate could have named one).
     static func resolveUser(
         token: String?, certificateCommonName: String?, state: AuthState, nowMilliseconds: Int64
     ) throws(AuthError) -> String {
-        if let certificateCommonName, !certificateCommonName.isEmpty { return certificateCommonName }
-        guard let token, !token.isEmpty else { throw .userEmpty }
+        guard let token, !token.isEmpty else {
+            if let certificateCommonName, !certificateCommonName.isEmpty { return certificateCommonName }
+            throw .userEmpty
+        }
         guard let user = AuthToken.verify(token, state: state, nowMilliseconds: nowMilliseconds) else {
             throw .invalidAuthToken
         }

@@ -111,6 +111,47 @@ struct TLSClusterTests {
         }
     }
 
+    @Test(
+        "with client-certificate auth, the certificate's CN is the user: site-a writes its prefix only, a token overrides",
+        .timeLimit(.minutes(5)))
+    func certificateCommonNameIsTheUser() async throws {
+        let cluster = try SupervisedCluster(
+            name: "tls-cn", replicas: 3, extraArguments: ["--tls", "--tls-client-cn", "site-a"])
+        defer { cluster.tearDown() }
+        _ = try await cluster.startAndWaitUntilServing()
+        let flags = Self.flags(LocalCertificateFiles(dataDirectory: cluster.directory + "/data"))
+        let members = cluster.layout.members
+        let writable = await eventually(timeout: .seconds(30), interval: .milliseconds(300)) {
+            (try? await Self.etcdctl(members[0].clientEndpoint, flags, ["put", "patients/site-b/p0", "before"]))?.status == 0
+        }
+        try #require(writable, "no put over TLS succeeded within 30 s\n\(cluster.describe())")
+        for setup in [
+            ["user", "add", "root:root-pw"], ["user", "add", "site-a:site-a-pw"], ["role", "add", "site-a-rw"],
+            ["role", "grant-permission", "site-a-rw", "readwrite", "patients/site-a/", "--prefix"],
+            ["user", "grant-role", "site-a", "site-a-rw"], ["auth", "enable"],
+        ] {
+            let run = try await Self.etcdctl(members[0].clientEndpoint, flags, setup)
+            try #require(run.status == 0, "\(setup): \(run)")
+        }
+        // No --user: every replica takes the user from the certificate (CN site-a).
+        for member in members {
+            let own = try await Self.etcdctl(member.clientEndpoint, flags, ["put", "patients/site-a/r\(member.id)", "ok"])
+            #expect(own.status == 0 && own.stdout.contains("OK"), "site-a's own prefix via r\(member.id): \(own)")
+            let other = try await Self.etcdctl(member.clientEndpoint, flags, ["put", "patients/site-b/r\(member.id)", "no"])
+            #expect(other.status != 0 && other.stderr.contains("etcdserver: permission denied"),
+                "site-b's prefix via r\(member.id): \(other)")
+            let read = try await Self.etcdctl(member.clientEndpoint, flags, ["get", "patients/site-b/p0"])
+            #expect(read.status != 0 && read.stderr.contains("etcdserver: permission denied"), "read via r\(member.id): \(read)")
+        }
+        // A token (--user) takes precedence over the certificate's CN, as in etcd.
+        let asRoot = try await Self.etcdctl(
+            members[1].clientEndpoint, flags + ["--user=root:root-pw"], ["get", "patients/", "--prefix", "--keys-only"])
+        #expect(asRoot.status == 0, "\(asRoot)")
+        #expect(asRoot.stdout.split(separator: "\n").filter { !$0.isEmpty } == [
+            "patients/site-a/r1", "patients/site-a/r2", "patients/site-a/r3", "patients/site-b/p0",
+        ], "\(asRoot)")
+    }
+
     @Test("a replica whose peer certificate comes from another CA cannot join, and the logs say why", .timeLimit(.minutes(5)))
     func peerOfAnotherCA() async throws {
         let directory = FileManager.default.temporaryDirectory
