@@ -36,8 +36,8 @@ extension Etcdserverpb_RangeRequest {
         rangeEnd = Data(request.rangeEnd)
         limit = request.limit
         revision = request.revision
-        sortOrder = Etcdserverpb_RangeRequest.SortOrder(request.sortOrder)
-        sortTarget = Etcdserverpb_RangeRequest.SortTarget(request.sortTarget)
+        sortOrder = request.sortOrder.etcd
+        sortTarget = request.sortTarget.etcd
         serializable = request.serializable
         keysOnly = request.keysOnly
         countOnly = request.countOnly
@@ -57,14 +57,13 @@ extension KVSortOrder {
         default: self = .none
         }
     }
-}
 
-extension Etcdserverpb_RangeRequest.SortOrder {
-    public init(_ order: KVSortOrder) {
-        switch order {
-        case .none: self = .none
-        case .ascend: self = .ascend
-        case .descend: self = .descend
+    /// etcd's value for this order.
+    public var etcd: Etcdserverpb_RangeRequest.SortOrder {
+        switch self {
+        case .none: return .none
+        case .ascend: return .ascend
+        case .descend: return .descend
         }
     }
 }
@@ -80,16 +79,15 @@ extension KVSortTarget {
         default: self = .key
         }
     }
-}
 
-extension Etcdserverpb_RangeRequest.SortTarget {
-    public init(_ target: KVSortTarget) {
-        switch target {
-        case .key: self = .key
-        case .version: self = .version
-        case .create: self = .create
-        case .mod: self = .mod
-        case .value: self = .value
+    /// etcd's value for this target.
+    public var etcd: Etcdserverpb_RangeRequest.SortTarget {
+        switch self {
+        case .key: return .key
+        case .version: return .version
+        case .create: return .create
+        case .mod: return .mod
+        case .value: return .value
         }
     }
 }

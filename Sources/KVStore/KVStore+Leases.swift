@@ -253,7 +253,7 @@ extension WriteResult {
             return .deleteRange(response)
         case .txn(let response):
             return .txn(response.withoutLeases)
-        case .failure, .compact, .lease:
+        case .failure, .compact, .lease, .auth, .alarm:
             return self
         }
     }

@@ -121,7 +121,7 @@ extension SynodClient {
             let response = try await connection.kv.txn(message, metadata: metadata, options: callOptions)
             do {
                 return (try TxnResponse(response), SynodResponseHeader(response.header))
-            } catch {
+            } catch let error as EtcdConversionError {
                 throw SynodClientError.unexpectedResponse(error.message)
             }
         }

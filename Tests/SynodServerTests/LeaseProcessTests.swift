@@ -3,74 +3,6 @@ import Foundation
 import Synchronization
 import Testing
 
-/// A program running in the background in its own process group (through `setsid`), with
-/// its output in files: paused and resumed with SIGSTOP/SIGCONT (the group leader only, so
-/// a child it runs keeps running), and always killed with its whole group at the end.
-final class BackgroundProgram: @unchecked Sendable {
-    let name: String
-    private let process = Process()
-    private let directory: URL
-    private let outURL: URL
-    private let errURL: URL
-
-    init(name: String, _ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
-        self.name = name
-        directory = FileManager.default.temporaryDirectory.appendingPathComponent("synod-bg-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        outURL = directory.appendingPathComponent("stdout")
-        errURL = directory.appendingPathComponent("stderr")
-        _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
-        _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let setsid = "/usr/bin/setsid"
-        if FileManager.default.isExecutableFile(atPath: setsid) {
-            process.executableURL = URL(fileURLWithPath: setsid)
-            process.arguments = [executable] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-        }
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        process.standardOutput = try FileHandle(forWritingTo: outURL)
-        process.standardError = try FileHandle(forWritingTo: errURL)
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-    }
-
-    var stdout: String { (try? String(contentsOf: outURL, encoding: .utf8)) ?? "" }
-    var stderr: String { (try? String(contentsOf: errURL, encoding: .utf8)) ?? "" }
-    var isRunning: Bool { process.isRunning }
-    var exitStatus: Int32? { process.isRunning ? nil : process.terminationStatus }
-
-    func signal(_ signal: Int32) {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, signal)
-    }
-
-    /// Waits (bounded) until stdout contains `text`.
-    func awaitOutput(_ text: String, timeout: Duration) async -> Bool {
-        await eventually(timeout: timeout, interval: .milliseconds(50)) { stdout.contains(text) }
-    }
-
-    func awaitExit(timeout: Duration) async -> Bool {
-        await ProgramRun.waitForExit(process, timeout: timeout)
-    }
-
-    /// SIGKILL to the whole process group (the program and whatever it started), then
-    /// removes the output files.
-    func killAll() async {
-        let pid = process.processIdentifier
-        if pid > 0 {
-            kill(-pid, SIGCONT)
-            kill(-pid, SIGKILL)
-            kill(pid, SIGKILL)
-        }
-        _ = await awaitExit(timeout: .seconds(5))
-        try? FileManager.default.removeItem(at: directory)
-    }
-
-    var report: String { "\(name): stdout \(stdout.debugDescription) stderr \(stderr.debugDescription)" }
-}
-
 extension Etcdctl {
     /// Runs a command that must fail; returns its output (etcd's error text is on stderr).
     func runFull(_ arguments: [String], expectFailure: Bool) async throws -> ProgramRun {
@@ -324,47 +256,17 @@ extension SynodProcessTests {
         }
     }
 
-    @Test("clientv3 concurrency.Mutex and concurrency.Election work unchanged (Go, GOPATH mode)", .timeLimit(.minutes(10)))
+    @Test(
+        "clientv3 concurrency.Mutex and concurrency.Election work unchanged (Go, GOPATH mode)",
+        .enabled(if: GoProgram.goPath != nil, GoProgram.skipReason), .timeLimit(.minutes(10)))
     func goConcurrencyRecipes() async throws {
-        guard let go = ["/usr/bin/go", "/usr/lib/go/bin/go", "/usr/local/go/bin/go"].first(where: {
-            FileManager.default.isExecutableFile(atPath: $0)
-        }) else {
-            print("SKIPPED: go is not installed (scripts/test installs golang-go and golang-etcd-server-dev)")
-            return
-        }
-        let (binary, gopath) = try await GoProgram.build("synodlease", go: go)
-        defer { try? FileManager.default.removeItem(atPath: gopath) }
+        let binary = try await GoProgram.build("synodlease")
+        defer { try? FileManager.default.removeItem(atPath: (binary as NSString).deletingLastPathComponent) }
         try await Self.withLeaseCluster(name: "lease-go") { cluster, _ in
             let run = try await ProgramRun.run(
                 binary, [cluster.replica(1).clientEndpoint, cluster.replica(2).clientEndpoint], timeout: .seconds(120))
             print(run.stdout)
             cluster.expect(run.status == 0 && run.stdout.contains("ok done"), "synodlease: \(run.stdout)\n\(run.stderr)")
         }
-    }
-}
-
-/// Builds a Go program of `Tests/go/src` in GOPATH mode against Debian's packages.
-enum GoProgram {
-    /// Returns the binary and the temporary GOPATH it sits in (the caller removes it).
-    static func build(_ package: String, go: String) async throws -> (binary: String, gopath: String) {
-        let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .appendingPathComponent("go/src/\(package)")
-        let gopath = FileManager.default.temporaryDirectory.appendingPathComponent("synod-go-\(UUID().uuidString)")
-        let target = gopath.appendingPathComponent("src/\(package)")
-        try FileManager.default.createDirectory(at: target.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try FileManager.default.copyItem(at: source, to: target)
-        let binary = gopath.appendingPathComponent("bin/\(package)").path
-        let build = try await ProgramRun.run(
-            go, ["build", "-o", binary, package],
-            environment: [
-                "GO111MODULE": "off", "GOPATH": "\(gopath.path):/usr/share/gocode", "GOFLAGS": "",
-                "GOCACHE": FileManager.default.temporaryDirectory.appendingPathComponent("synod-go-cache").path,
-            ],
-            timeout: .seconds(600))
-        guard build.status == 0 else {
-            try? FileManager.default.removeItem(at: gopath)
-            throw ProcessTestError("go build \(package) failed:\n\(build.stdout)\n\(build.stderr)")
-        }
-        return (binary, gopath.path)
     }
 }

@@ -2,59 +2,6 @@ import EtcdAPI
 import Foundation
 import Testing
 
-/// A program left running in the background (an `etcdctl watch`), its stdout and stderr
-/// going to one file; always SIGKILLed by pid when the closure of `with` ends.
-final class BackgroundProgram: @unchecked Sendable {
-    let process = Process()
-    let outputURL: URL
-
-    private init(_ executable: String, _ arguments: [String], environment: [String: String]) throws {
-        outputURL = FileManager.default.temporaryDirectory.appendingPathComponent("synod-bg-\(UUID().uuidString)")
-        _ = FileManager.default.createFile(atPath: outputURL.path, contents: nil)
-        let output = try FileHandle(forWritingTo: outputURL)
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        process.standardOutput = output
-        process.standardError = output
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        try? output.close()
-    }
-
-    /// Everything it printed so far.
-    func output() -> String { (try? String(contentsOf: outputURL, encoding: .utf8)) ?? "" }
-
-    /// Waits (bounded) until its output contains every string of `texts`.
-    func awaitOutput(containing texts: [String], timeout: Duration = .seconds(15)) async -> Bool {
-        await eventually(timeout: timeout) { texts.allSatisfy { output().contains($0) } }
-    }
-
-    func pause() { kill(process.processIdentifier, SIGSTOP) }
-    func resume() { kill(process.processIdentifier, SIGCONT) }
-
-    func stop() async {
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        _ = await ProgramRun.waitForExit(process, timeout: .seconds(10))
-        try? FileManager.default.removeItem(at: outputURL)
-    }
-
-    static func with<Result>(
-        _ executable: String, _ arguments: [String], environment: [String: String] = [:],
-        _ body: (BackgroundProgram) async throws -> Result
-    ) async throws -> Result {
-        let program = try BackgroundProgram(executable, arguments, environment: environment)
-        do {
-            let result = try await body(program)
-            await program.stop()
-            return result
-        } catch {
-            await program.stop()
-            throw error
-        }
-    }
-}
-
 extension Etcdctl {
     /// `etcdctl watch <arguments>` running in the background for the closure.
     func watching<Result>(_ arguments: [String], _ body: (BackgroundProgram) async throws -> Result) async throws
