@@ -250,6 +250,31 @@ struct AuthTests {
             try KVStore.validate(.auth(.authorized(user: "u", operation: .put(PutRequest(key: [], value: [])))))
         }
     }
+
+    @Test("leases under auth: revoking or attaching needs write permission on every key the lease holds; expiry needs no user")
+    func leasePermissions() {
+        var store = Self.siteStore()
+        // root puts a site-a key and a site-b key under lease 7.
+        #expect(store.apply(as: "root", .lease(.grant(id: 7, ttlSeconds: 60))).error == nil)
+        #expect(store.apply(as: "root", .put(PutRequest(key: b("patients/site-a/p1"), value: b("a"), lease: 7))).error == nil)
+        #expect(store.apply(as: "root", .put(PutRequest(key: b("patients/site-b/p1"), value: b("b"), lease: 7))).error == nil)
+        let before = store
+        // site-a may not revoke it (it would delete site-b's key), nor attach a key to it.
+        #expect(store.apply(as: "site-a", .lease(.revoke(id: 7))).error == .auth(.permissionDenied))
+        #expect(
+            store.apply(as: "site-a", .put(PutRequest(key: b("patients/site-a/p2"), value: b("x"), lease: 7))).error
+                == .auth(.permissionDenied))
+        #expect(store == before, "a denied lease call changed the store")
+        // Its own lease over its own keys: grant, attach, revoke.
+        #expect(store.apply(as: "site-a", .lease(.grant(id: 8, ttlSeconds: 60))).error == nil)
+        #expect(store.apply(as: "site-a", .put(PutRequest(key: b("patients/site-a/p3"), value: b("c"), lease: 8))).error == nil)
+        #expect(store.apply(as: "site-a", .lease(.revoke(id: 8))).error == nil)
+        #expect(store.value("patients/site-a/p3") == nil, "the revoke deleted the lease's key")
+        // A bare command is refused ("user name is empty") except the leader's expiry.
+        #expect(store.lease(.revoke(id: 7)).error == .auth(.userEmpty))
+        #expect(store.lease(.expire(id: 7)).error == nil)
+        #expect(store.value("patients/site-b/p1") == nil && store.value("patients/site-a/p1") == nil)
+    }
 }
 
 extension KVStore {
