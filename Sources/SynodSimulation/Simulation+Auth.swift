@@ -32,6 +32,12 @@ struct SimulationAuthModel {
         .roleAdd(name: "rw"),
         .roleGrantPermission(
             role: "rw", permission: AuthPermission(type: .readwrite, key: Array("k".utf8), rangeEnd: Array("l".utf8))),
+        // The lease holders' keys (Simulation+Leases.swift): revoking a lease needs write
+        // permission on every key it holds.
+        .roleGrantPermission(
+            role: "rw",
+            permission: AuthPermission(
+                type: .readwrite, key: Array("lease-key-".utf8), rangeEnd: Array("lease-key.".utf8))),
         .roleAdd(name: "ro"),
         .roleGrantPermission(
             role: "ro", permission: AuthPermission(type: .read, key: Array("k".utf8), rangeEnd: Array("l".utf8))),

@@ -114,7 +114,7 @@ extension Simulation {
             return
         }
         let step = holder.step
-        let command = WriteCommand(requestID: holder.requestID, operation: operation)
+        let command = WriteCommand(requestID: holder.requestID, operation: asSimulatedUser(operation))
         let target = node(ReplicaID(1 + random.next() % UInt64(nodes.count)))
         let deadline = now.advanced(byMilliseconds: Self.attemptTimeoutUnits)
         if target.isUp && random.next() % 100 >= plan.lossPercent {

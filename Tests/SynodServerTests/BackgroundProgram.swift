@@ -1,6 +1,6 @@
 import Foundation
 
-/// A program running in the background in its own process group (through `setsid`), with
+/// A program running in the background in its own process group (Foundation's default), with
 /// its output in files: paused and resumed with SIGSTOP/SIGCONT (the group leader only, so
 /// a child it runs keeps running), and always killed with its whole group at the end.
 final class BackgroundProgram: @unchecked Sendable {
@@ -18,14 +18,11 @@ final class BackgroundProgram: @unchecked Sendable {
         errURL = directory.appendingPathComponent("stderr")
         _ = FileManager.default.createFile(atPath: outURL.path, contents: nil)
         _ = FileManager.default.createFile(atPath: errURL.path, contents: nil)
-        let setsid = "/usr/bin/setsid"
-        if FileManager.default.isExecutableFile(atPath: setsid) {
-            process.executableURL = URL(fileURLWithPath: setsid)
-            process.arguments = [executable] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = arguments
-        }
+        // Foundation's Process starts the child as the leader of a process group of its own
+        // (pgid = pid), so `kill(-pid)` reaches it and whatever it starts. (Wrapping it in
+        // setsid(1) would make setsid fork, and the signals would reach only setsid's zombie.)
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = try FileHandle(forWritingTo: outURL)
         process.standardError = try FileHandle(forWritingTo: errURL)

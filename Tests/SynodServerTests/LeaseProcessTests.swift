@@ -100,35 +100,38 @@ extension SynodProcessTests {
         try await Self.withLeaseCluster(name: "lease-lock-elect") { cluster, _ in
             let endpoints = "--endpoints=\(cluster.endpoints.joined(separator: ","))"
             let env = ["ETCDCTL_API": "3"]
-            // Lock: the first holder (no command) holds until interrupted.
-            let first = try BackgroundProgram(name: "lock-1", executable, [endpoints, "lock", "mylock"], environment: env)
-            let second = try BackgroundProgram(
-                name: "lock-2", executable, [endpoints, "lock", "mylock", "sh", "-c", "echo second-holder rev=$ETCD_LOCK_REV"],
-                environment: env)
-            let electFirst = try BackgroundProgram(name: "elect-1", executable, [endpoints, "elect", "myelection", "p1"], environment: env)
-            var electSecond: BackgroundProgram?
+            // Lock: the first holder (no command) holds until interrupted. Each contender starts
+            // once the one before holds (else either may win).
+            var programs: [BackgroundProgram] = []
+            func start(_ name: String, _ arguments: [String]) throws -> BackgroundProgram {
+                let program = try BackgroundProgram(name: name, executable, [endpoints] + arguments, environment: env)
+                programs.append(program)
+                return program
+            }
             do {
+                let first = try start("lock-1", ["lock", "mylock"])
                 cluster.expect(await first.awaitOutput("mylock/", timeout: .seconds(15)), "first lock: \(first.report)")
+                let second = try start("lock-2", ["lock", "mylock", "--", "sh", "-c", "echo second-holder rev=$ETCD_LOCK_REV"])
                 try await Task.sleep(for: .seconds(2))
                 cluster.expect(!second.stdout.contains("second-holder"), "second got the lock while the first held it")
                 first.signal(SIGINT)
                 cluster.expect(await second.awaitOutput("second-holder", timeout: .seconds(15)), "second lock: \(second.report)")
                 cluster.expect(await second.awaitExit(timeout: .seconds(10)) && second.exitStatus == 0, "lock command: \(second.report)")
                 // Election: the second candidate waits until the first resigns.
+                let electFirst = try start("elect-1", ["elect", "myelection", "p1"])
                 cluster.expect(await electFirst.awaitOutput("p1", timeout: .seconds(15)), "first elect: \(electFirst.report)")
-                electSecond = try BackgroundProgram(
-                    name: "elect-2", executable, [endpoints, "elect", "myelection", "p2"], environment: env)
+                let electSecond = try start("elect-2", ["elect", "myelection", "p2"])
                 try await Task.sleep(for: .seconds(2))
-                cluster.expect(!electSecond!.stdout.contains("p2"), "second candidate elected while the first leads")
+                cluster.expect(!electSecond.stdout.contains("p2"), "second candidate elected while the first leads")
                 let leader = try await Etcdctl(executable: executable, endpoint: cluster.replica(2).clientEndpoint)
                     .run(["get", "--prefix", "myelection/"])
                 cluster.expect(leader.contains("p1") && leader.contains("p2"), "candidates' keys: \(leader)")
                 electFirst.signal(SIGINT)
-                cluster.expect(await electSecond!.awaitOutput("p2", timeout: .seconds(15)), "second elect: \(electSecond!.report)")
+                cluster.expect(await electSecond.awaitOutput("p2", timeout: .seconds(15)), "second elect: \(electSecond.report)")
             } catch {
                 cluster.fail("\(error)")
             }
-            for program in [first, second, electFirst] + (electSecond.map { [$0] } ?? []) { await program.killAll() }
+            for program in programs { await program.killAll() }
         }
     }
 
@@ -229,7 +232,7 @@ extension SynodProcessTests {
         try await Self.withLeaseCluster(name: "lease-pause") { cluster, _ in
             let endpoints = "--endpoints=\(cluster.endpoints.joined(separator: ","))"
             let env = ["ETCDCTL_API": "3"]
-            let command = ["sh", "-c", "echo rev=$ETCD_LOCK_REV; sleep 30"]
+            let command = ["--", "sh", "-c", "echo rev=$ETCD_LOCK_REV; sleep 30"]
             let first = try BackgroundProgram(
                 name: "holder-1", executable, [endpoints, "lock", "--ttl=2", "fenced"] + command, environment: env)
             var second: BackgroundProgram?
@@ -239,10 +242,16 @@ extension SynodProcessTests {
                 first.signal(SIGSTOP)  // its keep-alives stop; it still believes it holds the lock
                 let paused = ContinuousClock.now
                 second = try BackgroundProgram(
-                    name: "holder-2", executable, [endpoints, "lock", "--ttl=2", "fenced", "sh", "-c", "echo rev=$ETCD_LOCK_REV"],
+                    name: "holder-2", executable, [endpoints, "lock", "--ttl=2", "fenced", "--", "sh", "-c", "echo rev=$ETCD_LOCK_REV"],
                     environment: env)
                 guard await second!.awaitOutput("rev=", timeout: .seconds(15)), let secondToken = LeaseOutput.lockRevision(second!.stdout)
-                else { throw ProcessTestError("second holder never got the lock: \(second!.report)") }
+                else {
+                    let state = try? await ProgramRun.run(
+                        executable, [endpoints, "get", "--prefix", "fenced/", "-w", "json"], environment: env, timeout: .seconds(10))
+                    let leases = try? await ProgramRun.run(executable, [endpoints, "lease", "list"], environment: env, timeout: .seconds(10))
+                    throw ProcessTestError(
+                        "second holder never got the lock: \(second!.report)\nkeys: \(state?.stdout ?? "?")\nleases: \(leases?.stdout ?? "?")")
+                }
                 let waited = paused.duration(to: .now)
                 print("lock under pause: first token \(firstToken), second token \(secondToken), second got it \(waited) after the pause")
                 cluster.expect(secondToken > firstToken, "fencing token \(secondToken) not above \(firstToken)")
