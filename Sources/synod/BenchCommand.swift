@@ -29,6 +29,11 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Send every request to the current leader (found with Maintenance.Status).")
     var leader = false
 
+    @Flag(
+        name: .customLong("round-robin"),
+        help: "Send each request on the next connection, as clientv3's round-robin balancer picks an endpoint per call (default: each in-flight request keeps one connection).")
+    var roundRobin = false
+
     @Option(name: .long, help: "put, get, get-serializable, mixed or txn-cas.")
     var workload: BenchWorkloadKind = .put
 
@@ -150,6 +155,7 @@ struct BenchCommand: AsyncParsableCommand {
             concurrency: concurrency,
             clientIDBase: SynodClientOptions.randomClientID()
         )
+        plan.roundRobin = roundRobin
         if let user {
             var authOptions = options
             authOptions.credentials = try SynodCredentials(parsing: user)

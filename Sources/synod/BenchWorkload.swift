@@ -39,8 +39,11 @@ struct BenchPlan: Sendable {
     /// Every key of the key space, `b000…0<index>` padded to the key size.
     var keys: [Data]
     var value: Data
-    /// Slot `i` uses connection `i % count` for all its requests.
+    /// Slot `i` uses connection `i % count` for all its requests, unless `roundRobin`.
     var connections: [UnaryClientConnection]
+    /// Each slot sends each request on the next connection, as grpc-go's round_robin balancer
+    /// (clientv3's) picks an endpoint per call: one request in flight visits every endpoint.
+    var roundRobin = false
     var readFraction: Double
     /// Deadline of one request.
     var timeout: Duration
@@ -143,13 +146,17 @@ enum EtcdPath {
 
 /// One in-flight slot: issues its next request from the completion of the previous one, on
 /// its connection's event loop, until the stop time or the request budget. No task and no
-/// thread hop per request: the client's CPU is CPU the measured servers do not get.
+/// thread hop per request: the client's CPU is CPU the measured servers do not get. (With
+/// `roundRobin` consecutive requests may complete on different event loops; they never
+/// overlap, and each hand-over goes through the loop's task queue.)
 final class BenchSlot: @unchecked Sendable {
-    // Confined to `connection.eventLoop` once started.
+    // Touched by one request's completion at a time (see above).
     let plan: BenchPlan
     let index: Int
     let counters: BenchCounters
-    let connection: UnaryClientConnection
+    /// The connection of the request in flight (the next one per request with `roundRobin`).
+    var connection: UnaryClientConnection
+    var connectionIndex: Int
     let done: @Sendable (BenchSlotResult) -> Void
     var random: SplitMix64
     var result = BenchSlotResult()
@@ -174,7 +181,8 @@ final class BenchSlot: @unchecked Sendable {
         self.index = index
         self.counters = counters
         self.done = done
-        connection = plan.connections[index % plan.connections.count]
+        connectionIndex = index % plan.connections.count
+        connection = plan.connections[connectionIndex]
         random = SplitMix64(seed: plan.clientIDBase &+ UInt64(index) &* 0x2545_F491_4F6C_DD1D)
         var clientID = plan.clientIDBase &+ UInt64(index)
         if clientID == 0 { clientID = 1 }
@@ -198,6 +206,10 @@ final class BenchSlot: @unchecked Sendable {
         if measured && plan.requestsMax != Int.max {
             let ticket = counters.tickets.add(1, ordering: .relaxed).newValue
             if ticket > plan.requestsMax { return done(result) }
+        }
+        if plan.roundRobin {
+            connectionIndex = (connectionIndex + 1) % plan.connections.count
+            connection = plan.connections[connectionIndex]
         }
         startNanoseconds = now
         casKeyIndex = nil

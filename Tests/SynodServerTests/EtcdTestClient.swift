@@ -159,11 +159,22 @@ struct ClusterConnections: Sendable {
     }
 
     /// Waits until a write succeeds through replica `id` (a cluster that elected a leader
-    /// and can commit), bounded.
+    /// and can commit) and every replica answers a local read, bounded. The second part
+    /// matters to the caller's next calls: a connection refused while its replica was still
+    /// starting backs off for a moment and fails calls at once meanwhile.
     func awaitWritable(through id: Int = 1, timeout: Duration = .seconds(20)) async -> Bool {
-        await eventually(timeout: timeout, interval: .milliseconds(200)) {
+        let deadline = ContinuousClock.now + timeout
+        let written = await eventually(timeout: timeout, interval: .milliseconds(200)) {
             (try? await replica(id).put("synod-test/ready", "yes", timeout: .seconds(2))) != nil
         }
+        guard written else { return false }
+        for connection in connections {
+            let reached = await eventually(timeout: max(deadline - ContinuousClock.now, .zero), interval: .milliseconds(50)) {
+                (try? await connection.get("synod-test/ready", serializable: true, timeout: .seconds(2))) != nil
+            }
+            guard reached else { return false }
+        }
+        return true
     }
 }
 

@@ -17,6 +17,8 @@ final class CallLog: Sendable {
         var messages: [[UInt8]] = []
         var halfClosed = false
         var cancelled: GRPCStatus?
+        /// When `onCancel` ran.
+        var cancelledAt: ContinuousClock.Instant?
         var writable = 0
         var responder: StreamingResponder?
     }
@@ -45,7 +47,12 @@ final class CallLog: Sendable {
                 self.update { $0.halfClosed = true }
                 onHalfClose()
             },
-            onCancel: { status in self.update { $0.cancelled = status } },
+            onCancel: { status in
+                self.update {
+                    $0.cancelled = status
+                    $0.cancelledAt = .now
+                }
+            },
             onWritable: { self.update { $0.writable += 1 } })
     }
 }
@@ -387,17 +394,22 @@ struct StreamingTests {
         client.open(1, path: Self.path)
         client.data(1, framed([1]))
         try await eventually("the call") { log.snapshot.messages.count == 1 }
+        // No suspension between the drain and the second message: both go to the one event
+        // loop in this order, so the message arrives while draining however late this task is
+        // scheduled again (on a loaded machine the test's task may wait seconds for a thread,
+        // while the server's timeout runs on the event loop).
         let start = ContinuousClock.now
         server.beginGracefulShutdown()
-        try await Task.sleep(for: .milliseconds(200))
-        #expect(log.snapshot.cancelled == nil)
-        // Still served while draining.
         client.data(1, framed([2]))
+        // Still served while draining.
         try await eventually("the second message") { log.snapshot.messages.count == 2 }
         try await server.run()
         #expect(ContinuousClock.now - start >= .milliseconds(2_500))
         try await eventually("onCancel") { log.snapshot.cancelled != nil }
         #expect(log.snapshot.cancelled?.code == GRPCStatus.unavailable)
+        // Cancelled at the timeout, not before.
+        let cancelledAt = try #require(log.snapshot.cancelledAt)
+        #expect(cancelledAt - start >= .milliseconds(2_500))
         await client.close()
         try await group.shutdownGracefully()
     }

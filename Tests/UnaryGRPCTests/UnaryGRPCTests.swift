@@ -229,7 +229,12 @@ struct UnaryRoundTripTests {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let gate = AnswerGate()
         let methods: [String: UnaryMethod] = ["/test.Echo/Held": { call in gate.hold(call) }]
-        let server = try await UnaryServer.bind(host: "127.0.0.1", port: 0, group: group, methods: methods)
+        // The drain ends when the held call is answered; the timeout only has to outlast this
+        // task's waits, which on a loaded machine may take seconds each.
+        var options = UnaryServer.Options()
+        options.drainTimeout = .seconds(50)
+        let server = try await UnaryServer.bind(
+            host: "127.0.0.1", port: 0, group: group, methods: methods, options: options)
         let port = try #require(server.localAddress?.port)
         let client = try await UnaryClientConnection.connect(host: "127.0.0.1", port: port, group: group)
         async let answer = client.call(path: "/test.Echo/Held", message: [5], timeout: .seconds(10))

@@ -1,7 +1,8 @@
-# Shared by scripts/bench-availability and scripts/bench-features (sourced, not run): logging,
+# Shared by scripts/bench-vs-etcd, bench-availability and bench-features (sourced, not run): logging,
 # the work directory, stopping every server a script started, the tools a run needs, the
 # release build, the Go probes (etcd's own client), etcd members, and one `synod bench` run.
-# The sourcing script sets ROOT, OUT, REPLICAS, ETCD_CLIENT_PORT_BASE, ETCD_PEER_PORT_BASE first.
+# The sourcing script sets ROOT, OUT, REPLICAS, ETCD_CLIENT_PORT_BASE, ETCD_PEER_PORT_BASE and
+# (for start_synod) SYNOD_BASE_PORT first.
 
 log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -100,6 +101,47 @@ wait_writable() {   # endpoints dir
     done
 }
 
+ENDPOINTS=""   # of the cluster started last
+TLS_DIR=""     # its certificates, when it runs TLS
+
+# A Synod cluster through `synod cluster` (extra flags: --tls), with a binary (default SYNOD_BIN).
+start_synod() {   # dir binary [cluster flags]
+    local dir=$1 binary=$2 line="" deadline=$((SECONDS + 60))
+    shift 2
+    mkdir -p "$dir"
+    setsid "$binary" cluster --replicas "$REPLICAS" --data-dir "$dir/data" --base-port "$SYNOD_BASE_PORT" "$@" \
+        >"$dir/cluster.log" 2>&1 </dev/null &
+    PIDS+=($!)
+    while ((SECONDS < deadline)); do
+        line=$(grep -m1 -o 'endpoints: *[0-9.:,]*' "$dir/cluster.log" || true)
+        [[ -n "$line" ]] && break
+        kill -0 "${PIDS[-1]}" 2>/dev/null || { tail -20 "$dir/cluster.log" >&2; die "synod cluster exited"; }
+        sleep 0.2
+    done
+    [[ -n "$line" ]] || die "synod cluster printed no endpoints line in 60 s"
+    ENDPOINTS=$(sed 's/endpoints: *//' <<<"$line")
+    TLS_DIR=""
+    if [[ " $* " == *" --tls "* ]]; then TLS_DIR=$dir/data/tls; fi
+    wait_writable "$ENDPOINTS" "$dir"
+}
+start_etcd() {   # dir [tls-dir]
+    local dir=$1 i
+    TLS_DIR=${2:-}
+    mkdir -p "$dir"
+    ENDPOINTS=""
+    for ((i = 1; i <= REPLICAS; i++)); do
+        start_etcd_member "$i" "$dir"
+        ENDPOINTS+="${ENDPOINTS:+,}$(etcd_endpoint "$i")"
+    done
+    wait_writable "$ENDPOINTS" "$dir"
+}
+start_system() {   # system dir [tls-dir for etcd / cluster flags for synod]
+    local system=$1 dir=$2
+    shift 2
+    if [[ $system == synod ]]; then start_synod "$dir" "$SYNOD_BIN" "$@"; else start_etcd "$dir" "$@"; fi
+}
+# The systems in the order of repetition rep (alternating).
+systems_for() { if (($1 % 2 == 1)); then echo "synod etcd"; else echo "etcd synod"; fi; }
 bench() {   # endpoints concurrency duration [more synod bench flags] → JSON line
     local endpoints=$1 concurrency=$2 duration=$3
     shift 3
