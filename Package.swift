@@ -54,10 +54,12 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
-        // The pure core: no dependencies beyond the standard library.
-        .target(name: "Paxos", swiftSettings: strictSettings),
-        .target(name: "KVStore", swiftSettings: strictSettings),
-        .target(name: "Storage", dependencies: ["Paxos"], swiftSettings: strictSettings),
+        // The pure core: no dependencies beyond the standard library. ByteCodec: the one byte
+        // encoder and bounds-checked decoder of every binary format (log, wire, snapshots).
+        .target(name: "ByteCodec", swiftSettings: strictSettings),
+        .target(name: "Paxos", dependencies: ["ByteCodec"], swiftSettings: strictSettings),
+        .target(name: "KVStore", dependencies: ["ByteCodec"], swiftSettings: strictSettings),
+        .target(name: "Storage", dependencies: ["Paxos", "ByteCodec"], swiftSettings: strictSettings),
         // The simulated file system (crashes, torn writes) and the storage benchmark: tools
         // over Storage, kept out of the production module.
         .target(name: "StorageTools", dependencies: ["Storage", "Paxos"], swiftSettings: strictSettings),
@@ -85,7 +87,7 @@ let package = Package(
         ),
         // The network: peer frames on SwiftNIO, the etcd v3 API on grpc-swift-2.
         .target(
-            name: "Transport", dependencies: ["Paxos", "Storage", "SynodTLS", nioCore, nioPosix, nioSSL, logging],
+            name: "Transport", dependencies: ["Paxos", "ByteCodec", "Storage", "SynodTLS", nioCore, nioPosix, nioSSL, logging],
             swiftSettings: strictSettings),
         // Unary gRPC straight on swift-nio-http2 frames: the client API's hot path
         // (grpc-swift-2's server costs ~300 µs of CPU per call here; docs/BENCHMARKS.md).
@@ -131,9 +133,9 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
-        .testTarget(name: "PaxosTests", dependencies: ["Paxos"], swiftSettings: strictSettings),
+        .testTarget(name: "PaxosTests", dependencies: ["Paxos", "ByteCodec"], swiftSettings: strictSettings),
         // Also the etcd ⇄ KVStore conversions (EtcdKV), on the same random requests.
-        .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "EtcdKV", "EtcdAPI", swiftProtobuf], swiftSettings: strictSettings),
+        .testTarget(name: "KVStoreTests", dependencies: ["KVStore", "ByteCodec", "EtcdKV", "EtcdAPI", swiftProtobuf], swiftSettings: strictSettings),
         .testTarget(
             name: "ReplicaRuntimeTests", dependencies: ["ReplicaRuntime", "Paxos", "KVStore", "Storage", "StorageTools"],
             swiftSettings: strictSettings),
@@ -154,7 +156,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TransportTests",
-            dependencies: ["Transport", "SynodTLS", "Paxos", "Storage", nioCore, nioPosix, nioSSL, logging],
+            dependencies: ["Transport", "SynodTLS", "Paxos", "ByteCodec", "Storage", nioCore, nioPosix, nioSSL, logging],
             swiftSettings: strictSettings),
         .testTarget(
             name: "SynodServerTests",

@@ -1,3 +1,5 @@
+import ByteCodec
+
 /// The binary forms of the alarm command, its result and the alarms' snapshot section.
 ///
 /// ```
@@ -19,16 +21,16 @@ enum AlarmCodec {
 
 extension ByteWriter {
     mutating func writeAlarmRequest(_ request: AlarmRequest) {
-        writeByte(request.action.rawValue)
+        writeUInt8(request.action.rawValue)
         writeVarint(request.memberID)
-        writeByte(request.alarm.rawValue)
+        writeUInt8(request.alarm.rawValue)
     }
 
     mutating func writeAlarmMembers(_ members: [AlarmMember]) {
         writeVarint(UInt64(members.count))
         for member in members {
             writeVarint(member.memberID)
-            writeByte(member.alarm.rawValue)
+            writeUInt8(member.alarm.rawValue)
         }
     }
 
@@ -40,8 +42,8 @@ extension ByteWriter {
     /// The snapshot section, only when an alarm is active.
     mutating func writeAlarmsSection(_ alarms: [AlarmMember]) {
         guard !alarms.isEmpty else { return }
-        writeByte(AlarmCodec.snapshotSectionTag)
-        writeByte(AlarmCodec.snapshotSectionVersion)
+        writeUInt8(AlarmCodec.snapshotSectionTag)
+        writeUInt8(AlarmCodec.snapshotSectionVersion)
         writeAlarmMembers(alarms)
     }
 }
@@ -49,7 +51,7 @@ extension ByteWriter {
 extension ByteReader {
     mutating func readAlarmRequest() throws(KVCodecError) -> AlarmRequest {
         let actionOffset = offset
-        let actionTag = try readByte()
+        let actionTag = try readUInt8()
         guard let action = AlarmAction(rawValue: actionTag) else {
             throw KVCodecError(.unknownTag(field: "alarm.action", tag: actionTag), offset: actionOffset)
         }
@@ -59,7 +61,7 @@ extension ByteReader {
 
     mutating func readAlarmType() throws(KVCodecError) -> AlarmType {
         let typeOffset = offset
-        let typeTag = try readByte()
+        let typeTag = try readUInt8()
         guard let alarm = AlarmType(rawValue: typeTag) else {
             throw KVCodecError(.unknownTag(field: "alarm.type", tag: typeTag), offset: typeOffset)
         }
@@ -67,7 +69,7 @@ extension ByteReader {
     }
 
     mutating func readAlarmMembers(field: String) throws(KVCodecError) -> [AlarmMember] {
-        let count = try readCount(field: field, limit: Int.max, minimumElementBytes: AlarmCodec.memberBytesMin)
+        let count = try readCount(max: Int.max, minimumElementBytes: AlarmCodec.memberBytesMin, field)
         var members: [AlarmMember] = []
         members.reserveCapacity(count)
         for _ in 0..<count {
@@ -86,7 +88,7 @@ extension ByteReader {
     /// The alarms section after its tag (`AlarmCodec.snapshotSectionTag`).
     mutating func readAlarmsSectionBody() throws(KVCodecError) -> [AlarmMember] {
         let versionOffset = offset
-        let version = try readByte()
+        let version = try readUInt8()
         guard version == AlarmCodec.snapshotSectionVersion else {
             throw KVCodecError(.unknownTag(field: "snapshot.alarms.version", tag: version), offset: versionOffset)
         }

@@ -1,3 +1,5 @@
+import ByteCodec
+
 /// The binary forms of auth operations (in commands), auth results and errors (in the session
 /// table) and the auth snapshot section. Same conventions as `WriteCommand+Codec.swift`.
 /// ```
@@ -53,71 +55,71 @@ extension ByteWriter {
     mutating func writeAuthOperation(_ change: AuthOperation) {
         switch change {
         case .enable(let secret):
-            writeByte(AuthOperationTag.enable.rawValue)
-            writeBytes(secret)
+            writeUInt8(AuthOperationTag.enable.rawValue)
+            writeLengthPrefixed(secret)
         case .disable:
-            writeByte(AuthOperationTag.disable.rawValue)
+            writeUInt8(AuthOperationTag.disable.rawValue)
         case .userAdd(let name, let hash, let noPassword):
-            writeByte(AuthOperationTag.userAdd.rawValue)
+            writeUInt8(AuthOperationTag.userAdd.rawValue)
             writeString(name)
             writeString(hash)
-            writeByte(noPassword ? noPasswordFlag : 0)
+            writeUInt8(noPassword ? noPasswordFlag : 0)
         case .userDelete(let name):
-            writeByte(AuthOperationTag.userDelete.rawValue)
+            writeUInt8(AuthOperationTag.userDelete.rawValue)
             writeString(name)
         case .userChangePassword(let name, let hash):
-            writeByte(AuthOperationTag.userChangePassword.rawValue)
+            writeUInt8(AuthOperationTag.userChangePassword.rawValue)
             writeString(name)
             writeString(hash)
         case .userGrantRole(let user, let role):
-            writeByte(AuthOperationTag.userGrantRole.rawValue)
+            writeUInt8(AuthOperationTag.userGrantRole.rawValue)
             writeString(user)
             writeString(role)
         case .userRevokeRole(let user, let role):
-            writeByte(AuthOperationTag.userRevokeRole.rawValue)
+            writeUInt8(AuthOperationTag.userRevokeRole.rawValue)
             writeString(user)
             writeString(role)
         case .roleAdd(let name):
-            writeByte(AuthOperationTag.roleAdd.rawValue)
+            writeUInt8(AuthOperationTag.roleAdd.rawValue)
             writeString(name)
         case .roleDelete(let name):
-            writeByte(AuthOperationTag.roleDelete.rawValue)
+            writeUInt8(AuthOperationTag.roleDelete.rawValue)
             writeString(name)
         case .roleGrantPermission(let role, let permission):
-            writeByte(AuthOperationTag.roleGrantPermission.rawValue)
+            writeUInt8(AuthOperationTag.roleGrantPermission.rawValue)
             writeString(role)
             writePermission(permission)
         case .roleRevokePermission(let role, let key, let rangeEnd):
-            writeByte(AuthOperationTag.roleRevokePermission.rawValue)
+            writeUInt8(AuthOperationTag.roleRevokePermission.rawValue)
             writeString(role)
-            writeBytes(key)
-            writeBytes(rangeEnd)
+            writeLengthPrefixed(key)
+            writeLengthPrefixed(rangeEnd)
         case .authorized(let user, let operation):
-            writeByte(AuthOperationTag.authorized.rawValue)
+            writeUInt8(AuthOperationTag.authorized.rawValue)
             writeString(user)
             writeOperation(operation)
         }
     }
 
     mutating func writeString(_ text: String) {
-        writeBytes(Array(text.utf8))
+        writeLengthPrefixed(Array(text.utf8))
     }
 
     mutating func writePermission(_ permission: AuthPermission) {
-        writeByte(permission.type.rawValue)
-        writeBytes(permission.key)
-        writeBytes(permission.rangeEnd)
+        writeUInt8(permission.type.rawValue)
+        writeLengthPrefixed(permission.key)
+        writeLengthPrefixed(permission.rangeEnd)
     }
 
     mutating func writeAuthResponse(_ response: AuthResponse) {
-        writeByte(AuthResponse.resultTag)
+        writeUInt8(AuthResponse.resultTag)
         writeSigned(response.revision)
         writeVarint(response.authRevision)
     }
 
     mutating func writeAuthError(_ error: AuthError) {
-        writeByte(AuthError.errorTag)
-        writeByte(error.rawValue)
+        writeUInt8(AuthError.errorTag)
+        writeUInt8(error.rawValue)
     }
 
     /// The snapshot section (nothing for a pristine state).
@@ -126,7 +128,7 @@ extension ByteWriter {
         var body = ByteWriter()
         body.writeBool(state.isEnabled)
         body.writeVarint(state.revision)
-        body.writeBytes(state.tokenSecret)
+        body.writeLengthPrefixed(state.tokenSecret)
         body.writeVarint(UInt64(state.users.count))
         for name in state.users.keys.sorted() {
             let user = state.users[name]!
@@ -144,8 +146,8 @@ extension ByteWriter {
             body.writeVarint(UInt64(role.permissions.count))
             for permission in role.permissions { body.writePermission(permission) }
         }
-        writeByte(AuthState.snapshotSectionTag)
-        writeBytes(body.bytes)
+        writeUInt8(AuthState.snapshotSectionTag)
+        writeLengthPrefixed(body.bytes)
     }
 }
 
@@ -161,12 +163,12 @@ extension ByteReader {
     mutating func readAuthOperation(tag: UInt8, tagOffset: Int) throws(KVCodecError) -> AuthOperation {
         let limit = KVLimits.commandBytesMax
         switch AuthOperationTag(rawValue: tag) {
-        case .enable: return .enable(tokenSecret: try readBytes(field: "auth.secret", limit: limit))
+        case .enable: return .enable(tokenSecret: try readLengthPrefixed(max: limit, "auth.secret"))
         case .disable: return .disable
         case .userAdd:
             let name = try readString(field: "auth.user")
             let hash = try readString(field: "auth.passwordHash")
-            let flags = try readByte()
+            let flags = try readUInt8()
             guard flags & ~noPasswordFlag == 0 else {
                 throw KVCodecError(.unknownFlags(field: "auth.userAdd.flags", flags: flags), offset: offset - 1)
             }
@@ -188,9 +190,9 @@ extension ByteReader {
             return .roleGrantPermission(role: role, permission: try readPermission())
         case .roleRevokePermission:
             let role = try readString(field: "auth.role")
-            let key = try readBytes(field: "auth.key", limit: limit)
+            let key = try readLengthPrefixed(max: limit, "auth.key")
             return .roleRevokePermission(
-                role: role, key: key, rangeEnd: try readBytes(field: "auth.rangeEnd", limit: limit))
+                role: role, key: key, rangeEnd: try readLengthPrefixed(max: limit, "auth.rangeEnd"))
         case .authorized:
             let user = try readString(field: "auth.user")
             let innerOffset = offset
@@ -209,7 +211,7 @@ extension ByteReader {
 
     mutating func readString(field: String) throws(KVCodecError) -> String {
         let start = offset
-        let bytes = try readBytes(field: field, limit: KVLimits.commandBytesMax)
+        let bytes = try readLengthPrefixed(max: KVLimits.commandBytesMax, field)
         guard let text = String(validating: bytes, as: UTF8.self) else {
             throw KVCodecError(.unknownTag(field: field + " (not UTF-8)", tag: bytes.first ?? 0), offset: start)
         }
@@ -218,12 +220,12 @@ extension ByteReader {
 
     mutating func readPermission() throws(KVCodecError) -> AuthPermission {
         let typeOffset = offset
-        let typeTag = try readByte()
+        let typeTag = try readUInt8()
         guard let type = AuthPermissionType(rawValue: typeTag) else {
             throw KVCodecError(.unknownTag(field: "auth.permission.type", tag: typeTag), offset: typeOffset)
         }
-        let key = try readBytes(field: "auth.permission.key", limit: KVLimits.commandBytesMax)
-        let rangeEnd = try readBytes(field: "auth.permission.rangeEnd", limit: KVLimits.commandBytesMax)
+        let key = try readLengthPrefixed(max: KVLimits.commandBytesMax, "auth.permission.key")
+        let rangeEnd = try readLengthPrefixed(max: KVLimits.commandBytesMax, "auth.permission.rangeEnd")
         return AuthPermission(type: type, key: key, rangeEnd: rangeEnd)
     }
 
@@ -236,7 +238,7 @@ extension ByteReader {
     /// After `AuthError.errorTag`.
     mutating func readAuthError() throws(KVCodecError) -> AuthError {
         let tagOffset = offset
-        let tag = try readByte()
+        let tag = try readUInt8()
         guard let error = AuthError(rawValue: tag) else {
             throw KVCodecError(.unknownTag(field: "auth.error", tag: tag), offset: tagOffset)
         }
@@ -249,10 +251,10 @@ extension ByteReader {
         var sections = OptionalSnapshotSections()
         while !isAtEnd {
             let tagOffset = offset
-            let tag = try readByte()
+            let tag = try readUInt8()
             switch tag {
             case AuthState.snapshotSectionTag:
-                let body = try readBytes(field: "snapshot.auth", limit: Int.max)
+                let body = try readLengthPrefixed(max: Int.max, "snapshot.auth")
                 var section = ByteReader(body)
                 sections.auth = try section.readAuthSection()
                 try section.expectEnd()
@@ -269,27 +271,26 @@ extension ByteReader {
 
     private mutating func readAuthSection() throws(KVCodecError) -> AuthState {
         var state = AuthState()
-        state.isEnabled = try readBool(field: "auth.enabled")
+        state.isEnabled = try readBool("auth.enabled")
         state.revision = try readVarint()
-        state.tokenSecret = try readBytes(field: "auth.secret", limit: Int.max)
-        let userCount = try readCount(field: "auth.users", limit: AuthLimits.usersMax, minimumElementBytes: 5)
+        state.tokenSecret = try readLengthPrefixed(max: Int.max, "auth.secret")
+        let userCount = try readCount(max: AuthLimits.usersMax, minimumElementBytes: 5, "auth.users")
         for _ in 0..<userCount {
             let name = try readString(field: "auth.user")
             let hash = try readString(field: "auth.passwordHash")
-            let noPassword = try readBool(field: "auth.noPassword")
+            let noPassword = try readBool("auth.noPassword")
             let credentialRevision = try readVarint()
-            let roleCount = try readCount(field: "auth.user.roles", limit: AuthLimits.rolesMax)
+            let roleCount = try readCount(max: AuthLimits.rolesMax, "auth.user.roles")
             var roles: [String] = []
             for _ in 0..<roleCount { roles.append(try readString(field: "auth.user.role")) }
             state.users[name] = AuthUser(
                 name: name, passwordHash: hash, noPassword: noPassword, roles: roles,
                 credentialRevision: credentialRevision)
         }
-        let roleCount = try readCount(field: "auth.roles", limit: AuthLimits.rolesMax, minimumElementBytes: 2)
+        let roleCount = try readCount(max: AuthLimits.rolesMax, minimumElementBytes: 2, "auth.roles")
         for _ in 0..<roleCount {
             let name = try readString(field: "auth.role")
-            let count = try readCount(
-                field: "auth.permissions", limit: AuthLimits.permissionsPerRoleMax, minimumElementBytes: 3)
+            let count = try readCount(max: AuthLimits.permissionsPerRoleMax, minimumElementBytes: 3, "auth.permissions")
             var permissions: [AuthPermission] = []
             for _ in 0..<count { permissions.append(try readPermission()) }
             state.roles[name] = AuthRole(name: name, permissions: permissions)

@@ -1,3 +1,5 @@
+import ByteCodec
+
 /// Operating errors of the state machine (STYLE §6): typed, with evidence, and with etcd's
 /// exact message where etcd has one, so the server can hand `message` to etcd clients.
 public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
@@ -80,40 +82,9 @@ public enum KVError: Error, Sendable, Hashable, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// A byte sequence that does not decode: what is wrong and where.
-public struct KVCodecError: Error, Sendable, Hashable, CustomStringConvertible {
-    public enum Reason: Sendable, Hashable {
-        /// The input ends before a field of `needed` bytes (only `available` remain).
-        case truncated(needed: Int, available: Int)
-        /// The leading format byte is not one this build reads.
-        case unknownFormat(UInt8)
-        /// An enum tag outside its range.
-        case unknownTag(field: String, tag: UInt8)
-        /// A varint longer than 10 bytes or above 64 bits.
-        case varintOverflow
-        /// A length or count larger than what may follow.
-        case lengthTooLarge(field: String, length: UInt64, limit: Int)
-        /// Flag bits this format does not define.
-        case unknownFlags(field: String, flags: UInt8)
-        /// Txns nested deeper than `KVLimits.txnNestingDepthMax`.
-        case nestingTooDeep
-        /// Bytes left over after a complete value.
-        case trailingBytes(count: Int)
-        /// The whole input is over `KVLimits.commandBytesMax`.
-        case inputTooLarge(sizeBytes: Int)
-    }
-
-    public var reason: Reason
-    /// Offset of the offending byte from the start of the input.
-    public var offset: Int
-
-    public init(_ reason: Reason, offset: Int) {
-        self.reason = reason
-        self.offset = offset
-    }
-
-    public var description: String { "\(reason) at byte \(offset)" }
-}
+/// Why a command, result or snapshot of the store could not be decoded: the decoding error
+/// every Synod format shares.
+public typealias KVCodecError = DecodeError
 
 /// A snapshot that cannot be restored.
 public enum KVSnapshotError: Error, Sendable, Hashable, CustomStringConvertible {

@@ -1,3 +1,5 @@
+import ByteCodec
+
 /// `stateDigest()`: a cheap fingerprint of the logical state for the simulator to compare
 /// replicas, maintained incrementally as wrapping sums of per-key and per-session hashes
 /// (order independent, so no iteration order is involved) and combined in O(1).

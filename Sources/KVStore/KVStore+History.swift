@@ -1,3 +1,5 @@
+import ByteCodec
+
 /// The multi-version history: recording changes, reading the store at an older revision,
 /// replaying events for watches, compaction, HashKV and the space estimate.
 extension KVStore {
@@ -201,18 +203,18 @@ extension KVStore {
         try checkReadable(requested)
         let upTo = requested > 0 ? requested : revision
         var crc = CRC32C.start
-        var writer = ByteWriter(capacity: 256)
+        var writer = ByteWriter(reservingCapacity: 256)
         writer.writeSigned(compactedRevision)
         crc = CRC32C.update(crc, writer.bytes)
         for chain in history.entries {
             for version in chain.versions where version.modRevision <= upTo {
-                writer = ByteWriter(capacity: 64 + chain.key.count + version.value.count)
-                writer.writeBytes(chain.key)
+                writer = ByteWriter(reservingCapacity: 64 + chain.key.count + version.value.count)
+                writer.writeLengthPrefixed(chain.key)
                 writer.writeSigned(version.modRevision)
                 writer.writeSigned(version.createRevision)
                 writer.writeSigned(version.version)
                 writer.writeSigned(version.proposedAtMilliseconds)
-                writer.writeBytes(version.value)
+                writer.writeLengthPrefixed(version.value)
                 crc = CRC32C.update(crc, writer.bytes)
             }
         }

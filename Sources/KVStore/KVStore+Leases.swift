@@ -1,3 +1,5 @@
+import ByteCodec
+
 /// Leases in the state machine: grant, revoke and expiry commands, key attachment by puts,
 /// and the snapshot section that keeps both.
 ///
@@ -155,8 +157,8 @@ extension KVStore {
 
     func writeLeaseSection(_ writer: inout ByteWriter) {
         guard !leases.isEmpty || leaseIDsPicked != 0 else { return }
-        writer.writeByte(Self.leaseSectionTag)
-        writer.writeByte(Self.leaseSectionVersion)
+        writer.writeUInt8(Self.leaseSectionTag)
+        writer.writeUInt8(Self.leaseSectionVersion)
         writer.writeVarint(leaseIDsPicked)
         writer.writeVarint(UInt64(leases.count))
         for (id, ttlSeconds) in leaseTTLs() {
@@ -164,7 +166,7 @@ extension KVStore {
             writer.writeSigned(id)
             writer.writeSigned(ttlSeconds)
             writer.writeVarint(UInt64(lease.keys.count))
-            for key in Self.sortedKeys(lease.keys) { writer.writeBytes(key) }
+            for key in Self.sortedKeys(lease.keys) { writer.writeLengthPrefixed(key) }
         }
     }
 
@@ -177,22 +179,22 @@ extension KVStore {
     /// The lease section after its tag (read by `readOptionalSnapshotSections`).
     static func readLeaseSectionBody(_ reader: inout ByteReader) throws(KVCodecError) -> RestoredLeases {
         let versionOffset = reader.offset
-        let version = try reader.readByte()
+        let version = try reader.readUInt8()
         guard version == leaseSectionVersion else {
             throw KVCodecError(.unknownTag(field: "snapshot.leases.version", tag: version), offset: versionOffset)
         }
         let idsPicked = try reader.readVarint()
         // id, ttl and key count: three bytes at least.
-        let count = try reader.readCount(field: "snapshot.leases", limit: KVLimits.leasesMax, minimumElementBytes: 3)
+        let count = try reader.readCount(max: KVLimits.leasesMax, minimumElementBytes: 3, "snapshot.leases")
         var leases: [(id: Int64, ttlSeconds: Int64, keys: [[UInt8]])] = []
         leases.reserveCapacity(count)
         for _ in 0..<count {
             let id = try reader.readSigned()
             let ttlSeconds = try reader.readSigned()
-            let keyCount = try reader.readCount(field: "snapshot.lease.keys", limit: Int.max, minimumElementBytes: 1)
+            let keyCount = try reader.readCount(max: Int.max, minimumElementBytes: 1, "snapshot.lease.keys")
             var keys: [[UInt8]] = []
             keys.reserveCapacity(keyCount)
-            for _ in 0..<keyCount { keys.append(try reader.readBytes(field: "snapshot.lease.key", limit: Int.max)) }
+            for _ in 0..<keyCount { keys.append(try reader.readLengthPrefixed(max: Int.max, "snapshot.lease.key")) }
             leases.append((id, ttlSeconds, keys))
         }
         return RestoredLeases(idsPicked: idsPicked, leases: leases)

@@ -1,3 +1,5 @@
+import ByteCodec
+
 /// Snapshots: the whole logical state as deterministic bytes (same state ⇒ same bytes).
 ///
 /// ```
@@ -46,9 +48,9 @@ extension KVStore {
     }
 
     public func snapshot() -> [UInt8] {
-        var writer = ByteWriter(capacity: 64 + approximateBytes)
-        writer.writeRaw(Self.snapshotMagic)
-        writer.writeByte(Self.snapshotFormatVersion)
+        var writer = ByteWriter(reservingCapacity: 64 + approximateBytes)
+        writer.writeBytes(Self.snapshotMagic)
+        writer.writeUInt8(Self.snapshotFormatVersion)
         writer.writeSigned(revision)
         writer.writeSigned(compactedRevision)
         writer.writeVarint(sessionClock)
@@ -75,7 +77,7 @@ extension KVStore {
             writer.writeSigned(first.proposedAtMilliseconds)
             writer.writeVarint(UInt64(first.events.count))
             for event in first.events {
-                writer.writeByte(event.type.rawValue)
+                writer.writeUInt8(event.type.rawValue)
                 writer.writeKeyValue(event.kv)
                 writer.writeBool(event.prevKV != nil)
                 if let prevKV = event.prevKV { writer.writeKeyValue(prevKV) }
@@ -89,9 +91,9 @@ extension KVStore {
             writer.writeSigned(record.proposedAtMilliseconds)
             writer.writeVarint(UInt64(record.events.count))
             for event in record.events {
-                writer.writeByte(event.type.rawValue)
-                writer.writeBytes(event.kv.key)
-                if event.type == .put { writer.writeBytes(event.kv.value) }
+                writer.writeUInt8(event.type.rawValue)
+                writer.writeLengthPrefixed(event.kv.key)
+                if event.type == .put { writer.writeLengthPrefixed(event.kv.value) }
             }
         }
         writeSessions(&writer)
@@ -99,7 +101,7 @@ extension KVStore {
         writer.writeAlarmsSection(alarms)
         writeLeaseSection(&writer)
         let checksum = CRC32C.checksum(writer.bytes)
-        writer.writeUInt32LittleEndian(checksum)
+        writer.writeUInt32(checksum)
         return writer.bytes
     }
 
@@ -124,13 +126,13 @@ extension KVStore {
             throw .unsupportedFormat(format)
         }
         let contentBytes = bytes.count - 4
-        var trailer = ByteReader(bytes, offset: contentBytes)
+        var trailer = ByteReader(bytes, range: contentBytes..<bytes.count)
         let stored: UInt32
-        do { stored = try trailer.readUInt32LittleEndian() } catch { throw .malformed(error) }
+        do { stored = try trailer.readUInt32() } catch { throw .malformed(error) }
         let computed = CRC32C.checksum(bytes, count: contentBytes)
         guard stored == computed else { throw .checksumMismatch(stored: stored, computed: computed) }
 
-        var reader = ByteReader(bytes, offset: headerBytes, end: contentBytes)
+        var reader = ByteReader(bytes, range: headerBytes..<contentBytes)
         self.init()
         let restoredSessions: [(clientID: UInt64, session: ClientSession)]
         var restoredLeases: RestoredLeases?
@@ -163,7 +165,7 @@ extension KVStore {
             do {
                 revision = try reader.readSigned()
                 sessionClock = try reader.readVarint()
-                let keyCount = try reader.readCount(field: "snapshot.keys", limit: Int.max, minimumElementBytes: 5)
+                let keyCount = try reader.readCount(max: Int.max, minimumElementBytes: 5, "snapshot.keys")
                 var entries: [KeyValue] = []
                 entries.reserveCapacity(keyCount)
                 for _ in 0..<keyCount { entries.append(try reader.readKeyValue()) }
@@ -199,11 +201,7 @@ extension KVStore {
 
     /// Reads the live keys at the compacted revision into the index and the history.
     private mutating func readBase(_ reader: inout ByteReader) throws(KVCodecError) {
-        let count = try reader.readCount(
-            field: "snapshot.base",
-            limit: Int.max,
-            minimumElementBytes: SnapshotMinimumBytes.baseEntry
-        )
+        let count = try reader.readCount(max: Int.max, minimumElementBytes: SnapshotMinimumBytes.baseEntry, "snapshot.base")
         var entries: [KeyValue] = []
         var chains: [KeyHistory] = []
         entries.reserveCapacity(count)
@@ -225,30 +223,22 @@ extension KVStore {
     private static func readRecords(
         _ reader: inout ByteReader
     ) throws(KVCodecError) -> [(proposedAt: Int64, events: [(type: WatchEventType, key: [UInt8], value: [UInt8])])] {
-        let count = try reader.readCount(
-            field: "snapshot.records",
-            limit: Int.max,
-            minimumElementBytes: SnapshotMinimumBytes.record
-        )
+        let count = try reader.readCount(max: Int.max, minimumElementBytes: SnapshotMinimumBytes.record, "snapshot.records")
         var records: [(proposedAt: Int64, events: [(type: WatchEventType, key: [UInt8], value: [UInt8])])] = []
         records.reserveCapacity(count)
         for _ in 0..<count {
             let proposedAt = try reader.readSigned()
-            let eventCount = try reader.readCount(
-                field: "snapshot.events",
-                limit: Int.max,
-                minimumElementBytes: SnapshotMinimumBytes.event
-            )
+            let eventCount = try reader.readCount(max: Int.max, minimumElementBytes: SnapshotMinimumBytes.event, "snapshot.events")
             var events: [(type: WatchEventType, key: [UInt8], value: [UInt8])] = []
             events.reserveCapacity(eventCount)
             for _ in 0..<eventCount {
                 let typeOffset = reader.offset
-                let typeTag = try reader.readByte()
+                let typeTag = try reader.readUInt8()
                 guard let type = WatchEventType(rawValue: typeTag) else {
                     throw KVCodecError(.unknownTag(field: "snapshot.event", tag: typeTag), offset: typeOffset)
                 }
-                let key = try reader.readBytes(field: "snapshot.event.key", limit: Int.max)
-                let value = type == .put ? try reader.readBytes(field: "snapshot.event.value", limit: Int.max) : []
+                let key = try reader.readLengthPrefixed(max: Int.max, "snapshot.event.key")
+                let value = type == .put ? try reader.readLengthPrefixed(max: Int.max, "snapshot.event.value") : []
                 events.append((type, key, value))
             }
             records.append((proposedAt, events))
@@ -260,24 +250,20 @@ extension KVStore {
         _ reader: inout ByteReader,
         revision: Int64
     ) throws(KVCodecError) -> RevisionRecord? {
-        guard try reader.readBool(field: "snapshot.hasCompactedRecord") else { return nil }
+        guard try reader.readBool("snapshot.hasCompactedRecord") else { return nil }
         let proposedAt = try reader.readSigned()
-        let count = try reader.readCount(
-            field: "snapshot.compactedEvents",
-            limit: Int.max,
-            minimumElementBytes: SnapshotMinimumBytes.fullEvent
-        )
+        let count = try reader.readCount(max: Int.max, minimumElementBytes: SnapshotMinimumBytes.fullEvent, "snapshot.compactedEvents")
         var events: [WatchEvent] = []
         events.reserveCapacity(count)
         for _ in 0..<count {
             let typeOffset = reader.offset
-            let typeTag = try reader.readByte()
+            let typeTag = try reader.readUInt8()
             guard let type = WatchEventType(rawValue: typeTag) else {
                 throw KVCodecError(.unknownTag(field: "snapshot.compactedEvent", tag: typeTag), offset: typeOffset)
             }
             let kv = try reader.readKeyValue()
             let prevKV =
-                try reader.readBool(field: "snapshot.compactedEvent.hasPrevKV") ? try reader.readKeyValue() : nil
+                try reader.readBool("snapshot.compactedEvent.hasPrevKV") ? try reader.readKeyValue() : nil
             events.append(WatchEvent(type: type, kv: kv, prevKV: prevKV))
         }
         return RevisionRecord(revision: revision, proposedAtMilliseconds: proposedAt, events: events)
@@ -309,11 +295,7 @@ extension KVStore {
     private static func readSessions(
         _ reader: inout ByteReader
     ) throws(KVCodecError) -> [(clientID: UInt64, session: ClientSession)] {
-        let sessionCount = try reader.readCount(
-            field: "snapshot.sessions",
-            limit: KVLimits.sessionsMax,
-            minimumElementBytes: SnapshotMinimumBytes.session
-        )
+        let sessionCount = try reader.readCount(max: KVLimits.sessionsMax, minimumElementBytes: SnapshotMinimumBytes.session, "snapshot.sessions")
         var restored: [(clientID: UInt64, session: ClientSession)] = []
         restored.reserveCapacity(sessionCount)
         for _ in 0..<sessionCount {

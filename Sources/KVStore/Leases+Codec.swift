@@ -1,3 +1,5 @@
+import ByteCodec
+
 /// The binary form of lease commands and results (tags in `WriteCommand+Codec.swift` and
 /// `WriteResult+Codec.swift`):
 /// ```
@@ -19,14 +21,14 @@ extension ByteWriter {
     mutating func writeLeaseOperation(_ operation: LeaseOperation) {
         switch operation {
         case .grant(let id, let ttlSeconds):
-            writeByte(OperationTag.leaseGrant.rawValue)
+            writeUInt8(OperationTag.leaseGrant.rawValue)
             writeSigned(id)
             writeSigned(ttlSeconds)
         case .revoke(let id):
-            writeByte(OperationTag.leaseRevoke.rawValue)
+            writeUInt8(OperationTag.leaseRevoke.rawValue)
             writeSigned(id)
         case .expire(let id):
-            writeByte(OperationTag.leaseExpire.rawValue)
+            writeUInt8(OperationTag.leaseExpire.rawValue)
             writeSigned(id)
         }
     }
@@ -40,11 +42,11 @@ extension ByteWriter {
 
     mutating func writeLeaseError(_ error: LeaseError) {
         switch error {
-        case .notFound: writeByte(LeaseErrorTag.notFound.rawValue)
-        case .alreadyExists: writeByte(LeaseErrorTag.alreadyExists.rawValue)
-        case .ttlTooLarge: writeByte(LeaseErrorTag.ttlTooLarge.rawValue)
-        case .leaseProvided: writeByte(LeaseErrorTag.leaseProvided.rawValue)
-        case .tooManyLeases: writeByte(LeaseErrorTag.tooManyLeases.rawValue)
+        case .notFound: writeUInt8(LeaseErrorTag.notFound.rawValue)
+        case .alreadyExists: writeUInt8(LeaseErrorTag.alreadyExists.rawValue)
+        case .ttlTooLarge: writeUInt8(LeaseErrorTag.ttlTooLarge.rawValue)
+        case .leaseProvided: writeUInt8(LeaseErrorTag.leaseProvided.rawValue)
+        case .tooManyLeases: writeUInt8(LeaseErrorTag.tooManyLeases.rawValue)
         }
     }
 }
@@ -71,7 +73,7 @@ extension ByteReader {
 
     mutating func readLeaseError() throws(KVCodecError) -> LeaseError {
         let tagOffset = offset
-        let tag = try readByte()
+        let tag = try readUInt8()
         switch LeaseErrorTag(rawValue: tag) {
         case .notFound: return .notFound
         case .alreadyExists: return .alreadyExists

@@ -1,3 +1,5 @@
+import ByteCodec
+
 /// The binary form of a `WriteCommand`, the bytes that travel through the Paxos log.
 ///
 /// Formats 1 and 2 (all integers LEB128 varints; signed ones zig-zag; byte strings
@@ -37,11 +39,11 @@ extension WriteCommand {
     public func encode() -> [UInt8] {
         var writer = ByteWriter()
         if proposedAtMilliseconds == 0 {
-            writer.writeByte(Self.formatVersion)
+            writer.writeUInt8(Self.formatVersion)
             writer.writeVarint(requestID.clientID)
             writer.writeVarint(requestID.sequence)
         } else {
-            writer.writeByte(Self.formatVersionWithTime)
+            writer.writeUInt8(Self.formatVersionWithTime)
             writer.writeVarint(requestID.clientID)
             writer.writeVarint(requestID.sequence)
             writer.writeSigned(proposedAtMilliseconds)
@@ -55,7 +57,7 @@ extension WriteCommand {
             throw KVCodecError(.inputTooLarge(sizeBytes: bytes.count), offset: 0)
         }
         var reader = ByteReader(bytes)
-        let format = try reader.readByte()
+        let format = try reader.readUInt8()
         guard format == formatVersion || format == formatVersionWithTime else {
             throw KVCodecError(.unknownFormat(format), offset: 0)
         }
@@ -114,22 +116,22 @@ extension ByteWriter {
     mutating func writeOperation(_ operation: WriteOperation) {
         switch operation {
         case .put(let put):
-            writeByte(OperationTag.put.rawValue)
+            writeUInt8(OperationTag.put.rawValue)
             writePut(put)
         case .deleteRange(let delete):
-            writeByte(OperationTag.deleteRange.rawValue)
+            writeUInt8(OperationTag.deleteRange.rawValue)
             writeDeleteRange(delete)
         case .txn(let txn):
-            writeByte(OperationTag.txn.rawValue)
+            writeUInt8(OperationTag.txn.rawValue)
             writeTxn(txn)
         case .compact(let compact):
-            writeByte(OperationTag.compact.rawValue)
+            writeUInt8(OperationTag.compact.rawValue)
             writeSigned(compact.revision)
-            writeByte(compact.physical ? FlagBit.compactPhysical : 0)
+            writeUInt8(compact.physical ? FlagBit.compactPhysical : 0)
         case .auth(let change):
             writeAuthOperation(change)
         case .alarm(let alarm):
-            writeByte(AlarmCodec.operationTag)
+            writeUInt8(AlarmCodec.operationTag)
             writeAlarmRequest(alarm)
         case .lease(let lease):
             writeLeaseOperation(lease)
@@ -139,50 +141,50 @@ extension ByteWriter {
     mutating func writeRequestOp(_ op: RequestOp) {
         switch op {
         case .range(let range):
-            writeByte(OperationTag.range.rawValue)
+            writeUInt8(OperationTag.range.rawValue)
             writeRange(range)
         case .put(let put):
-            writeByte(OperationTag.put.rawValue)
+            writeUInt8(OperationTag.put.rawValue)
             writePut(put)
         case .deleteRange(let delete):
-            writeByte(OperationTag.deleteRange.rawValue)
+            writeUInt8(OperationTag.deleteRange.rawValue)
             writeDeleteRange(delete)
         case .txn(let txn):
-            writeByte(OperationTag.txn.rawValue)
+            writeUInt8(OperationTag.txn.rawValue)
             writeTxn(txn)
         }
     }
 
     mutating func writePut(_ put: PutRequest) {
-        writeBytes(put.key)
-        writeBytes(put.value)
+        writeLengthPrefixed(put.key)
+        writeLengthPrefixed(put.value)
         var flags: UInt8 = 0
         if put.prevKV { flags |= FlagBit.putPrevKV }
         if put.ignoreValue { flags |= FlagBit.putIgnoreValue }
         if put.ignoreLease { flags |= FlagBit.putIgnoreLease }
         if put.lease != 0 { flags |= FlagBit.putHasLease }
-        writeByte(flags)
+        writeUInt8(flags)
         if put.lease != 0 { writeSigned(put.lease) }
     }
 
     mutating func writeDeleteRange(_ delete: DeleteRangeRequest) {
-        writeBytes(delete.key)
-        writeBytes(delete.rangeEnd)
-        writeByte(delete.prevKV ? FlagBit.deletePrevKV : 0)
+        writeLengthPrefixed(delete.key)
+        writeLengthPrefixed(delete.rangeEnd)
+        writeUInt8(delete.prevKV ? FlagBit.deletePrevKV : 0)
     }
 
     mutating func writeRange(_ range: RangeRequest) {
-        writeBytes(range.key)
-        writeBytes(range.rangeEnd)
+        writeLengthPrefixed(range.key)
+        writeLengthPrefixed(range.rangeEnd)
         writeSigned(range.limit)
         writeSigned(range.revision)
-        writeByte(range.sortOrder.rawValue)
-        writeByte(range.sortTarget.rawValue)
+        writeUInt8(range.sortOrder.rawValue)
+        writeUInt8(range.sortTarget.rawValue)
         var flags: UInt8 = 0
         if range.serializable { flags |= FlagBit.rangeSerializable }
         if range.keysOnly { flags |= FlagBit.rangeKeysOnly }
         if range.countOnly { flags |= FlagBit.rangeCountOnly }
-        writeByte(flags)
+        writeUInt8(flags)
         writeSigned(range.minModRevision)
         writeSigned(range.maxModRevision)
         writeSigned(range.minCreateRevision)
@@ -199,24 +201,24 @@ extension ByteWriter {
     }
 
     mutating func writeCompare(_ compare: Compare) {
-        writeBytes(compare.key)
-        writeBytes(compare.rangeEnd)
-        writeByte(compare.result.rawValue)
+        writeLengthPrefixed(compare.key)
+        writeLengthPrefixed(compare.rangeEnd)
+        writeUInt8(compare.result.rawValue)
         switch compare.target {
         case .version(let version):
-            writeByte(0)
+            writeUInt8(0)
             writeSigned(version)
         case .createRevision(let revision):
-            writeByte(1)
+            writeUInt8(1)
             writeSigned(revision)
         case .modRevision(let revision):
-            writeByte(2)
+            writeUInt8(2)
             writeSigned(revision)
         case .value(let value):
-            writeByte(3)
-            writeBytes(value)
+            writeUInt8(3)
+            writeLengthPrefixed(value)
         case .lease(let lease):
-            writeByte(4)
+            writeUInt8(4)
             writeSigned(lease)
         }
     }
@@ -229,7 +231,7 @@ extension ByteReader {
 
     mutating func readOperation() throws(KVCodecError) -> WriteOperation {
         let tagOffset = offset
-        let tag = try readByte()
+        let tag = try readUInt8()
         switch OperationTag(rawValue: tag) {
         case .put: return .put(try readPut())
         case .deleteRange: return .deleteRange(try readDeleteRange())
@@ -250,7 +252,7 @@ extension ByteReader {
 
     mutating func readRequestOp(depth: Int) throws(KVCodecError) -> RequestOp {
         let tagOffset = offset
-        let tag = try readByte()
+        let tag = try readUInt8()
         switch OperationTag(rawValue: tag) {
         case .range: return .range(try readRange())
         case .put: return .put(try readPut())
@@ -263,7 +265,7 @@ extension ByteReader {
 
     mutating func readFlags(field: String, allowed: UInt8) throws(KVCodecError) -> UInt8 {
         let flagsOffset = offset
-        let flags = try readByte()
+        let flags = try readUInt8()
         guard flags & ~allowed == 0 else {
             throw KVCodecError(.unknownFlags(field: field, flags: flags), offset: flagsOffset)
         }
@@ -271,8 +273,8 @@ extension ByteReader {
     }
 
     mutating func readPut() throws(KVCodecError) -> PutRequest {
-        let key = try readBytes(field: "put.key", limit: byteStringLimit)
-        let value = try readBytes(field: "put.value", limit: byteStringLimit)
+        let key = try readLengthPrefixed(max: byteStringLimit, "put.key")
+        let value = try readLengthPrefixed(max: byteStringLimit, "put.value")
         let flags = try readFlags(field: "put.flags", allowed: FlagBit.putAll)
         let lease = flags & FlagBit.putHasLease != 0 ? try readSigned() : 0
         return PutRequest(
@@ -286,24 +288,24 @@ extension ByteReader {
     }
 
     mutating func readDeleteRange() throws(KVCodecError) -> DeleteRangeRequest {
-        let key = try readBytes(field: "deleteRange.key", limit: byteStringLimit)
-        let rangeEnd = try readBytes(field: "deleteRange.rangeEnd", limit: byteStringLimit)
+        let key = try readLengthPrefixed(max: byteStringLimit, "deleteRange.key")
+        let rangeEnd = try readLengthPrefixed(max: byteStringLimit, "deleteRange.rangeEnd")
         let flags = try readFlags(field: "deleteRange.flags", allowed: FlagBit.deleteAll)
         return DeleteRangeRequest(key: key, rangeEnd: rangeEnd, prevKV: flags & FlagBit.deletePrevKV != 0)
     }
 
     mutating func readRange() throws(KVCodecError) -> RangeRequest {
-        let key = try readBytes(field: "range.key", limit: byteStringLimit)
-        let rangeEnd = try readBytes(field: "range.rangeEnd", limit: byteStringLimit)
+        let key = try readLengthPrefixed(max: byteStringLimit, "range.key")
+        let rangeEnd = try readLengthPrefixed(max: byteStringLimit, "range.rangeEnd")
         let limit = try readSigned()
         let revision = try readSigned()
         let orderOffset = offset
-        let orderTag = try readByte()
+        let orderTag = try readUInt8()
         guard let sortOrder = SortOrder(rawValue: orderTag) else {
             throw KVCodecError(.unknownTag(field: "range.sortOrder", tag: orderTag), offset: orderOffset)
         }
         let targetOffset = offset
-        let targetTag = try readByte()
+        let targetTag = try readUInt8()
         guard let sortTarget = SortTarget(rawValue: targetTag) else {
             throw KVCodecError(.unknownTag(field: "range.sortTarget", tag: targetTag), offset: targetOffset)
         }
@@ -330,12 +332,8 @@ extension ByteReader {
     }
 
     mutating func readTxn(depth: Int) throws(KVCodecError) -> TxnRequest {
-        guard depth <= KVLimits.txnNestingDepthMax else { throw failure(.nestingTooDeep) }
-        let compareCount = try readCount(
-            field: "txn.compare",
-            limit: Int.max,
-            minimumElementBytes: MinimumBytes.compare
-        )
+        guard depth <= KVLimits.txnNestingDepthMax else { throw error(.nestingTooDeep) }
+        let compareCount = try readCount(max: Int.max, minimumElementBytes: MinimumBytes.compare, "txn.compare")
         var compares: [Compare] = []
         compares.reserveCapacity(compareCount)
         for _ in 0..<compareCount { compares.append(try readCompare()) }
@@ -345,7 +343,7 @@ extension ByteReader {
     }
 
     private mutating func readRequestOps(field: String, depth: Int) throws(KVCodecError) -> [RequestOp] {
-        let count = try readCount(field: field, limit: Int.max, minimumElementBytes: MinimumBytes.requestOp)
+        let count = try readCount(max: Int.max, minimumElementBytes: MinimumBytes.requestOp, field)
         var ops: [RequestOp] = []
         ops.reserveCapacity(count)
         for _ in 0..<count { ops.append(try readRequestOp(depth: depth)) }
@@ -353,21 +351,21 @@ extension ByteReader {
     }
 
     mutating func readCompare() throws(KVCodecError) -> Compare {
-        let key = try readBytes(field: "compare.key", limit: byteStringLimit)
-        let rangeEnd = try readBytes(field: "compare.rangeEnd", limit: byteStringLimit)
+        let key = try readLengthPrefixed(max: byteStringLimit, "compare.key")
+        let rangeEnd = try readLengthPrefixed(max: byteStringLimit, "compare.rangeEnd")
         let resultOffset = offset
-        let resultTag = try readByte()
+        let resultTag = try readUInt8()
         guard let result = CompareResult(rawValue: resultTag) else {
             throw KVCodecError(.unknownTag(field: "compare.result", tag: resultTag), offset: resultOffset)
         }
         let targetOffset = offset
-        let targetTag = try readByte()
+        let targetTag = try readUInt8()
         let target: CompareTarget
         switch targetTag {
         case 0: target = .version(try readSigned())
         case 1: target = .createRevision(try readSigned())
         case 2: target = .modRevision(try readSigned())
-        case 3: target = .value(try readBytes(field: "compare.value", limit: byteStringLimit))
+        case 3: target = .value(try readLengthPrefixed(max: byteStringLimit, "compare.value"))
         case 4: target = .lease(try readSigned())
         default: throw KVCodecError(.unknownTag(field: "compare.target", tag: targetTag), offset: targetOffset)
         }

@@ -1,3 +1,5 @@
+import ByteCodec
+
 /// The binary form of a `WriteResult`, used only inside snapshots (the session table keeps
 /// each client's last result) and for the session part of the state digest.
 ///
@@ -42,8 +44,8 @@ private let responseOpBytesMin = 3
 
 extension ByteWriter {
     mutating func writeKeyValue(_ kv: KeyValue) {
-        writeBytes(kv.key)
-        writeBytes(kv.value)
+        writeLengthPrefixed(kv.key)
+        writeLengthPrefixed(kv.value)
         writeSigned(kv.createRevision)
         writeSigned(kv.modRevision)
         writeSigned(kv.version)
@@ -52,28 +54,28 @@ extension ByteWriter {
     mutating func writeResult(_ result: WriteResult) {
         switch result {
         case .put(let response):
-            writeByte(ResultTag.put)
+            writeUInt8(ResultTag.put)
             writePutResponse(response)
         case .deleteRange(let response):
-            writeByte(ResultTag.deleteRange)
+            writeUInt8(ResultTag.deleteRange)
             writeDeleteRangeResponse(response)
         case .txn(let response):
-            writeByte(ResultTag.txn)
+            writeUInt8(ResultTag.txn)
             writeTxnResponse(response)
         case .failure(let error, let revision):
-            writeByte(ResultTag.failure)
+            writeUInt8(ResultTag.failure)
             writeSigned(revision)
             writeError(error)
         case .compact(let response):
-            writeByte(ResultTag.compact)
+            writeUInt8(ResultTag.compact)
             writeSigned(response.revision)
         case .auth(let response):
             writeAuthResponse(response)
         case .alarm(let response):
-            writeByte(AlarmCodec.resultTag)
+            writeUInt8(AlarmCodec.resultTag)
             writeAlarmResponse(response)
         case .lease(let response):
-            writeByte(ResultTag.lease)
+            writeUInt8(ResultTag.lease)
             writeLeaseResponse(response)
         }
     }
@@ -81,20 +83,20 @@ extension ByteWriter {
     mutating func writeResponseOp(_ op: ResponseOp) {
         switch op {
         case .range(let response):
-            writeByte(OperationTag.range.rawValue)
+            writeUInt8(OperationTag.range.rawValue)
             writeSigned(response.revision)
             writeVarint(UInt64(response.kvs.count))
             for kv in response.kvs { writeKeyValue(kv) }
             writeBool(response.more)
             writeSigned(response.count)
         case .put(let response):
-            writeByte(OperationTag.put.rawValue)
+            writeUInt8(OperationTag.put.rawValue)
             writePutResponse(response)
         case .deleteRange(let response):
-            writeByte(OperationTag.deleteRange.rawValue)
+            writeUInt8(OperationTag.deleteRange.rawValue)
             writeDeleteRangeResponse(response)
         case .txn(let response):
-            writeByte(OperationTag.txn.rawValue)
+            writeUInt8(OperationTag.txn.rawValue)
             writeTxnResponse(response)
         }
     }
@@ -125,32 +127,32 @@ extension ByteWriter {
 
     mutating func writeError(_ error: KVError) {
         switch error {
-        case .emptyKey: writeByte(ErrorTag.emptyKey.rawValue)
+        case .emptyKey: writeUInt8(ErrorTag.emptyKey.rawValue)
         case .keyTooLarge(let size):
-            writeByte(ErrorTag.keyTooLarge.rawValue)
+            writeUInt8(ErrorTag.keyTooLarge.rawValue)
             writeSigned(Int64(size))
         case .requestTooLarge(let size):
-            writeByte(ErrorTag.requestTooLarge.rawValue)
+            writeUInt8(ErrorTag.requestTooLarge.rawValue)
             writeSigned(Int64(size))
-        case .tooManyOperations: writeByte(ErrorTag.tooManyOperations.rawValue)
-        case .duplicateKey: writeByte(ErrorTag.duplicateKey.rawValue)
-        case .valueProvided: writeByte(ErrorTag.valueProvided.rawValue)
-        case .keyNotFound: writeByte(ErrorTag.keyNotFound.rawValue)
-        case .noSpace: writeByte(ErrorTag.noSpace.rawValue)
+        case .tooManyOperations: writeUInt8(ErrorTag.tooManyOperations.rawValue)
+        case .duplicateKey: writeUInt8(ErrorTag.duplicateKey.rawValue)
+        case .valueProvided: writeUInt8(ErrorTag.valueProvided.rawValue)
+        case .keyNotFound: writeUInt8(ErrorTag.keyNotFound.rawValue)
+        case .noSpace: writeUInt8(ErrorTag.noSpace.rawValue)
         case .compacted(let revision):
-            writeByte(ErrorTag.compacted.rawValue)
+            writeUInt8(ErrorTag.compacted.rawValue)
             writeSigned(revision)
         case .futureRevision(let revision):
-            writeByte(ErrorTag.futureRevision.rawValue)
+            writeUInt8(ErrorTag.futureRevision.rawValue)
             writeSigned(revision)
         case .txnNestingTooDeep(let depth):
-            writeByte(ErrorTag.txnNestingTooDeep.rawValue)
+            writeUInt8(ErrorTag.txnNestingTooDeep.rawValue)
             writeSigned(Int64(depth))
         case .txnTooManyOperationsTotal(let count):
-            writeByte(ErrorTag.txnTooManyOperationsTotal.rawValue)
+            writeUInt8(ErrorTag.txnTooManyOperationsTotal.rawValue)
             writeSigned(Int64(count))
         case .staleRequest(let id, let lastSequence):
-            writeByte(ErrorTag.staleRequest.rawValue)
+            writeUInt8(ErrorTag.staleRequest.rawValue)
             writeVarint(id.clientID)
             writeVarint(id.sequence)
             writeVarint(lastSequence)
@@ -161,7 +163,7 @@ extension ByteWriter {
         case .auth(let error):
             writeAuthError(error)
         case .lease(let error):
-            writeByte(ErrorTag.lease.rawValue)
+            writeUInt8(ErrorTag.lease.rawValue)
             writeLeaseError(error)
         }
     }
@@ -169,8 +171,8 @@ extension ByteWriter {
 
 extension ByteReader {
     mutating func readKeyValue() throws(KVCodecError) -> KeyValue {
-        let key = try readBytes(field: "keyValue.key", limit: Int.max)
-        let value = try readBytes(field: "keyValue.value", limit: Int.max)
+        let key = try readLengthPrefixed(max: Int.max, "keyValue.key")
+        let value = try readLengthPrefixed(max: Int.max, "keyValue.value")
         let createRevision = try readSigned()
         let modRevision = try readSigned()
         let version = try readSigned()
@@ -184,7 +186,7 @@ extension ByteReader {
     }
 
     private mutating func readKeyValues(field: String) throws(KVCodecError) -> [KeyValue] {
-        let count = try readCount(field: field, limit: Int.max, minimumElementBytes: keyValueBytesMin)
+        let count = try readCount(max: Int.max, minimumElementBytes: keyValueBytesMin, field)
         var kvs: [KeyValue] = []
         kvs.reserveCapacity(count)
         for _ in 0..<count { kvs.append(try readKeyValue()) }
@@ -193,7 +195,7 @@ extension ByteReader {
 
     mutating func readResult() throws(KVCodecError) -> WriteResult {
         let tagOffset = offset
-        let tag = try readByte()
+        let tag = try readUInt8()
         switch tag {
         case ResultTag.put: return .put(try readPutResponse())
         case ResultTag.deleteRange: return .deleteRange(try readDeleteRangeResponse())
@@ -211,12 +213,12 @@ extension ByteReader {
 
     mutating func readResponseOp(depth: Int) throws(KVCodecError) -> ResponseOp {
         let tagOffset = offset
-        let tag = try readByte()
+        let tag = try readUInt8()
         switch OperationTag(rawValue: tag) {
         case .range:
             let revision = try readSigned()
             let kvs = try readKeyValues(field: "range.kvs")
-            let more = try readBool(field: "range.more")
+            let more = try readBool("range.more")
             let count = try readSigned()
             return .range(RangeResponse(revision: revision, kvs: kvs, more: more, count: count))
         case .put: return .put(try readPutResponse())
@@ -229,7 +231,7 @@ extension ByteReader {
 
     mutating func readPutResponse() throws(KVCodecError) -> PutResponse {
         let revision = try readSigned()
-        let hasPrevious = try readBool(field: "put.hasPrevKV")
+        let hasPrevious = try readBool("put.hasPrevKV")
         return PutResponse(revision: revision, prevKV: hasPrevious ? try readKeyValue() : nil)
     }
 
@@ -241,10 +243,10 @@ extension ByteReader {
     }
 
     mutating func readTxnResponse(depth: Int) throws(KVCodecError) -> TxnResponse {
-        guard depth <= KVLimits.txnNestingDepthMax else { throw failure(.nestingTooDeep) }
+        guard depth <= KVLimits.txnNestingDepthMax else { throw error(.nestingTooDeep) }
         let revision = try readSigned()
-        let succeeded = try readBool(field: "txn.succeeded")
-        let count = try readCount(field: "txn.responses", limit: Int.max, minimumElementBytes: responseOpBytesMin)
+        let succeeded = try readBool("txn.succeeded")
+        let count = try readCount(max: Int.max, minimumElementBytes: responseOpBytesMin, "txn.responses")
         var responses: [ResponseOp] = []
         responses.reserveCapacity(count)
         for _ in 0..<count { responses.append(try readResponseOp(depth: depth)) }
@@ -253,7 +255,7 @@ extension ByteReader {
 
     mutating func readError() throws(KVCodecError) -> KVError {
         let tagOffset = offset
-        let tag = try readByte()
+        let tag = try readUInt8()
         if tag == AuthError.errorTag { return .auth(try readAuthError()) }
         guard let errorTag = ErrorTag(rawValue: tag) else {
             throw KVCodecError(.unknownTag(field: "error", tag: tag), offset: tagOffset)

@@ -1,15 +1,9 @@
-/// The binary codec for everything Synod writes to disk (write-ahead log records) or to
-/// the network (peer envelopes).
-///
-/// Format rules, chosen so that one format serves both and decoding untrusted bytes is
-/// safe:
-/// - fixed-width integers are little-endian; counts, lengths, slots and ballots are
-///   unsigned LEB128 varints in their shortest form (a non-minimal or overlong varint is
-///   an error, so every value has exactly one encoding);
-/// - every enum case is one tag byte, all tags live in `WireTag`;
-/// - every length and count is checked against the bytes remaining *and* a named bound
-///   (`WireLimits`) before anything is allocated;
-/// - decoding never traps: every failure throws `DecodeError` with the byte offset.
+import ByteCodec
+
+/// The binary codec of Paxos's values, write-ahead log records and peer envelopes, on the
+/// primitives every Synod format shares (`ByteCodec`: little-endian fixed-width integers,
+/// shortest-form varints, bounded counts, `DecodeError` with the offset). Every enum case
+/// is one tag byte, all tags live in `WireTag`.
 
 /// The bounds a decoder enforces. A sender must respect them too (the encoder asserts).
 public enum WireLimits {
@@ -21,8 +15,6 @@ public enum WireLimits {
     public static let entriesPerMessageMax = 4096
     /// The most commands one `forward` message may carry.
     public static let commandsPerForwardMax = commandsPerValueMax
-    /// The longest LEB128 varint of a `UInt64` (7 bits per byte).
-    public static let varintBytesMax = 10
 }
 
 /// The tag bytes of every enum case the codec writes, in one place. Tags are part of the
@@ -57,235 +49,6 @@ public enum WireTag {
     /// The version byte that opens every encoded `Envelope`; a peer speaking another
     /// version is refused with a `DecodeError` instead of being misread.
     public static let envelopeVersion: UInt8 = 1
-}
-
-/// Why a byte sequence could not be decoded, and where.
-public struct DecodeError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// What was wrong, e.g. `length 70000 exceeds 65536 remaining bytes`.
-    public var reason: String
-    /// The offset of the offending field from the start of the reader's range.
-    public var offset: Int
-
-    public init(_ reason: String, offset: Int) {
-        self.reason = reason
-        self.offset = offset
-    }
-
-    public var description: String { "decode error at byte \(offset): \(reason)" }
-}
-
-// MARK: - ByteWriter
-
-/// Appends encoded values to a growable byte array.
-public struct ByteWriter: Sendable {
-    public private(set) var bytes: [UInt8]
-
-    public init(reservingCapacity capacity: Int = 0) {
-        bytes = []
-        bytes.reserveCapacity(capacity)
-    }
-
-    public var count: Int { bytes.count }
-
-    public mutating func writeUInt8(_ value: UInt8) {
-        bytes.append(value)
-    }
-
-    public mutating func writeUInt16(_ value: UInt16) {
-        bytes.append(UInt8(truncatingIfNeeded: value))
-        bytes.append(UInt8(truncatingIfNeeded: value >> 8))
-    }
-
-    public mutating func writeUInt32(_ value: UInt32) {
-        for shift in stride(from: 0, to: 32, by: 8) {
-            bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift)))
-        }
-    }
-
-    public mutating func writeUInt64(_ value: UInt64) {
-        for shift in stride(from: 0, to: 64, by: 8) {
-            bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift)))
-        }
-    }
-
-    /// Unsigned LEB128, shortest form.
-    public mutating func writeVarint(_ value: UInt64) {
-        var rest = value
-        while rest >= 0x80 {
-            bytes.append(UInt8(truncatingIfNeeded: rest) | 0x80)
-            rest >>= 7
-        }
-        bytes.append(UInt8(rest))
-    }
-
-    public mutating func writeVarint(_ value: UInt32) {
-        writeVarint(UInt64(value))
-    }
-
-    /// A count or length as a varint.
-    public mutating func writeCount(_ count: Int) {
-        precondition(count >= 0, "negative count \(count)")
-        writeVarint(UInt64(count))
-    }
-
-    /// A varint length followed by the bytes.
-    public mutating func writeLengthPrefixed(_ value: [UInt8]) {
-        writeCount(value.count)
-        bytes.append(contentsOf: value)
-    }
-
-    /// Raw bytes with no length.
-    public mutating func writeBytes(_ value: [UInt8]) {
-        bytes.append(contentsOf: value)
-    }
-
-    public mutating func writeBytes(_ value: ArraySlice<UInt8>) {
-        bytes.append(contentsOf: value)
-    }
-}
-
-// MARK: - ByteReader
-
-/// Reads encoded values back; every read is bounds-checked and throws `DecodeError`.
-public struct ByteReader: Sendable {
-    private let bytes: [UInt8]
-    private let start: Int
-    private let end: Int
-    /// The absolute index of the next byte in `bytes`.
-    private var position: Int
-
-    public init(_ bytes: [UInt8]) {
-        self.init(bytes, range: bytes.startIndex..<bytes.endIndex)
-    }
-
-    /// Reads only `range` of `bytes` (no copy); offsets in errors are relative to its start.
-    public init(_ bytes: [UInt8], range: Range<Int>) {
-        precondition(range.lowerBound >= 0 && range.upperBound <= bytes.count, "range out of bytes")
-        self.bytes = bytes
-        self.start = range.lowerBound
-        self.end = range.upperBound
-        self.position = range.lowerBound
-    }
-
-    /// Bytes read so far.
-    public var offset: Int { position - start }
-    public var remaining: Int { end - position }
-    public var isAtEnd: Bool { position == end }
-
-    public func error(_ reason: String) -> DecodeError {
-        DecodeError(reason, offset: offset)
-    }
-
-    private mutating func need(_ count: Int, _ what: String) throws {
-        guard count <= remaining else {
-            throw error("\(what) needs \(count) bytes, \(remaining) remain")
-        }
-    }
-
-    public mutating func readUInt8() throws -> UInt8 {
-        try need(1, "UInt8")
-        defer { position += 1 }
-        return bytes[position]
-    }
-
-    public mutating func readUInt16() throws -> UInt16 {
-        try need(2, "UInt16")
-        defer { position += 2 }
-        return UInt16(bytes[position]) | UInt16(bytes[position + 1]) << 8
-    }
-
-    public mutating func readUInt32() throws -> UInt32 {
-        try need(4, "UInt32")
-        var value: UInt32 = 0
-        for index in 0..<4 {
-            value |= UInt32(bytes[position + index]) << UInt32(8 * index)
-        }
-        position += 4
-        return value
-    }
-
-    public mutating func readUInt64() throws -> UInt64 {
-        try need(8, "UInt64")
-        var value: UInt64 = 0
-        for index in 0..<8 {
-            value |= UInt64(bytes[position + index]) << UInt64(8 * index)
-        }
-        position += 8
-        return value
-    }
-
-    /// Unsigned LEB128; rejects overlong (> 64 bits) and non-minimal encodings.
-    public mutating func readVarint() throws -> UInt64 {
-        let fieldStart = offset
-        var value: UInt64 = 0
-        var shift: UInt64 = 0
-        for index in 0..<WireLimits.varintBytesMax {
-            guard position < end else {
-                throw DecodeError("varint truncated after \(index) bytes", offset: fieldStart)
-            }
-            let byte = bytes[position]
-            position += 1
-            let payload = UInt64(byte & 0x7F)
-            if index == WireLimits.varintBytesMax - 1 && payload > 1 {
-                throw DecodeError("varint overflows 64 bits", offset: fieldStart)
-            }
-            value |= payload << shift
-            if byte & 0x80 == 0 {
-                if index > 0 && payload == 0 {
-                    throw DecodeError("varint not in shortest form", offset: fieldStart)
-                }
-                return value
-            }
-            shift += 7
-        }
-        throw DecodeError("varint longer than \(WireLimits.varintBytesMax) bytes", offset: fieldStart)
-    }
-
-    public mutating func readVarintUInt32() throws -> UInt32 {
-        let fieldStart = offset
-        let value = try readVarint()
-        guard let narrow = UInt32(exactly: value) else {
-            throw DecodeError("value \(value) exceeds UInt32", offset: fieldStart)
-        }
-        return narrow
-    }
-
-    /// A count or length, checked against `max` (a named bound) and against the bytes
-    /// that remain (each counted element takes at least `minimumElementBytes`), so a
-    /// hostile prefix can never make the decoder allocate.
-    public mutating func readCount(max: Int, minimumElementBytes: Int = 1, _ what: String) throws -> Int {
-        let fieldStart = offset
-        let value = try readVarint()
-        guard value <= UInt64(max) else {
-            throw DecodeError("\(what) \(value) exceeds the bound \(max)", offset: fieldStart)
-        }
-        let count = Int(value)
-        guard count.multipliedReportingOverflow(by: minimumElementBytes).partialValue <= remaining else {
-            throw DecodeError("\(what) \(count) exceeds the \(remaining) remaining bytes", offset: fieldStart)
-        }
-        return count
-    }
-
-    /// Exactly `count` raw bytes.
-    public mutating func readBytes(count: Int) throws -> [UInt8] {
-        precondition(count >= 0, "negative count")
-        try need(count, "byte string")
-        defer { position += count }
-        return Array(bytes[position..<position + count])
-    }
-
-    /// A varint length (at most `max`) followed by that many bytes.
-    public mutating func readLengthPrefixed(max: Int, _ what: String) throws -> [UInt8] {
-        let count = try readCount(max: max, what)
-        return try readBytes(count: count)
-    }
-
-    /// Throws unless every byte was consumed.
-    public func expectEnd(_ what: String) throws {
-        guard isAtEnd else {
-            throw error("\(remaining) trailing bytes after \(what)")
-        }
-    }
 }
 
 // MARK: - Paxos types
@@ -446,7 +209,7 @@ extension Record {
     public init(decoding bytes: [UInt8]) throws {
         var reader = ByteReader(bytes)
         self = try Record.decode(from: &reader)
-        try reader.expectEnd("Record")
+        try reader.expectEnd()
     }
 }
 
@@ -602,7 +365,7 @@ extension Message {
     public init(decoding bytes: [UInt8]) throws {
         var reader = ByteReader(bytes)
         self = try Message.decode(from: &reader)
-        try reader.expectEnd("Message")
+        try reader.expectEnd()
     }
 }
 
@@ -639,6 +402,6 @@ extension Envelope {
     public init(decoding bytes: [UInt8]) throws {
         var reader = ByteReader(bytes)
         self = try Envelope.decode(from: &reader)
-        try reader.expectEnd("Envelope")
+        try reader.expectEnd()
     }
 }

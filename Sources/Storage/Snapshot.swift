@@ -1,3 +1,4 @@
+import ByteCodec
 import Paxos
 
 /// The fixed 64-byte header of a snapshot file, followed by `bodyBytes` bytes of the

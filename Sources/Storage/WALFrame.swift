@@ -1,4 +1,5 @@
 #if canImport(Glibc)
+import ByteCodec
 import Glibc
 #endif
 import Paxos

@@ -1,3 +1,4 @@
+import ByteCodec
 import NIOCore
 import Paxos
 import Storage

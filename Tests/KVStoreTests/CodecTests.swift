@@ -1,3 +1,4 @@
+import ByteCodec
 import Testing
 
 @testable import KVStore
@@ -64,10 +65,10 @@ import Testing
     @Test func corruptLengthsAreRefusedWithoutAllocating() throws {
         // format, client 1, sequence 1, put, key length 2^62.
         var writer = ByteWriter()
-        writer.writeByte(WriteCommand.formatVersion)
+        writer.writeUInt8(WriteCommand.formatVersion)
         writer.writeVarint(1)
         writer.writeVarint(1)
-        writer.writeByte(1)
+        writer.writeUInt8(1)
         writer.writeVarint(1 << 62)
         let error = try #require(throws: KVCodecError.self) { try WriteCommand.decode(writer.bytes) }
         #expect(error.offset == 4)
@@ -77,10 +78,10 @@ import Testing
         }
         // A txn claiming 2^40 compares.
         var txn = ByteWriter()
-        txn.writeByte(WriteCommand.formatVersion)
+        txn.writeUInt8(WriteCommand.formatVersion)
         txn.writeVarint(0)
         txn.writeVarint(0)
-        txn.writeByte(3)
+        txn.writeUInt8(3)
         txn.writeVarint(1 << 40)
         #expect(throws: KVCodecError.self) { try WriteCommand.decode(txn.bytes) }
     }

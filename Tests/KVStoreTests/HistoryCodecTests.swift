@@ -1,3 +1,4 @@
+import ByteCodec
 import Testing
 
 @testable import KVStore
@@ -64,11 +65,11 @@ import Testing
         #expect(reason([3, 1, 2, 6, 1, 1, 0x6B, 1, 0x76, 0]) == .unknownFormat(3))
         // A compaction result is refused where a response op is expected (only top level).
         var writer = ByteWriter()
-        writer.writeByte(3)
+        writer.writeUInt8(3)
         writer.writeSigned(5)
         writer.writeBool(true)
         writer.writeVarint(1)
-        writer.writeRaw([4, 10, 0, 0])
+        writer.writeBytes([4, 10, 0, 0])
         var reader = ByteReader(writer.bytes)
         let error = #expect(throws: KVCodecError.self) { try reader.readResult() }
         #expect(error?.reason == .unknownTag(field: "responseOp", tag: 4))
@@ -162,14 +163,14 @@ import Testing
 
     @Test func aSnapshotWithoutHistoryRestoresAsCompactedAtItsRevision() throws {
         var writer = ByteWriter()
-        writer.writeRaw(b("SKVS"))
-        writer.writeByte(KVStore.snapshotFormatVersionWithoutHistory)
+        writer.writeBytes(b("SKVS"))
+        writer.writeUInt8(KVStore.snapshotFormatVersionWithoutHistory)
         writer.writeSigned(5)
         writer.writeVarint(0)
         writer.writeVarint(1)
         writer.writeKeyValue(KeyValue(key: b("a"), value: b("1"), createRevision: 2, modRevision: 4, version: 3))
         writer.writeVarint(0)
-        writer.writeUInt32LittleEndian(CRC32C.checksum(writer.bytes))
+        writer.writeUInt32(CRC32C.checksum(writer.bytes))
         var store = try KVStore(snapshot: writer.bytes)
         #expect(store.revision == 5)
         #expect(store.compactedRevision == 5)
@@ -189,10 +190,10 @@ import Testing
     @Test func inconsistentHistoryIsRefused() {
         func sealed(_ body: (inout ByteWriter) -> Void) -> [UInt8] {
             var writer = ByteWriter()
-            writer.writeRaw(b("SKVS"))
-            writer.writeByte(KVStore.snapshotFormatVersion)
+            writer.writeBytes(b("SKVS"))
+            writer.writeUInt8(KVStore.snapshotFormatVersion)
             body(&writer)
-            writer.writeUInt32LittleEndian(CRC32C.checksum(writer.bytes))
+            writer.writeUInt32(CRC32C.checksum(writer.bytes))
             return writer.bytes
         }
         func header(_ writer: inout ByteWriter, revision: Int64, compacted: Int64) {
@@ -201,9 +202,9 @@ import Testing
             writer.writeVarint(0)
         }
         func put(_ writer: inout ByteWriter, _ key: String) {
-            writer.writeByte(WatchEventType.put.rawValue)
-            writer.writeBytes(b(key))
-            writer.writeBytes(b("v"))
+            writer.writeUInt8(WatchEventType.put.rawValue)
+            writer.writeLengthPrefixed(b(key))
+            writer.writeLengthPrefixed(b("v"))
         }
         let cases: [(String, [UInt8])] = [
             (
@@ -240,8 +241,8 @@ import Testing
                     writer.writeVarint(1)
                     writer.writeSigned(0)
                     writer.writeVarint(1)
-                    writer.writeByte(WatchEventType.delete.rawValue)
-                    writer.writeBytes(b("a"))
+                    writer.writeUInt8(WatchEventType.delete.rawValue)
+                    writer.writeLengthPrefixed(b("a"))
                     writer.writeVarint(0)
                 }
             ),
@@ -292,7 +293,7 @@ import Testing
                 writer.writeBool(true)
                 writer.writeSigned(0)
                 writer.writeVarint(1)
-                writer.writeByte(WatchEventType.put.rawValue)
+                writer.writeUInt8(WatchEventType.put.rawValue)
                 writer.writeKeyValue(
                     KeyValue(key: b("a"), value: [], createRevision: 2, modRevision: eventRevision, version: 1))
                 writer.writeBool(false)
@@ -366,8 +367,8 @@ import Testing
                     if corrupt.count <= 6 { break }
                 }
                 var writer = ByteWriter()
-                writer.writeRaw(corrupt)
-                writer.writeUInt32LittleEndian(CRC32C.checksum(corrupt))
+                writer.writeBytes(corrupt)
+                writer.writeUInt32(CRC32C.checksum(corrupt))
                 if let restored = try? KVStore(snapshot: writer.bytes) {
                     #expect(restored.checkConsistency() == nil, "seed \(seed) round \(round)")
                 }

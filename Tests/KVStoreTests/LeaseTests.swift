@@ -1,3 +1,4 @@
+import ByteCodec
 import Testing
 
 @testable import KVStore
@@ -257,8 +258,8 @@ extension KVStore {
         guard let position = content.lastIndex(of: UInt8(ascii: "k")) else { Issue.record("no key"); return }
         bytes[position] = UInt8(ascii: "q")
         var writer = ByteWriter()
-        writer.writeRaw(Array(bytes.dropLast(4)))
-        writer.writeUInt32LittleEndian(CRC32C.checksum(Array(bytes.dropLast(4))))
+        writer.writeBytes(Array(bytes.dropLast(4)))
+        writer.writeUInt32(CRC32C.checksum(Array(bytes.dropLast(4))))
         #expect(throws: KVSnapshotError.self) { try KVStore(snapshot: writer.bytes) }
     }
 }

@@ -1,3 +1,4 @@
+import ByteCodec
 import Testing
 
 @testable import KVStore
@@ -114,10 +115,10 @@ import Testing
     @Test func invalidStateIsRefused() {
         func sealed(_ body: (inout ByteWriter) -> Void) -> [UInt8] {
             var writer = ByteWriter()
-            writer.writeRaw(b("SKVS"))
-            writer.writeByte(KVStore.snapshotFormatVersionWithoutHistory)
+            writer.writeBytes(b("SKVS"))
+            writer.writeUInt8(KVStore.snapshotFormatVersionWithoutHistory)
             body(&writer)
-            writer.writeUInt32LittleEndian(CRC32C.checksum(writer.bytes))
+            writer.writeUInt32(CRC32C.checksum(writer.bytes))
             return writer.bytes
         }
         func keyValue(_ key: String, create: Int64, mod: Int64, version: Int64) -> KeyValue {

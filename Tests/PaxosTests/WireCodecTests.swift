@@ -1,3 +1,4 @@
+import ByteCodec
 import Testing
 
 @testable import Paxos
@@ -200,7 +201,7 @@ struct WireCodecTests {
         var reader = ByteReader(writer.bytes)
         let error = try #require(throws: DecodeError.self) { try Command.decode(from: &reader) }
         #expect(error.offset == 0)
-        #expect(error.reason.contains("exceeds"))
+        #expect(error.description.contains("exceeds"))
 
         // A command length within the bound but beyond the bytes present.
         writer = ByteWriter()
