@@ -41,6 +41,7 @@ public struct RuntimeOptions {
     public var seed: UInt64
     /// Client requests waiting for an answer (queued in the core or forwarded), at most.
     public var requestsWaitingMax: Int
+    public static let requestsWaitingMaxDefault = 32_768
     /// Bytes of the client writes waiting for an answer, at most.
     public var requestBytesWaitingMax: Int
     /// Snapshot bytes sent to one peer per turn: pacing, so a large snapshot never
@@ -58,7 +59,7 @@ public struct RuntimeOptions {
     public init(
         paxos: Configuration, directory: String, fileSystem: FileSystem, storage: StorageOptions = StorageOptions(),
         snapshotEverySlots: Int = 10_000, tickMilliseconds: UInt64 = 10, faults: FaultModel = .off, seed: UInt64 = 0,
-        requestsWaitingMax: Int = 32_768, requestBytesWaitingMax: Int = 256 << 20,
+        requestsWaitingMax: Int = requestsWaitingMaxDefault, requestBytesWaitingMax: Int = 256 << 20,
         snapshotBytesPerTurnMax: Int = 2 << 20, snapshotChunkBytesMax: Int = SnapshotReader.chunkBytesMax,
         bug: RuntimeBug? = nil
     ) {

@@ -54,6 +54,7 @@ final class ReplicaLoop: @unchecked Sendable {
             snapshotChunkBytesMax: min(SnapshotReader.chunkBytesMax, transport.snapshotChunkBytesMax))
         options.autoCompaction = configuration.autoCompaction
         options.quotaBytes = configuration.quotaBytes
+        options.requestsWaitingMax = configuration.requestsWaitingMax
         runtime = ReplicaRuntime(options: options, environment: environment)
         environment.loop = self
     }

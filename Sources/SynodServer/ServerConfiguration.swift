@@ -70,6 +70,10 @@ public struct ServerConfiguration: Sendable {
     public var autoCompaction: AutoCompaction?
     /// etcd's `--quota-backend-bytes`, resolved (`ServerConfiguration+Quota.swift`).
     public var quotaBytes: Int = RuntimeOptions.quotaBytesDefault
+    /// Client requests waiting for consensus or a read index at once, at most; more are
+    /// refused at once with etcd's "too many requests" (`--max-waiting-requests`).
+    public var requestsWaitingMax: Int = Self.requestsWaitingMaxDefault
+    public static let requestsWaitingMaxDefault = RuntimeOptions.requestsWaitingMaxDefault
     public var randomSeed: UInt64
     /// TLS on the client API (etcd's `--cert-file`, `--key-file`, `--trusted-ca-file`,
     /// `--client-cert-auth`); nil: plaintext.

@@ -75,6 +75,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: ArgumentHelp(ServerConfiguration.quotaHelp))
     var quotaBackendBytes: Int = 0
 
+    @Option(help: "Client requests a replica holds waiting for consensus at once; more are refused at once with etcd's \"too many requests\" (ResourceExhausted) for the client to retry.")
+    var maxWaitingRequests: Int = ServerConfiguration.requestsWaitingMaxDefault
+
     @Option(help: "Milliseconds between a leader's heartbeats (like etcd's --heartbeat-interval).")
     var heartbeatInterval: Int = ServerConfiguration.heartbeatIntervalMillisecondsDefault
 
@@ -163,6 +166,10 @@ struct ServeCommand: AsyncParsableCommand {
                 snapshotEverySlots: snapshotEvery, faults: faults,
                 autoCompaction: try ServerConfiguration.autoCompaction(mode: autoCompactionMode, retention: autoCompactionRetention))
             resolved.quotaBytes = ServerConfiguration.quotaBytes(flag: quotaBackendBytes)
+            guard maxWaitingRequests >= 1 else {
+                throw ServerConfigurationError.invalid("--max-waiting-requests must be at least 1 (got \(maxWaitingRequests))")
+            }
+            resolved.requestsWaitingMax = maxWaitingRequests
             (resolved.clientTLS, resolved.peerTLS) = try tlsFiles()
             configuration = resolved
         } catch let error as ServerConfigurationError {

@@ -14,28 +14,38 @@ extension SynodProcessTests {
                     return
                 }
             }
-            let run = try await ProgramRun.run(
-                binary,
-                [
-                    "bench", "--endpoints", cluster.endpoints.joined(separator: ","), "--workload", "put",
-                    "--keys", "100", "--concurrency", "8", "--duration", "2s", "--warmup", "1s", "--watchers", "6",
-                    "--json",
-                ],
-                timeout: .seconds(60))
-            #expect(run.status == 0, "synod bench exited \(run.status): \(run.stderr)")
-            guard let report = try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any],
+            guard
+                let report = try await runBench(
+                    binary, cluster,
+                    ["--workload", "put", "--keys", "100", "--concurrency", "8", "--duration", "2s", "--warmup", "1s", "--watchers", "6"]),
                 let watch = report["watch"] as? [String: Any], let delays = watch["delayMicroseconds"] as? [String: Any]
             else {
-                Issue.record("no watch section in: \(run.stdout)")
+                Issue.record("no watch section in the report")
                 return
             }
             let succeeded = JSONField.int(report, "succeeded") ?? 0
             let sampled = JSONField.int(watch, "sampledEvents") ?? 0
             #expect(JSONField.int(watch, "watchers") == 6)
-            #expect(JSONField.int(watch, "failures") == 0, "\(run.stdout)")
+            #expect(JSONField.int(watch, "failures") == 0, "\(report)")
             // About one put in four is sampled, and each reaches all six watchers.
-            #expect(sampled > 0 && sampled >= succeeded / 8, "\(sampled) sampled events for \(succeeded) puts: \(run.stdout)")
+            #expect(sampled > 0 && sampled >= succeeded / 8, "\(sampled) sampled events for \(succeeded) puts: \(report)")
             #expect((JSONField.int(delays, "p99") ?? -1) >= (JSONField.int(delays, "p50") ?? 0), "\(delays)")
         }
+    }
+}
+
+extension SynodProcessTests {
+    /// Runs `synod bench --json` against every replica of `cluster` with `arguments`; the
+    /// report, or nil (recorded as an issue) when it did not run or printed no JSON object.
+    func runBench(_ binary: String, _ cluster: LocalCluster, _ arguments: [String]) async throws -> [String: Any]? {
+        let run = try await ProgramRun.run(
+            binary, ["bench", "--endpoints", cluster.endpoints.joined(separator: ",")] + arguments + ["--json"],
+            timeout: .seconds(60))
+        #expect(run.status == 0, "synod bench exited \(run.status): \(run.stderr)")
+        guard let report = try? JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any] else {
+            Issue.record("synod bench printed no report: \(run.stdout) \(run.stderr)")
+            return nil
+        }
+        return report
     }
 }
