@@ -92,8 +92,6 @@ struct Leadership: Sendable {
     var peerLastHeard: [ReplicaID: Int] = [:]
     /// How far each peer reports it has learned.
     var peerChosenThrough: [ReplicaID: Slot] = [:]
-    /// When each peer was last offered a snapshot.
-    var snapshotOfferedAt: [ReplicaID: Int] = [:]
     var heartbeatElapsed = 0
     var quorumCheckElapsed = 0
     /// The chosen prefix last sent to the followers; when it advances the leader tells
