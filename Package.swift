@@ -99,7 +99,10 @@ let package = Package(
         // Starting and supervising local `synod serve` processes: `synod cluster`, `synod demo`
         // and the process tests share it. Foundation only.
         .target(name: "ClusterLauncher", swiftSettings: strictSettings),
-        .target(name: "EtcdAPI", dependencies: [swiftProtobuf, grpcCore, grpcProtobuf], swiftSettings: strictSettings),
+        // etcd's v3 messages (generated); the server, the client and the conversions share them.
+        .target(name: "EtcdAPI", dependencies: [swiftProtobuf], swiftSettings: strictSettings),
+        // grpc-swift-2's client stubs for them (generated): Synod's Swift client and the tests only.
+        .target(name: "EtcdGRPC", dependencies: ["EtcdAPI", grpcCore, grpcProtobuf], swiftSettings: strictSettings),
         // etcd's messages ⇄ KVStore's types, both directions: one place for server and client.
         .target(name: "EtcdKV", dependencies: ["EtcdAPI", "KVStore", swiftProtobuf], swiftSettings: strictSettings),
         .target(
@@ -118,13 +121,13 @@ let package = Package(
         ),
         .target(
             name: "SynodClient",
-            dependencies: ["EtcdAPI", "EtcdKV", "KVStore", "SynodTLS", grpcCore, grpcPosix, grpcProtobuf, nioCore],
+            dependencies: ["EtcdAPI", "EtcdGRPC", "EtcdKV", "KVStore", "SynodTLS", grpcCore, grpcPosix, grpcProtobuf, nioCore],
             swiftSettings: strictSettings
         ),
         .executableTarget(
             name: "synod",
             dependencies: [
-                "SynodSimulation", "SynodServer", "SynodClient", "Storage", "StorageTools", "KVStore", "Linearizability", "EtcdAPI", "Paxos",
+                "SynodSimulation", "SynodServer", "SynodClient", "Storage", "StorageTools", "KVStore", "Linearizability", "EtcdAPI", "EtcdGRPC", "Paxos",
                 "ClusterLauncher", "SynodTLS",
                 "UnaryGRPC", grpcCore, grpcPosix, swiftProtobuf, nioCore, nioPosix, nioSSL,
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -160,7 +163,7 @@ let package = Package(
             swiftSettings: strictSettings),
         .testTarget(
             name: "SynodServerTests",
-            dependencies: ["SynodServer", "SynodClient", "Linearizability", "KVStore", "Paxos", "ClusterLauncher", "SynodTLS"],
+            dependencies: ["SynodServer", "SynodClient", "EtcdGRPC", "Linearizability", "KVStore", "Paxos", "ClusterLauncher", "SynodTLS"],
             swiftSettings: strictSettings
         ),
     ]

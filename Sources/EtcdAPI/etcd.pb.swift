@@ -19,7 +19,7 @@
 // (ProtobufWire); services and RPCs that Synod does not serve are left out, and
 // calling them yields a clean gRPC "unimplemented" error.
 //
-// After editing, regenerate Sources/EtcdAPI/ with scripts/gen-proto and commit
+// After editing, regenerate Sources/EtcdAPI/ and Sources/EtcdGRPC/ with scripts/gen-proto and commit
 // the generated files.
 
 #if canImport(FoundationEssentials)

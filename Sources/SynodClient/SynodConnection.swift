@@ -1,4 +1,5 @@
 import EtcdAPI
+import EtcdGRPC
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix
 import SynodTLS

@@ -1,6 +1,7 @@
 import ArgumentParser
 import ClusterLauncher
 import EtcdAPI
+import EtcdGRPC
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix

@@ -1,4 +1,5 @@
 import EtcdAPI
+import EtcdGRPC
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2Posix

@@ -9,7 +9,7 @@
 // (ProtobufWire); services and RPCs that Synod does not serve are left out, and
 // calling them yields a clean gRPC "unimplemented" error.
 //
-// After editing, regenerate Sources/EtcdAPI/ with scripts/gen-proto and commit
+// After editing, regenerate Sources/EtcdAPI/ and Sources/EtcdGRPC/ with scripts/gen-proto and commit
 // the generated files.
 
 // DO NOT EDIT.
@@ -24,6 +24,7 @@
 
 import GRPCCore
 import GRPCProtobuf
+import EtcdAPI
 
 // MARK: - etcdserverpb.KV
 
