@@ -2,7 +2,10 @@
 // isolation: serializable snapshot) against a cluster: concurrent transfers between
 // accounts from several goroutines, each with its own client on a different first
 // endpoint. It exits 0 only when every transfer committed without an error and the total
-// of all accounts is what it was at the start.
+// of all accounts is what it was at the start. A transfer refused as Unavailable (an
+// election under way: "no leader", "leader changed") is retried, as applications retry
+// transient errors, at most unavailableRetriesMax times; a retry of a commit whose answer was
+// lost may move money twice, which keeps the total, so the check stays exact.
 //
 // Built by Tests/SynodServerTests/STMProcessTests.swift in GOPATH mode against Debian's
 // golang-etcd-server-dev.
@@ -22,7 +25,12 @@ import (
 
 	"go.etcd.io/etcd/clientv3"
 	"go.etcd.io/etcd/clientv3/concurrency"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
+
+// How often one transfer is retried after Unavailable before the run fails.
+const unavailableRetriesMax = 20
 
 func main() {
 	endpoints := flag.String("endpoints", "127.0.0.1:2379", "comma-separated client endpoints")
@@ -53,7 +61,7 @@ func main() {
 		}
 	}
 
-	var committed, attempts int64
+	var committed, attempts, unavailable int64
 	var wg sync.WaitGroup
 	errs := make(chan error, *workers)
 	for w := 0; w < *workers; w++ {
@@ -74,24 +82,34 @@ func main() {
 					to = (to + 1) % *accounts
 				}
 				amount := 1 + random.Intn(10)
-				_, err := concurrency.NewSTM(cli, func(stm concurrency.STM) error {
-					atomic.AddInt64(&attempts, 1)
-					fromValue, err := balance(stm, from)
-					if err != nil {
-						return err
+				var err error
+				for retry := 0; retry <= unavailableRetriesMax; retry++ {
+					if retry > 0 {
+						atomic.AddInt64(&unavailable, 1)
+						time.Sleep(100 * time.Millisecond)
 					}
-					toValue, err := balance(stm, to)
-					if err != nil {
-						return err
+					_, err = concurrency.NewSTM(cli, func(stm concurrency.STM) error {
+						atomic.AddInt64(&attempts, 1)
+						fromValue, err := balance(stm, from)
+						if err != nil {
+							return err
+						}
+						toValue, err := balance(stm, to)
+						if err != nil {
+							return err
+						}
+						moved := amount
+						if moved > fromValue {
+							moved = fromValue
+						}
+						stm.Put(account(from), strconv.Itoa(fromValue-moved))
+						stm.Put(account(to), strconv.Itoa(toValue+moved))
+						return nil
+					}, concurrency.WithAbortContext(ctx))
+					if status.Code(err) != codes.Unavailable {
+						break
 					}
-					moved := amount
-					if moved > fromValue {
-						moved = fromValue
-					}
-					stm.Put(account(from), strconv.Itoa(fromValue-moved))
-					stm.Put(account(to), strconv.Itoa(toValue+moved))
-					return nil
-				}, concurrency.WithAbortContext(ctx))
+				}
 				if err != nil {
 					errs <- fmt.Errorf("worker %d transfer %d (%s -> %s): %v", w, t, account(from), account(to), err)
 					return
@@ -125,8 +143,8 @@ func main() {
 	if total != initial**accounts {
 		fail("total %d, expected %d: money was created or lost", total, initial**accounts)
 	}
-	fmt.Printf("synodstm: ok: %d transfers committed in %d attempts, total %d at revision %d\n",
-		committed, attempts, total, response.Header.Revision)
+	fmt.Printf("synodstm: ok: %d transfers committed in %d attempts (%d retried after Unavailable), total %d at revision %d\n",
+		committed, attempts, unavailable, total, response.Header.Revision)
 }
 
 func account(i int) string { return fmt.Sprintf("stm/accounts/%02d", i) }
