@@ -24,7 +24,8 @@ stop_all() {
     done
     PIDS=()
 }
-cleanup() { stop_all; if [[ "${KEEP_TMP:-0}" == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi; }
+# Results not moved into place by the end of the run (interrupted, failed) are dropped.
+cleanup() { stop_all; rm -f "$OUT.tmp"; if [[ "${KEEP_TMP:-0}" == 1 ]]; then log "kept $WORK"; else rm -rf "$WORK"; fi; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
