@@ -95,20 +95,13 @@ public struct ByteWriter: Sendable {
         bytes.append(value)
     }
 
-    public mutating func writeUInt16(_ value: UInt16) {
-        bytes.append(UInt8(truncatingIfNeeded: value))
-        bytes.append(UInt8(truncatingIfNeeded: value >> 8))
-    }
+    public mutating func writeUInt16(_ value: UInt16) { writeLittleEndian(value) }
+    public mutating func writeUInt32(_ value: UInt32) { writeLittleEndian(value) }
+    public mutating func writeUInt64(_ value: UInt64) { writeLittleEndian(value) }
 
-    public mutating func writeUInt32(_ value: UInt32) {
-        for shift in stride(from: 0, to: 32, by: 8) {
-            bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift)))
-        }
-    }
-
-    public mutating func writeUInt64(_ value: UInt64) {
-        for shift in stride(from: 0, to: 64, by: 8) {
-            bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift)))
+    private mutating func writeLittleEndian<Value: FixedWidthInteger>(_ value: Value) {
+        for shift in stride(from: 0, to: Value.bitWidth, by: 8) {
+            bytes.append(UInt8(truncatingIfNeeded: value >> shift))
         }
     }
 
@@ -207,29 +200,18 @@ public struct ByteReader: Sendable {
         return bytes[position]
     }
 
-    public mutating func readUInt16() throws(DecodeError) -> UInt16 {
-        try need(2)
-        defer { position += 2 }
-        return UInt16(bytes[position]) | UInt16(bytes[position + 1]) << 8
-    }
+    public mutating func readUInt16() throws(DecodeError) -> UInt16 { try readLittleEndian() }
+    public mutating func readUInt32() throws(DecodeError) -> UInt32 { try readLittleEndian() }
+    public mutating func readUInt64() throws(DecodeError) -> UInt64 { try readLittleEndian() }
 
-    public mutating func readUInt32() throws(DecodeError) -> UInt32 {
-        try need(4)
-        var value: UInt32 = 0
-        for index in 0..<4 {
-            value |= UInt32(bytes[position + index]) << UInt32(8 * index)
+    private mutating func readLittleEndian<Value: FixedWidthInteger & UnsignedInteger>() throws(DecodeError) -> Value {
+        let size = Value.bitWidth / 8
+        try need(size)
+        var value: Value = 0
+        for index in 0..<size {
+            value |= Value(bytes[position + index]) << (8 * index)
         }
-        position += 4
-        return value
-    }
-
-    public mutating func readUInt64() throws(DecodeError) -> UInt64 {
-        try need(8)
-        var value: UInt64 = 0
-        for index in 0..<8 {
-            value |= UInt64(bytes[position + index]) << UInt64(8 * index)
-        }
-        position += 8
+        position += size
         return value
     }
 

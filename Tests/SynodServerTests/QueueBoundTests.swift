@@ -2,13 +2,15 @@ import Foundation
 import Testing
 
 extension SynodProcessTests {
-    /// The waiting-request bound, end to end: with room for 8 requests per replica, 256 puts
+    /// The waiting-request bound, end to end: with room for 1 request per replica, 256 puts
     /// in flight through real HTTP/2 connections get etcd's "too many requests" at once for
     /// what does not fit — not a timeout — the rest succeed, and the replicas keep serving.
+    /// (Room for 8 was not always exceeded: on a loaded machine the debug-built load generator
+    /// itself queues the requests, and they reach the replicas a few at a time.)
     @Test("a full request queue answers etcd's 'too many requests' at once, not a timeout, and the replica keeps serving", .timeLimit(.minutes(5)))
     func fullQueueIsTooManyRequests() async throws {
         let binary = try SynodBinary.locate()
-        try await LocalCluster.with(name: "queue-bound", replicas: 3, extraArguments: ["--max-waiting-requests", "8"]) { cluster in
+        try await LocalCluster.with(name: "queue-bound", replicas: 3, extraArguments: ["--max-waiting-requests", "1"]) { cluster in
             try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
                 guard await connections.awaitWritable(timeout: .seconds(30)) else {
                     cluster.fail("no write succeeded within 30 s of starting 3 replicas")
