@@ -28,7 +28,9 @@ extension KVStore {
             if case .compact = requested { return requested }
             // Alarms need no permission (etcd); the replica raises NOSPACE without a user.
             if case .alarm = requested { return requested }
+            // The leader's lease expiries and epochs carry no user either.
             if case .lease(.expire) = requested { return requested }
+            if case .lease(.epoch) = requested { return requested }
             throw .auth(.userEmpty)
         }
         if let error = auth.check(operation, user: user) { throw .auth(error) }

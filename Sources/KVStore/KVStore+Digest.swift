@@ -22,10 +22,12 @@ extension KVStore {
         if !auth.isPristine { hasher.combine(auth.digest()) }
         if !alarms.isEmpty { hasher.combine(alarmsDigest) }
         // Stores that never saw a lease keep the digest they had before leases existed.
-        if !leases.isEmpty || leaseIDsPicked != 0 {
+        if !leases.isEmpty || leaseIDsPicked != 0 || leaseEpoch != .none {
             hasher.combine(UInt64(leases.count))
             hasher.combine(leaseIDsPicked)
             hasher.combine(leasesDigest)
+            hasher.combine(leaseEpoch.round)
+            hasher.combine(leaseEpoch.leader)
         }
         return hasher.finalized
     }

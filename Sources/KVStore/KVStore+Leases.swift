@@ -55,8 +55,16 @@ extension KVStore {
         switch operation {
         case .grant(let requested, let ttlSeconds):
             return grantLease(requested: requested, ttlSeconds: ttlSeconds)
-        case .revoke(let id), .expire(let id):
+        case .revoke(let id), .expire(let id, nil):
             return revokeLease(id)
+        case .expire(let id, let epoch?):
+            // Proposed by a leader whose term for leases ended before it was chosen: a later
+            // leader may have renewed the lease since (see `LeaseEpoch`).
+            guard epoch == leaseEpoch else { return .failure(.lease(.notFound), revision: revision) }
+            return revokeLease(id)
+        case .epoch(let epoch):
+            if epoch > leaseEpoch { leaseEpoch = epoch }
+            return .lease(LeaseResponse(revision: revision, id: 0, ttlSeconds: 0))
         }
     }
 
@@ -149,17 +157,20 @@ extension KVStore {
 
     // MARK: - Snapshot section
 
-    /// `leaseSection := 'L' version=1 idsPicked count (id ttlSeconds keyCount key*)*`, leases
-    /// in id order and keys in byte order. Written only when the store ever had a lease, so
-    /// snapshots of stores without leases are byte for byte what builds without leases write.
+    /// `leaseSection := 'L' version=2 idsPicked epochRound epochLeader count
+    /// (id ttlSeconds keyCount key*)*`, leases in id order and keys in byte order (version 1,
+    /// still read, has no epoch). Written only when the store ever had a lease or an epoch, so
+    /// snapshots of stores without either are byte for byte what builds without leases write.
     static let leaseSectionTag = UInt8(ascii: "L")
-    static let leaseSectionVersion: UInt8 = 1
+    static let leaseSectionVersionWithoutEpoch: UInt8 = 1
+    static let leaseSectionVersion: UInt8 = 2
 
     func writeLeaseSection(_ writer: inout ByteWriter) {
-        guard !leases.isEmpty || leaseIDsPicked != 0 else { return }
+        guard !leases.isEmpty || leaseIDsPicked != 0 || leaseEpoch != .none else { return }
         writer.writeUInt8(Self.leaseSectionTag)
         writer.writeUInt8(Self.leaseSectionVersion)
         writer.writeVarint(leaseIDsPicked)
+        writer.writeLeaseEpoch(leaseEpoch)
         writer.writeVarint(UInt64(leases.count))
         for (id, ttlSeconds) in leaseTTLs() {
             guard let lease = leases[id] else { preconditionFailure("lease vanished") }
@@ -173,6 +184,7 @@ extension KVStore {
     /// What a snapshot's lease section holds, applied after the keys are restored.
     struct RestoredLeases {
         var idsPicked: UInt64
+        var epoch: LeaseEpoch
         var leases: [(id: Int64, ttlSeconds: Int64, keys: [[UInt8]])]
     }
 
@@ -180,10 +192,11 @@ extension KVStore {
     static func readLeaseSectionBody(_ reader: inout ByteReader) throws(KVCodecError) -> RestoredLeases {
         let versionOffset = reader.offset
         let version = try reader.readUInt8()
-        guard version == leaseSectionVersion else {
+        guard version == leaseSectionVersion || version == leaseSectionVersionWithoutEpoch else {
             throw KVCodecError(.unknownTag(field: "snapshot.leases.version", tag: version), offset: versionOffset)
         }
         let idsPicked = try reader.readVarint()
+        let epoch = version == leaseSectionVersion ? try reader.readLeaseEpoch() : .none
         // id, ttl and key count: three bytes at least.
         let count = try reader.readCount(max: KVLimits.leasesMax, minimumElementBytes: 3, "snapshot.leases")
         var leases: [(id: Int64, ttlSeconds: Int64, keys: [[UInt8]])] = []
@@ -197,13 +210,14 @@ extension KVStore {
             for _ in 0..<keyCount { keys.append(try reader.readLengthPrefixed(max: Int.max, "snapshot.lease.key")) }
             leases.append((id, ttlSeconds, keys))
         }
-        return RestoredLeases(idsPicked: idsPicked, leases: leases)
+        return RestoredLeases(idsPicked: idsPicked, epoch: epoch, leases: leases)
     }
 
     /// Installs restored leases and attaches their keys, checking the section against the
     /// restored keys (a snapshot that lies fails as `invalidState`).
     mutating func restoreLeases(_ restored: RestoredLeases) throws(KVSnapshotError) {
         leaseIDsPicked = restored.idsPicked
+        leaseEpoch = restored.epoch
         var previousID: Int64?
         for lease in restored.leases {
             if let previousID, previousID >= lease.id { throw .invalidState("leases out of id order at \(lease.id)") }

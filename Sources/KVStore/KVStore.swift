@@ -88,6 +88,8 @@ public struct KVStore: Sendable {
     var leaseIDsPicked: UInt64 = 0
     /// Wrapping sum of `leaseDigest` over all leases and `attachmentDigest` over all their keys.
     var leasesDigest: UInt64 = 0
+    /// The greatest `LeaseEpoch` applied: expiries proposed under another epoch change nothing.
+    public internal(set) var leaseEpoch = LeaseEpoch.none
     /// Bumped whenever a lease is granted, revoked, expired or restored (not part of the
     /// state): the runtime's cue to bring its expiry deadlines in line with the leases.
     public internal(set) var leaseGeneration: UInt64 = 0
@@ -190,6 +192,7 @@ extension KVStore: Equatable {
             && lhs.alarms == rhs.alarms
             && lhs.leases == rhs.leases
             && lhs.leaseIDsPicked == rhs.leaseIDsPicked
+            && lhs.leaseEpoch == rhs.leaseEpoch
             && KeyIndex.sameEntries(lhs.index, rhs.index)
             && lhs.changeLog == rhs.changeLog
             && VersionIndex.sameEntries(lhs.history, rhs.history)

@@ -5,7 +5,9 @@ import ByteCodec
 /// ```
 /// leaseGrant  := tag 5  id ttlSeconds        (signed varints)
 /// leaseRevoke := tag 6  id
-/// leaseExpire := tag 7  id
+/// leaseExpire := tag 7  id                   (written by builds before lease epochs)
+/// leaseEpoch  := tag 8  round leader         (unsigned varints)
+/// leaseExpireInEpoch := tag 10  id round leader
 /// leaseResult := revision id ttlSeconds keysDeleted
 /// leaseError  := tag(0 notFound | 1 alreadyExists | 2 ttlTooLarge | 3 leaseProvided | 4 tooManyLeases)
 /// ```
@@ -27,10 +29,22 @@ extension ByteWriter {
         case .revoke(let id):
             writeUInt8(OperationTag.leaseRevoke.rawValue)
             writeSigned(id)
-        case .expire(let id):
+        case .expire(let id, nil):
             writeUInt8(OperationTag.leaseExpire.rawValue)
             writeSigned(id)
+        case .expire(let id, let epoch?):
+            writeUInt8(OperationTag.leaseExpireInEpoch.rawValue)
+            writeSigned(id)
+            writeLeaseEpoch(epoch)
+        case .epoch(let epoch):
+            writeUInt8(OperationTag.leaseEpoch.rawValue)
+            writeLeaseEpoch(epoch)
         }
+    }
+
+    mutating func writeLeaseEpoch(_ epoch: LeaseEpoch) {
+        writeVarint(epoch.round)
+        writeVarint(epoch.leader)
     }
 
     mutating func writeLeaseResponse(_ response: LeaseResponse) {
@@ -52,16 +66,25 @@ extension ByteWriter {
 }
 
 extension ByteReader {
-    /// The body of a lease operation whose tag (5, 6 or 7) was just read.
+    /// The body of a lease operation whose tag (5, 6, 7, 8 or 10) was just read.
     mutating func readLeaseOperation(tag: UInt8) throws(KVCodecError) -> LeaseOperation {
         switch OperationTag(rawValue: tag) {
         case .leaseGrant:
             let id = try readSigned()
             return .grant(id: id, ttlSeconds: try readSigned())
         case .leaseRevoke: return .revoke(id: try readSigned())
-        case .leaseExpire: return .expire(id: try readSigned())
+        case .leaseExpire: return .expire(id: try readSigned(), epoch: nil)
+        case .leaseExpireInEpoch:
+            let id = try readSigned()
+            return .expire(id: id, epoch: try readLeaseEpoch())
+        case .leaseEpoch: return .epoch(try readLeaseEpoch())
         default: preconditionFailure("tag \(tag) is not a lease operation")
         }
+    }
+
+    mutating func readLeaseEpoch() throws(KVCodecError) -> LeaseEpoch {
+        let round = try readVarint()
+        return LeaseEpoch(round: round, leader: try readVarint())
     }
 
     mutating func readLeaseResponse() throws(KVCodecError) -> LeaseResponse {

@@ -6,6 +6,33 @@
 /// only the leader's runtime watches the clock, and when a lease ran out it proposes an
 /// `expire` command, which every replica applies exactly like a revoke. Keep-alives do not
 /// go through the log (as in etcd): they only move the leader's deadline.
+///
+/// Lease epochs close a race between leaders: a leader proposes an expiry that only its own
+/// acceptor accepts, another leader renews the lease, and Paxos later makes the first
+/// re-propose (and so choose) its old value. Each leader therefore logs a `leaseEpoch`
+/// (its ballot) before it tracks deadlines, and every expiry carries the epoch of the leader
+/// that proposed it: applied in a later epoch, an expiry changes nothing (ARCHITECTURE §6.5).
+
+/// A leader's term for leases: its Paxos ballot (round, then replica id), so later leaders
+/// have greater epochs. The store keeps the greatest it applied.
+public struct LeaseEpoch: Sendable, Hashable, Comparable, CustomStringConvertible {
+    public var round: UInt64
+    public var leader: UInt64
+
+    public init(round: UInt64, leader: UInt64) {
+        self.round = round
+        self.leader = leader
+    }
+
+    /// Before any leader logged one.
+    public static let none = LeaseEpoch(round: 0, leader: 0)
+
+    public static func < (lhs: LeaseEpoch, rhs: LeaseEpoch) -> Bool {
+        (lhs.round, lhs.leader) < (rhs.round, rhs.leader)
+    }
+
+    public var description: String { "\(round).\(leader)" }
+}
 
 /// One lease operation of the log.
 public enum LeaseOperation: Sendable, Hashable {
@@ -14,13 +41,19 @@ public enum LeaseOperation: Sendable, Hashable {
     case grant(id: Int64, ttlSeconds: Int64)
     /// etcd's `LeaseRevoke`: deletes the lease and its keys (one revision for all of them).
     case revoke(id: Int64)
-    /// The leader's clock says the lease ran out: applied exactly as `revoke`.
-    case expire(id: Int64)
+    /// The clock of the leader of `epoch` says the lease ran out: applied exactly as
+    /// `revoke` while the store's epoch is `epoch`, as a no-op ("not found") after a later
+    /// leader's epoch. `epoch` nil: written by a build before epochs, applied as `revoke`.
+    case expire(id: Int64, epoch: LeaseEpoch?)
+    /// A new leader's epoch, logged before it tracks lease deadlines; raises the store's
+    /// epoch (a lower or equal one, re-proposed late, changes nothing). Takes no revision.
+    case epoch(LeaseEpoch)
 
-    /// The lease the operation names (0 for a grant that lets the store pick).
+    /// The lease the operation names (0 for a grant that lets the store pick, and for an epoch).
     public var leaseID: Int64 {
         switch self {
-        case .grant(let id, _), .revoke(let id), .expire(let id): return id
+        case .grant(let id, _), .revoke(let id), .expire(let id, _): return id
+        case .epoch: return 0
         }
     }
 }
@@ -96,7 +129,9 @@ extension LeaseOperation: CustomStringConvertible {
         switch self {
         case .grant(let id, let ttlSeconds): return "lease-grant \(id == 0 ? "(any)" : String(id, radix: 16)) ttl=\(ttlSeconds)"
         case .revoke(let id): return "lease-revoke \(String(id, radix: 16))"
-        case .expire(let id): return "lease-expire \(String(id, radix: 16))"
+        case .expire(let id, let epoch):
+            return "lease-expire \(String(id, radix: 16))" + (epoch.map { " epoch=\($0)" } ?? "")
+        case .epoch(let epoch): return "lease-epoch \(epoch)"
         }
     }
 }

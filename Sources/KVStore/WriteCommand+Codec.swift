@@ -8,7 +8,7 @@ import ByteCodec
 /// command   := format=0x01  clientID  sequence  operation
 ///            | format=0x02  clientID  sequence  proposedAtMilliseconds  operation
 /// operation := tag(1 put | 2 deleteRange | 3 txn | 4 compact | 5 leaseGrant | 6 leaseRevoke
-///                | 7 leaseExpire | 9 alarm | 16–31 auth) body
+///                | 7 leaseExpire | 8 leaseEpoch | 9 alarm | 10 leaseExpireInEpoch | 16–31 auth) body
 ///                -- lease bodies: Leases+Codec.swift; alarm: Alarms+Codec.swift; auth: Auth+Codec.swift
 /// requestOp := tag(0 range | 1 put | 2 deleteRange | 3 txn) body
 /// put       := key value flags(bit0 prevKV, bit1 ignoreValue, bit2 ignoreLease, bit3 hasLease)
@@ -85,6 +85,8 @@ enum OperationTag: UInt8 {
     case leaseGrant = 5
     case leaseRevoke = 6
     case leaseExpire = 7
+    case leaseEpoch = 8
+    case leaseExpireInEpoch = 10
 }
 
 private enum FlagBit {
@@ -243,7 +245,7 @@ extension ByteReader {
         case nil where AuthOperationTag.reserved.contains(tag):
             return .auth(try readAuthOperation(tag: tag, tagOffset: tagOffset))
         case nil where tag == AlarmCodec.operationTag: return .alarm(try readAlarmRequest())
-        case .leaseGrant, .leaseRevoke, .leaseExpire:
+        case .leaseGrant, .leaseRevoke, .leaseExpire, .leaseEpoch, .leaseExpireInEpoch:
             return .lease(try readLeaseOperation(tag: tag))
         case .range, nil:
             throw KVCodecError(.unknownTag(field: "operation", tag: tag), offset: tagOffset)
@@ -258,7 +260,7 @@ extension ByteReader {
         case .put: return .put(try readPut())
         case .deleteRange: return .deleteRange(try readDeleteRange())
         case .txn: return .txn(try readTxn(depth: depth + 1))
-        case .compact, .leaseGrant, .leaseRevoke, .leaseExpire, nil:
+        case .compact, .leaseGrant, .leaseRevoke, .leaseExpire, .leaseEpoch, .leaseExpireInEpoch, nil:
             throw KVCodecError(.unknownTag(field: "requestOp", tag: tag), offset: tagOffset)
         }
     }

@@ -224,7 +224,7 @@ extension ByteReader {
         case .put: return .put(try readPutResponse())
         case .deleteRange: return .deleteRange(try readDeleteRangeResponse())
         case .txn: return .txn(try readTxnResponse(depth: depth + 1))
-        case .compact, .leaseGrant, .leaseRevoke, .leaseExpire, nil:
+        case .compact, .leaseGrant, .leaseRevoke, .leaseExpire, .leaseEpoch, .leaseExpireInEpoch, nil:
             throw KVCodecError(.unknownTag(field: "responseOp", tag: tag), offset: tagOffset)
         }
     }

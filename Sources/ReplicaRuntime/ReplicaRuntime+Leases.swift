@@ -52,11 +52,18 @@ struct ForwardedKeepAlive {
 ///
 /// Only the leader decides that a lease ran out, from its own monotonic clock (`now`), and
 /// it says so with an `expire` command in the log, so every replica deletes the same keys at
-/// the same revision. Its deadlines exist only while it leads and has applied every slot its
-/// Phase 1 recovered (so an expiry an earlier leader had chosen is already applied): then
-/// every lease gets `now + max(TTL, election timeout)`, so a leader change never cuts a
-/// kept-alive lease short — the old leader's deadline for it was at most `TTL` after its last
-/// renewal, which happened before this leader's Phase 1 completed.
+/// the same revision. Its deadlines exist only while it leads, has applied every slot its
+/// Phase 1 recovered (so an expiry an earlier leader had chosen is already applied) and has
+/// applied its own `leaseEpoch` command (its ballot, logged once it recovered): then every
+/// lease gets `now + max(TTL, election timeout)`, so a leader change never cuts a kept-alive
+/// lease short — the old leader's deadline for it was at most `TTL` after its last renewal,
+/// which happened before this leader's Phase 1 completed.
+///
+/// Every `expire` carries the epoch it was proposed in and changes nothing once a later
+/// epoch was applied before it: an expiry that only its proposer's acceptor accepted, chosen
+/// much later when Phase 1 makes that replica re-propose it, cannot delete a lease that
+/// leaders in between renewed. (Either the later leader's epoch precedes the expiry in the
+/// log, and the expiry is void, or it follows it, and that leader never saw the lease.)
 ///
 /// Keep-alives do not go through the log (as in etcd). A follower forwards each one to the
 /// leader (`Message.leaseKeepAlive`); the leader renews only after a read-index confirmation
@@ -72,6 +79,9 @@ struct LeaseKeeper {
     var syncedGeneration: UInt64 = 0
     /// No deadline or retry falls before this (a lower bound: renewals only move them later).
     var earliestDue = RuntimeInstant.distantFuture
+    /// This leader's `leaseEpoch` command: for which epoch and when it was last proposed
+    /// (proposed again after `2 × election timeout` while the store has not applied it).
+    var epochProposed: (epoch: LeaseEpoch, at: RuntimeInstant)?
 
     var confirming: [ReadID: ConfirmingKeepAlive] = [:]
     var forwarded: [UInt64: ForwardedKeepAlive] = [:]
@@ -275,13 +285,46 @@ extension ReplicaRuntime {
 
     // MARK: - Deadlines and expiry
 
-    /// Whether this replica keeps lease deadlines now: it leads and has applied every slot
-    /// its Phase 1 recovered. (The injected bug lets any replica keep them.)
+    /// This replica's lease epoch when it leads and has applied every slot its Phase 1
+    /// recovered (it may then log the epoch), else nil.
+    private var recoveredLeaderEpoch: LeaseEpoch? {
+        guard let replica, replica.isLeader, let ballot = replica.ballot,
+            let recoveryEnd = replica.leadershipRecoveryEnd, appliedThroughKV >= recoveryEnd
+        else { return nil }
+        return LeaseEpoch(round: ballot.round, leader: UInt64(ballot.replica))
+    }
+
+    /// Whether this replica keeps lease deadlines now: it leads, has applied every slot its
+    /// Phase 1 recovered, and its epoch is the store's. (The injected bug lets any replica
+    /// keep them.)
     private var keepsLeaseDeadlines: Bool {
-        guard let replica else { return false }
-        if options.bug == .followerExpiresLeases { return true }
-        guard replica.isLeader, let recoveryEnd = replica.leadershipRecoveryEnd else { return false }
-        return appliedThroughKV >= recoveryEnd
+        if options.bug == .followerExpiresLeases { return replica != nil }
+        guard let epoch = recoveredLeaderEpoch else { return false }
+        return kv.leaseEpoch == epoch
+    }
+
+    /// A recovered leader whose epoch the store has not applied proposes it (again after
+    /// twice the election timeout, if it was lost).
+    private func proposeLeaseEpoch(into output: inout Output) {
+        guard let epoch = recoveredLeaderEpoch, kv.leaseEpoch < epoch else { return }
+        if let proposed = leaseKeeper.epochProposed, proposed.epoch == epoch,
+            now < proposed.at.advanced(byMilliseconds: 2 * electionTimeoutMilliseconds)
+        {
+            return
+        }
+        leaseKeeper.epochProposed = (epoch, now)
+        environment.log(.info, "leading: logging lease epoch \(epoch) before tracking lease deadlines")
+        output.append(replica!.step(.propose([ownLeaseCommand(.epoch(epoch))])))
+    }
+
+    /// A lease command of this replica's own: no session (it needs no answer, and a repeated
+    /// one fails or changes nothing harmlessly).
+    private func ownLeaseCommand(_ operation: LeaseOperation) -> Command {
+        ownSequence += 1
+        let command = WriteCommand(
+            requestID: RequestID(clientID: RequestID.untrackedBit | UInt64(id), sequence: ownSequence),
+            operation: .lease(operation))
+        return Command(command.encode())
     }
 
     /// Starts, stops and updates the deadlines: a new leadership extends every lease to
@@ -333,6 +376,7 @@ extension ReplicaRuntime {
     /// `expiriesPerTickMax` per tick; a proposal that got lost is made again after twice the
     /// election timeout (while the lease still exists).
     func proposeLeaseExpiries(into output: inout Output) {
+        proposeLeaseEpoch(into: &output)
         syncLeaseDeadlines()
         guard leaseKeeper.tracking, replica != nil, now >= leaseKeeper.earliestDue else { return }
         let retry = 2 * electionTimeoutMilliseconds
@@ -350,15 +394,13 @@ extension ReplicaRuntime {
         }
         leaseKeeper.earliestDue = min(nextDue, now.advanced(byMilliseconds: retry))
         guard !due.isEmpty else { return }
+        // The store's epoch is this leader's while it tracks deadlines (under the injected
+        // bug a follower's expiries carry the store's epoch too, so they take effect).
+        let epoch: LeaseEpoch? = options.bug == .leaseExpiryWithoutEpoch ? nil : kv.leaseEpoch
         var commands: [Command] = []
         for (_, lease) in due {
             leaseKeeper.deadlines[lease]?.expiryProposedAt = now
-            ownSequence += 1
-            // No session: an expiry needs no answer; a repeated one fails harmlessly ("not found").
-            let command = WriteCommand(
-                requestID: RequestID(clientID: RequestID.untrackedBit | UInt64(id), sequence: ownSequence),
-                operation: .lease(.expire(id: lease)))
-            commands.append(Command(command.encode()))
+            commands.append(ownLeaseCommand(.expire(id: lease, epoch: epoch)))
         }
         environment.log(.info, "lease expiry: proposing \(commands.count) (\(due.map { String($0.lease, radix: 16) }.joined(separator: ",")))")
         output.append(replica!.step(.propose(commands)))

@@ -25,6 +25,9 @@ public enum RuntimeBug: String, CaseIterable, Sendable {
     /// A follower tracks lease deadlines on its own clock, where keep-alives never reach
     /// it, and proposes expiries: kept-alive leases expire.
     case followerExpiresLeases = "follower-expires-leases"
+    /// The leader's lease expiries carry no epoch (as before epochs existed): an expiry chosen
+    /// late, after other leaders renewed the lease, still deletes it.
+    case leaseExpiryWithoutEpoch = "lease-expiry-without-epoch"
 }
 
 /// Everything a `ReplicaRuntime` is configured with.

@@ -239,7 +239,7 @@ extension Simulation {
         else { return }
         for (command, bytes) in zip(decoded, commands) {
             let (_, result) = copy.apply(encoded: bytes.bytes)
-            guard case .lease(.expire(let lease))? = command?.operation, case .lease(let response) = result else {
+            guard case .lease(.expire(let lease, _))? = command?.operation, case .lease(let response) = result else {
                 continue
             }
             var record = leaseRecords[lease] ?? SimLeaseRecord(keptUntil: 0, expiredAt: nil)

@@ -108,6 +108,7 @@ extension Simulation {
         case .acceptorRecoversWithoutLog: bug = .acceptorRecoversWithoutLog
         case .dropWatchEvent: bug = .dropWatchEvent
         case .followerExpiresLeases: bug = .followerExpiresLeases
+        case .leaseExpiryWithoutEpoch: bug = .leaseExpiryWithoutEpoch
         case nil: bug = nil
         }
         var runtimeOptions = RuntimeOptions(

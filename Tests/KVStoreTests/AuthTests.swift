@@ -273,7 +273,7 @@ struct AuthTests {
         #expect(store.value("patients/site-a/p3") == nil, "the revoke deleted the lease's key")
         // A bare command is refused ("user name is empty") except the leader's expiry.
         #expect(store.lease(.revoke(id: 7)).error == .auth(.userEmpty))
-        #expect(store.lease(.expire(id: 7)).error == nil)
+        #expect(store.lease(.expire(id: 7, epoch: nil)).error == nil)
         #expect(store.value("patients/site-b/p1") == nil && store.value("patients/site-a/p1") == nil)
     }
 }

@@ -101,7 +101,7 @@ extension KVStore {
             var store = index == 0 ? revoked : expired
             store.lease(.grant(id: 3, ttlSeconds: 2))
             store.put("k", "v", lease: 3)
-            store.lease(index == 0 ? .revoke(id: 3) : .expire(id: 3))
+            store.lease(index == 0 ? .revoke(id: 3) : .expire(id: 3, epoch: .none))
             if index == 0 { revoked = store } else { expired = store }
         }
         #expect(revoked == expired)
@@ -110,7 +110,71 @@ extension KVStore {
         // A lease without keys takes no revision when it goes.
         var store = KVStore()
         store.lease(.grant(id: 4, ttlSeconds: 2))
-        #expect(granted(store.lease(.expire(id: 4)))?.revision == 1)
+        #expect(granted(store.lease(.expire(id: 4, epoch: nil)))?.revision == 1)
+    }
+
+    /// The race a replicated epoch closes: leader A proposes an expiry that only its own
+    /// acceptor accepts, leader B logs its epoch and renews the lease, then A leads again and
+    /// Phase 1 makes it re-propose its old expiry (and, possibly, its old epoch).
+    @Test func expiryFromAnEarlierEpochChangesNothing() throws {
+        let first = LeaseEpoch(round: 1, leader: 1)
+        let second = LeaseEpoch(round: 2, leader: 2)
+        #expect(first < second && LeaseEpoch.none < first)
+        var store = KVStore()
+        store.lease(.grant(id: 3, ttlSeconds: 2))
+        store.put("k", "v", lease: 3)
+        #expect(granted(store.lease(.epoch(first))) != nil)
+        #expect(store.leaseEpoch == first)
+        #expect(granted(store.lease(.epoch(second))) != nil)
+        let before = store
+        // A's expiry, chosen after B's epoch: no keys deleted, no revision taken.
+        #expect(store.lease(.expire(id: 3, epoch: first)).error == .lease(.notFound))
+        // A's epoch, chosen late too: the store keeps B's.
+        store.lease(.epoch(first))
+        #expect(store.leaseEpoch == second)
+        #expect(store == before && store.stateDigest() == before.stateDigest())
+        #expect(store.get(b("k")) != nil && store.leaseInfo(3) != nil)
+        // An expiry of an epoch not yet applied changes nothing either.
+        #expect(store.lease(.expire(id: 3, epoch: LeaseEpoch(round: 3, leader: 1))).error == .lease(.notFound))
+        #expect(store == before)
+        // B's own expiry deletes the lease and its key at the next revision.
+        let revision = store.revision
+        let expired = try #require(granted(store.lease(.expire(id: 3, epoch: second))))
+        #expect(expired.keysDeleted == 1 && expired.revision == revision + 1)
+        #expect(store.get(b("k")) == nil && store.leaseInfo(3) == nil)
+    }
+
+    @Test func epochSurvivesSnapshotsAndCounts() throws {
+        var store = KVStore()
+        store.put("a", "1")
+        let plain = store.snapshot()
+        // An epoch alone writes the lease section, and it comes back.
+        store.lease(.epoch(LeaseEpoch(round: 7, leader: 3)))
+        let restored = try KVStore(snapshot: store.snapshot())
+        #expect(store.snapshot().count > plain.count)
+        #expect(restored.leaseEpoch == LeaseEpoch(round: 7, leader: 3))
+        #expect(restored == store && restored.stateDigest() == store.stateDigest())
+        // Replicas at different epochs differ (the simulator's digests compare them).
+        var other = store
+        other.lease(.epoch(LeaseEpoch(round: 8, leader: 1)))
+        #expect(other != store && other.stateDigest() != store.stateDigest())
+    }
+
+    @Test func leaseSectionVersion1IsStillRead() throws {
+        var store = KVStore()
+        store.lease(.grant(id: 1, ttlSeconds: 5))
+        store.put("k", "v", lease: 1)
+        let bytes = store.snapshot()
+        // 'L' 2 idsPicked=0 round=0 leader=0 count=1 id=1 ttl=5 keys=1 len=1 'k', then the CRC.
+        let start = bytes.count - 4 - 11
+        #expect(Array(bytes[start..<(start + 5)]) == [UInt8(ascii: "L"), 2, 0, 0, 0])
+        var old = Array(bytes[..<start])
+        old += [UInt8(ascii: "L"), 1, 0] + Array(bytes[(start + 5)..<(bytes.count - 4)])
+        var writer = ByteWriter()
+        writer.writeBytes(old)
+        writer.writeUInt32(CRC32C.checksum(old))
+        let restored = try KVStore(snapshot: writer.bytes)
+        #expect(restored == store && restored.leaseEpoch == .none)
     }
 
     @Test func detachOnPutDeleteAndIgnoreLease() throws {
@@ -167,12 +231,17 @@ extension KVStore {
             .lease(.grant(id: 0, ttlSeconds: 60)),
             .lease(.grant(id: Int64.min, ttlSeconds: KVLimits.leaseTTLSecondsMax)),
             .lease(.revoke(id: 12)),
-            .lease(.expire(id: -1)),
+            .lease(.expire(id: -1, epoch: LeaseEpoch(round: 3, leader: 2))),
+            .lease(.expire(id: 12, epoch: nil)),
+            .lease(.epoch(LeaseEpoch(round: 1 << 40, leader: 5))),
         ]
         for operation in commands {
             let command = WriteCommand(requestID: RequestID(clientID: 3, sequence: 4), operation: operation)
             #expect(try WriteCommand.decode(command.encode()) == command, "\(operation)")
         }
+        // An expiry without an epoch is what builds before epochs wrote (tag 7, id 12).
+        let legacy = WriteCommand(requestID: .none, operation: .lease(.expire(id: 12, epoch: nil)))
+        #expect(legacy.encode() == [1, 0, 0, 7, 24])
         // An undefined put flag bit is still refused.
         #expect(throws: KVCodecError.self) { try WriteCommand.decode([1, 0, 0, 1, 1, 0x6B, 1, 0x76, 0x10]) }
     }
@@ -187,7 +256,7 @@ extension KVStore {
             let operation: WriteOperation
             switch random.int(0...9) {
             case 0: operation = .lease(.grant(id: random.bool() ? 0 : lease, ttlSeconds: Int64(random.int(0...30))))
-            case 1: operation = .lease(random.bool() ? .revoke(id: lease) : .expire(id: lease))
+            case 1: operation = .lease(random.bool() ? .revoke(id: lease) : .expire(id: lease, epoch: .none))
             case 2: operation = .deleteRange(DeleteRangeRequest(key: key, rangeEnd: random.bool() ? [] : [0x6C]))
             case 3:
                 operation = .txn(
