@@ -223,7 +223,7 @@ extension ReplicaRuntime {
 
     /// Forwarded keep-alives follow a new leader (they renew nothing twice that matters: a
     /// renewal is idempotent); when this replica is the new leader, it confirms them itself.
-    func reforwardKeepAlives(to leader: ReplicaID) {
+    func reforwardKeepAlives(to leader: ReplicaID, into output: inout Output) {
         var own: [ReadID] = []
         for requestID in leaseKeeper.forwarded.keys.sorted() {
             guard var forwarded = leaseKeeper.forwarded[requestID], forwarded.leader != leader else { continue }
@@ -245,7 +245,7 @@ extension ReplicaRuntime {
             }
         }
         if !own.isEmpty, replica != nil {
-            carryOut(replica!.step(.reads(own)))
+            output.append(replica!.step(.reads(own)))
         }
     }
 

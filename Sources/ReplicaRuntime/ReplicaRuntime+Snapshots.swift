@@ -116,9 +116,9 @@ extension ReplicaRuntime {
     }
 
     /// Assembles a snapshot from its chunks; when it is complete, installs it — after
-    /// carrying out what this turn stepped so far, so that slots committed earlier in the
-    /// turn are applied *before* the newer state machine replaces the store, never on top
-    /// of it.
+    /// carrying out what this turn stepped so far and releasing every held output, so that
+    /// slots committed earlier are applied *before* the newer state machine replaces the
+    /// store, never on top of it.
     func receiveSnapshotChunk(_ chunk: SnapshotChunk, from peer: ReplicaID, output: inout Output) {
         guard let replica, chunk.through > replica.learner.appliedThrough else { return }
         do {
@@ -133,8 +133,12 @@ extension ReplicaRuntime {
             let body = try installer.finish()
             let restored = try KVStore(snapshot: body)
             if options.bug != .installSnapshotMidTurn {
+                // Everything stepped before — this turn's output and those held for a sync —
+                // is made durable and released (applied) before the store is replaced.
                 carryOut(output)
                 output = Output()
+                guard !isHalted else { return }
+                drain()
             }
             // Carrying out may have killed the process at a crash point (the simulator's).
             guard !isHalted, let replica = self.replica, chunk.through > replica.learner.appliedThrough else { return }

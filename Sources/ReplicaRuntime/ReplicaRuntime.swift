@@ -12,6 +12,13 @@ public enum RuntimeBug: String, CaseIterable, Sendable {
     /// Lets acceptors' `accepted` replies leave before their fsync, as a leader's `accept`
     /// requests may.
     case acceptedBeforeFsync = "accepted-before-fsync"
+    /// Releases a turn's output as soon as its records are appended, while the sync that
+    /// makes them durable still runs in the background: a crash in between forgets promises
+    /// and acceptances announced.
+    case releaseBeforeSync = "release-before-sync"
+    /// Releases an output that needs no sync of its own at once, ahead of earlier outputs
+    /// still held for theirs (turn order broken).
+    case releaseOutOfOrder = "release-out-of-order"
     /// Forgets the promised ballot on recovery (keeps the accepted values).
     case forgetPromise = "forget-promise"
     /// Installs a received snapshot in the middle of a turn, before the slots stepped
@@ -89,7 +96,11 @@ public struct RuntimeOptions {
 /// waiting for an answer, snapshot sending and installing, compaction, request deadlines
 /// and the fault injector, and carries out the core's `Output` contract:
 ///
-///     step every event of a turn → persist + ONE fsync → send → apply → answer
+///     step every event of a turn → append → (ONE fsync, in the background) → send → apply → answer
+///
+/// pipelined: a turn's records are appended, one sync runs in the background while the next
+/// turns are stepped, and each turn's output is released when its records are durable, in
+/// turn order (`ReplicaRuntime+Pipeline.swift`).
 ///
 /// It is single-threaded (its driver calls it from one thread) and does all I/O through
 /// `RuntimeEnvironment` and the `FileSystem` seam. Time is what the driver says it is.
@@ -115,6 +126,16 @@ public final class ReplicaRuntime {
     var snapshotTransfers: [ReplicaID: SnapshotTransfer] = [:]
     var faults: FaultInjector
     var compactor: AutoCompactor?
+    /// Outputs whose records are appended to the log and not yet all durable, in turn order,
+    /// each released (sent, applied, answered) once the sync covering its records completed
+    /// and everything before it was released (`ReplicaRuntime+Pipeline.swift`).
+    /// Invariant: empty while the replica is down.
+    var held: [HeldOutput] = []
+    /// The log sync running away from the driver's thread (`syncInBackground`); at most one.
+    var syncInFlight: PendingSync?
+    /// The last log sequence number whose record must be durable before what announces it
+    /// leaves (a `chosenThrough`-only output needs no sync of its own).
+    var syncNeededThrough: UInt64 = 0
     /// Sequence numbers of the runtime's own commands (automatic compactions).
     var ownSequence: UInt64 = 0
     var lastLeader: ReplicaID?
@@ -193,9 +214,10 @@ public final class ReplicaRuntime {
             proposeAutoCompaction(into: &output)
             proposeLeaseExpiries(into: &output)
         }
-        carryOut(output)
+        let newLeader = noteLeadershipChanges(into: &output)
+        carryOut(output, newLeader: newLeader)
         guard !isHalted else { return }
-        noteLeadershipChanges()
+        compactIfDue()
         continueSnapshotTransfers()
     }
 
@@ -206,6 +228,8 @@ public final class ReplicaRuntime {
         replica = nil
         installer = nil
         snapshotTransfers.removeAll()
+        held.removeAll()
+        syncInFlight = nil
     }
 
     /// No new injected failures from now on (a failed replica still recovers).
@@ -215,6 +239,8 @@ public final class ReplicaRuntime {
 
     /// Stops the runtime: every waiting request fails with `stopping`, storage is closed.
     public func stop() {
+        // What is held leaves first (its records made durable here), as a turn's output did.
+        drain()
         failAllWaiting(.stopping)
         try? storage?.close()
         storage = nil
@@ -296,6 +322,8 @@ public final class ReplicaRuntime {
             reply(started)
         case .snapshotWritten(let pending, let failure):
             snapshotWritten(pending, failure: failure, output: &output)
+        case .synced(let sync):
+            synced(sync)
         }
     }
 
@@ -307,81 +335,6 @@ public final class ReplicaRuntime {
             return .success(response, answered)
         } catch {
             return .failure(.store(error))
-        }
-    }
-
-    // MARK: - The Output contract
-
-    /// Carries out an output in the contract's order: persist and fsync, send, apply,
-    /// answer.
-    func carryOut(_ output: Output) {
-        guard !isHalted else { return }
-        var messages = output.messages
-        if !output.records.isEmpty {
-            // Accept requests first: the acceptors' fsyncs overlap ours
-            // (`Envelope.mayLeaveBeforePersist`). Replies they cause are stepped in a later
-            // turn, after this fsync.
-            let early = messages.filter(leavesBeforePersist)
-            if !early.isEmpty {
-                environment.send(early)
-                messages.removeAll(where: leavesBeforePersist)
-                if environment.crashes(at: .afterEarlySend) {
-                    halt()
-                    return
-                }
-            }
-            do {
-                try storage!.persist(output.records, sync: output.recordsNeedSync && options.bug != .noFsync)
-            } catch {
-                environment.fatal("cannot persist to the write-ahead log, stopping: \(error)")
-            }
-        }
-        if !messages.isEmpty {
-            environment.send(messages)
-        }
-        for item in output.committed {
-            apply(item)
-        }
-        for readID in output.readsReleased {
-            if answerConfirmedKeepAlive(readID) { continue }
-            guard let waiting = takeRead(readID) else { continue }
-            waiting.reply(serve(waiting.request))
-        }
-        for readID in output.readsFailed {
-            if failConfirmingKeepAlive(readID) { continue }
-            takeRead(readID)?.reply(.failure(.noLeader))
-        }
-        for peer in output.snapshotsNeeded {
-            startSnapshotTransfer(to: peer)
-        }
-        for command in output.proposalsDropped {
-            guard let requestID = try? WriteCommand.decode(command.bytes).requestID else { continue }
-            for waiter in takeWrites(requestID) {
-                waiter.reply(.failure(.noLeader))
-            }
-        }
-        compactIfDue()
-    }
-
-    /// `Envelope.mayLeaveBeforePersist`, or with the injected bug also `accepted` replies.
-    func leavesBeforePersist(_ envelope: Envelope) -> Bool {
-        if options.bug == .acceptedBeforeFsync, case .accepted = envelope.message { return true }
-        return envelope.mayLeaveBeforePersist
-    }
-
-    func apply(_ item: SlotEntry) {
-        environment.didApply(item)
-        appliedThroughKV = item.slot
-        for command in item.entry.value.commands {
-            let (requestID, result) = kv.apply(encoded: command.bytes)
-            guard let requestID else { continue }
-            let waiting = takeWrites(requestID)
-            guard !waiting.isEmpty else { continue }
-            var answered = position
-            answered.revision = result.revision
-            for waiter in waiting {
-                waiter.reply(.success(result, answered))
-            }
         }
     }
 
@@ -439,47 +392,58 @@ public final class ReplicaRuntime {
     /// A follower's forwarded writes die with the leader they were sent to: when the
     /// leader changes, each is sent again to the new one (its request id makes the retry
     /// exactly-once) — or, for a write without a session (a plain etcd client's, which a
-    /// second copy could apply twice), failed at once with etcd's "leader changed" so the
-    /// client need not wait out its deadline.
+    /// second copy could apply twice), failed with etcd's "leader changed" so the client
+    /// need not wait out its deadline (`failWritesWithoutSession`, once the slots chosen
+    /// before the change are applied).
     func reforwardAfterLeaderChange(to newLeader: ReplicaID) -> [Command] {
         var again: [Command] = []
         let forwardedTo: ReplicaID? = newLeader == id ? nil : newLeader
-        for requestID in writesWaiting.keys.sorted(by: RequestID.ordered) {
+        for requestID in writesWaiting.keys.sorted(by: RequestID.ordered) where requestID.hasSession {
             let waiting = writesWaiting[requestID]!
             guard let previous = waiting.first?.forwardedTo, previous != newLeader else { continue }
-            if requestID.hasSession {
-                writesWaiting[requestID] = waiting.map {
-                    var copy = $0
-                    copy.forwardedTo = forwardedTo
-                    return copy
-                }
-                again.append(waiting[0].command)
-            } else {
-                for waiter in takeWrites(requestID) { waiter.reply(.failure(.leaderChanged)) }
+            writesWaiting[requestID] = waiting.map {
+                var copy = $0
+                copy.forwardedTo = forwardedTo
+                return copy
             }
+            again.append(waiting[0].command)
         }
         return again
     }
 
-    func noteLeadershipChanges() {
-        guard let replica, replica.leader != lastLeader else { return }
+    /// Fails the writes without a session still waiting on a leader other than `newLeader`
+    /// with "leader changed". Runs when the output of the turn that saw the change is
+    /// released: a write whose slot that output (or an earlier one) applies is answered
+    /// with its result first.
+    func failWritesWithoutSession(forwardedAwayFrom newLeader: ReplicaID) {
+        for requestID in writesWaiting.keys.sorted(by: RequestID.ordered) where !requestID.hasSession {
+            guard let previous = writesWaiting[requestID]!.first?.forwardedTo, previous != newLeader else { continue }
+            for waiter in takeWrites(requestID) { waiter.reply(.failure(.leaderChanged)) }
+        }
+    }
+
+    /// Logs a leader change and re-forwards what waits on the old leader (into `output`);
+    /// returns the new leader, whose turn output fails writes without a session when released.
+    func noteLeadershipChanges(into output: inout Output) -> ReplicaID? {
+        guard let replica, replica.leader != lastLeader else { return nil }
         lastLeader = replica.leader
         guard let leader = replica.leader else {
             // Forwarded writes keep waiting: they go to whichever leader is found next.
             environment.log(.notice, "no leader known; election under way")
-            return
+            return nil
         }
         leaderChangesSeen += 1
         environment.log(
             .notice,
             "leader is r\(leader) (\(replica.leaderBallot))\(leader == replica.id ? " — this replica leads" : "")"
                 + " chosen=\(replica.learner.chosenThrough)")
-        reforwardKeepAlives(to: leader)
+        reforwardKeepAlives(to: leader, into: &output)
         let again = reforwardAfterLeaderChange(to: leader)
         if !again.isEmpty {
             environment.log(.info, "re-forwarding \(again.count) writes to the new leader r\(leader)")
-            carryOut(self.replica!.step(.propose(again)))
+            output.append(self.replica!.step(.propose(again)))
         }
+        return leader
     }
 
     /// The leader proposes a compaction when its policy says so (only the leader: one
@@ -502,6 +466,9 @@ public final class ReplicaRuntime {
 
     /// Opens the data directory and rebuilds the replica from its snapshot and log.
     func recover() throws {
+        precondition(held.isEmpty, "recovering with outputs held")
+        syncInFlight = nil
+        syncNeededThrough = 0
         let (storage, recovered) = try ReplicaStorage.open(
             directory: options.directory, fileSystem: options.fileSystem, options: options.storage)
         self.storage = storage
@@ -547,6 +514,8 @@ public final class ReplicaRuntime {
         guard injectsFaults, let downtime = faults.failsThisTick(now: now) else { return }
         environment.log(
             .warning, "fault injector: acceptor crashed with its whole replica; down for \(downtime) ms, dropping all traffic")
+        // What earlier turns decided leaves first, as it did before the failure.
+        drain()
         replica = nil
         installer = nil
         snapshotTransfers.removeAll()
@@ -562,8 +531,12 @@ public final class ReplicaRuntime {
         guard replica != nil else { return }
         if replica!.acceptorDown {
             guard faults.recoversNow(now: now) else { return }
+            // The storage is reopened: nothing may wait on a sync of the old one.
+            drain()
             let durable: DurableState
             do {
+                syncInFlight = nil
+                syncNeededThrough = 0
                 try storage?.close()
                 let (reopened, recovered) = try ReplicaStorage.open(
                     directory: options.directory, fileSystem: options.fileSystem, options: options.storage)
@@ -582,6 +555,7 @@ public final class ReplicaRuntime {
             return
         }
         guard injectsFaults, let downtime = faults.failsThisTick(now: now) else { return }
+        drain()
         replica!.failAcceptor()
         environment.log(
             .warning,

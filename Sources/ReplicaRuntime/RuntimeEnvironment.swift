@@ -26,12 +26,32 @@ public protocol RuntimeEnvironment: AnyObject {
     /// in a later turn, unless the process died meanwhile. Work too slow for a turn (writing a
     /// snapshot of a large store) goes here, so heartbeats and client calls keep flowing.
     func runInBackground(_ work: @escaping @Sendable () -> RuntimeEvent)
+    /// Runs `sync` — the fdatasync of the records the runtime appended to its write-ahead log
+    /// — away from the driver's thread (the server: its fsync thread; the simulator: a later
+    /// simulated moment), then hands `.synced(sync)` to the runtime in a later turn, unless
+    /// the process died meanwhile. Its failure travels inside `sync` (`PendingSync.failure`).
+    /// Meanwhile the runtime steps the next events; it keeps at most one sync in flight and
+    /// releases what waits for it (messages, answers) only when `.synced` comes back.
+    func syncInBackground(_ sync: PendingSync)
 }
 
 /// Places in the runtime where the simulator may kill the process.
 public enum CrashPoint: Sendable {
     /// A leader's `accept` requests have left, its own records are not yet durable.
     case afterEarlySend
+}
+
+extension PendingSync {
+    /// Runs the sync and says so, as `syncInBackground` hands it back (a failure is kept in
+    /// the sync, and the runtime stops on it).
+    public func runForRuntime() -> RuntimeEvent {
+        do {
+            try run()
+        } catch {
+            // Kept in `failure`; the runtime reads it when the event arrives.
+        }
+        return .synced(self)
+    }
 }
 
 extension RuntimeEnvironment {

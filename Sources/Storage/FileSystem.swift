@@ -46,10 +46,20 @@ public protocol StorageFile: AnyObject {
     /// fdatasync: data durable, and the metadata needed to read it back (the size).
     func dataSync() throws
     func truncate(to size: UInt64) throws
+    /// An fdatasync to run later, possibly on another thread (`PendingSync`): it makes
+    /// durable at least the bytes written before this call (a real fdatasync also covers
+    /// later ones; the simulator's does not, the worst case). Not to be run after `close()`.
+    func deferredDataSync() -> () throws -> Void
     /// Reserves space so the file is at least `bytes` long, zero-filled (fallocate mode 0).
     /// Later writes into it need no size change, so `dataSync` stays cheap.
     func preallocate(bytes: UInt64) throws
     func close() throws
+}
+
+extension StorageFile {
+    public func deferredDataSync() -> () throws -> Void {
+        { try self.dataSync() }
+    }
 }
 
 /// `directory/name`.

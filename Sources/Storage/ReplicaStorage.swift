@@ -75,10 +75,16 @@ public final class ReplicaStorage {
     private let fileSystem: FileSystem
     private let log: WriteAheadLog
 
-    /// The highest promised ballot in any persisted record or snapshot header.
+    /// The highest promised ballot in any appended record or snapshot header (a snapshot
+    /// header may carry one not yet durable in the log: more durable than needed is safe).
     public private(set) var promised: Ballot
-    /// The chosen prefix as persisted. Invariant: `chosenThrough >= snapshotThrough`.
+    /// The chosen prefix as durable: a snapshot header carries it, and recovery then expects
+    /// an entry for every slot up to it, so a `chosenThrough` record counts only once the
+    /// entries appended before it are durable too. Invariant: `chosenThrough >= snapshotThrough`.
     public private(set) var chosenThrough: Slot
+    /// `chosenThrough` records appended and not yet durable: the last sequence number of
+    /// their batch, and the slot.
+    private var chosenMarksPending: [(sequence: UInt64, slot: Slot)] = []
     /// The slot the newest durable snapshot covers (0: none).
     public private(set) var snapshotThrough: Slot
     /// Bumped by each `beginSnapshotInstall`; an older installer is refused.
@@ -167,21 +173,72 @@ public final class ReplicaStorage {
     /// commit; plus a directory fsync when a new segment was started). Only after this
     /// returns may the output's messages be sent. A `StorageError.fsyncFailed` means the
     /// replica must stop. With `sync: false` (`Output.recordsNeedSync`) the records are
-    /// only appended; the next synced call makes them durable too.
+    /// only appended; the next synced call makes them durable too. `append` and
+    /// `syncNow` in a row (the runtime pipelines them with `beginSync` instead).
     public func persist(_ records: [Record], sync: Bool = true) throws {
+        try append(records)
+        if sync { try syncNow() }
+    }
+
+    /// Writes `records` after the last one without making them durable: `syncNow`, or a
+    /// `beginSync` … `endSync` begun after this call, does. `appendedSequence` is the
+    /// sequence number of the last one. Promises and chosen prefixes count from here on
+    /// (a snapshot header may carry them: more durable than needed is never unsafe).
+    public func append(_ records: [Record]) throws {
         guard !records.isEmpty else { return }
-        try checkingFsync {
-            try log.append(records)
-            if sync { try log.sync() }
-        }
+        try checkingFsync { try log.append(records) }
         for record in records {
             switch record {
             case .promised(let ballot): promised = max(promised, ballot)
-            case .chosenThrough(let slot): chosenThrough = max(chosenThrough, slot)
+            case .chosenThrough(let slot): chosenMarksPending.append((appendedSequence, slot))
             case .accepted: break
             }
         }
     }
+
+    /// Counts the `chosenThrough` marks the log has made durable.
+    private func noteDurable() {
+        let durable = log.durableSequence
+        while let first = chosenMarksPending.first, first.sequence <= durable {
+            chosenThrough = max(chosenThrough, first.slot)
+            chosenMarksPending.removeFirst()
+        }
+    }
+
+    /// The sequence number of the last record appended (0: none since the log began).
+    public var appendedSequence: UInt64 { log.nextSequence - 1 }
+    /// Every record at or below this sequence number is durable.
+    /// Invariant: `durableSequence <= appendedSequence`.
+    public var durableSequence: UInt64 { log.durableSequence }
+
+    /// Makes every record appended so far durable, here and now (one fdatasync, plus a
+    /// directory fsync after a new segment). Allowed while a `beginSync` is in flight.
+    public func syncNow() throws {
+        try checkingFsync { try log.sync() }
+        noteDurable()
+    }
+
+    /// Starts a sync of every record appended so far, to run elsewhere (`PendingSync.run()`,
+    /// the server's fsync thread) while this storage goes on appending; nil if everything
+    /// appended is durable already. At most one in flight: `endSync` it first.
+    public func beginSync() throws -> PendingSync? {
+        if let failure = fsyncFailure { throw failure }
+        return log.beginSync()
+    }
+
+    /// Takes back the sync in flight after it ran: its records are durable now
+    /// (`durableSequence`) — unless it failed: then the failure is thrown, now and by every
+    /// later call, and the replica must stop.
+    public func endSync(_ pending: PendingSync) throws {
+        try checkingFsync {
+            if let failure = pending.failure { throw failure }
+            log.endSync(pending)
+        }
+        noteDurable()
+    }
+
+    /// Whether `pending` is this storage's sync in flight (not one of a storage closed since).
+    public func isInFlight(_ pending: PendingSync) -> Bool { log.isInFlight(pending) }
 
     /// Saves the state machine's snapshot through `slot` (which the caller has applied,
     /// so `slot` is chosen), then compacts: removes older snapshots and every log segment

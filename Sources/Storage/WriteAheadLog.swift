@@ -1,3 +1,4 @@
+import Glibc
 import Paxos
 
 /// Options of the write-ahead log.
@@ -45,11 +46,16 @@ public struct WALRecoveryReport: Sendable, Hashable {
 /// directory. Records are framed by `WALFrame`. `append` writes (one `pwrite` per segment
 /// touched); `sync` makes everything appended since the last sync durable with ONE
 /// `fdatasync`, plus one directory fsync if a segment was created. Before a new segment is
-/// created the current one is fdatasynced if it has unsynced data (only when `append` is
-/// called twice without `sync`, or a batch exceeds a segment), so that only the last
-/// segment can ever hold a torn tail (see `DamageVerdict`).
+/// created the current one is fdatasynced if it has unsynced data or a sync of it is in
+/// flight (only when `append` is called twice without `sync`, a sync runs elsewhere, or a
+/// batch exceeds a segment), so that only the last segment can ever hold a torn tail (see
+/// `DamageVerdict`).
 ///
-/// Not thread-safe.
+/// The sync may also run on another thread while appends go on: `beginSync` returns a
+/// `PendingSync` covering every record appended so far, its `run()` does the fdatasync
+/// wherever the caller likes, and `endSync` notes what became durable (`durableSequence`).
+///
+/// Not thread-safe, apart from `PendingSync.run()`.
 public final class WriteAheadLog {
     /// The largest frame body (type + record encoding). Larger appends throw
     /// `recordTooLarge`; larger length words read back are damage, not allocations.
@@ -92,8 +98,13 @@ public final class WriteAheadLog {
     private var active: StorageFile?
     /// The sequence number the next record gets.
     public private(set) var nextSequence: UInt64 = 1
+    /// Every record with a sequence number at or below this one is durable.
+    /// Invariant: `durableSequence < nextSequence`.
+    public private(set) var durableSequence: UInt64 = 0
     private var hasUnsyncedData = false
     private var hasUnsyncedDirectory = false
+    /// The sync begun and not yet ended (`beginSync`/`endSync`), if any.
+    private var inFlight: PendingSync?
 
     /// fdatasync calls on segments (group commits and segment rolls).
     public private(set) var dataSyncCount = 0
@@ -192,6 +203,7 @@ public final class WriteAheadLog {
             log.active = file
             log.nextSequence = last.firstSequence + UInt64(last.recordCount)
         }
+        log.durableSequence = log.nextSequence - 1
         try fileSystem.syncDirectory(directory)
         log.directorySyncCount += 1
         return (log, report)
@@ -252,15 +264,17 @@ public final class WriteAheadLog {
     }
 
     /// Closes the active segment (fdatasync first, so a later segment never outlives an
-    /// earlier one's tail) and creates the next, named after `nextSequence`.
+    /// earlier one's tail — also when a sync of it is in flight elsewhere, which may not have
+    /// finished) and creates the next, named after `nextSequence`.
     private func startSegment() throws {
         if let file = active {
-            if hasUnsyncedData {
+            let syncing = inFlight?.syncs(file) ?? false
+            if hasUnsyncedData || syncing {
                 try file.dataSync()
                 dataSyncCount += 1
                 hasUnsyncedData = false
             }
-            try file.close()
+            try closeWhenIdle(file)
             active = nil
         }
         let name = Self.segmentName(firstSequence: nextSequence)
@@ -278,17 +292,59 @@ public final class WriteAheadLog {
 
     /// Makes everything appended since the last sync durable: one fdatasync of the active
     /// segment, and one fsync of the directory if a segment was created since.
+    /// A sync in flight that has not run yet counts as unsynced here: this one does its work.
     public func sync() throws {
-        if hasUnsyncedData, let file = active {
+        let unfinished = inFlight.flatMap { $0.hasRun ? nil : $0 }
+        if let file = active, hasUnsyncedData || unfinished?.syncs(file) == true {
             try file.dataSync()
             dataSyncCount += 1
             hasUnsyncedData = false
         }
-        if hasUnsyncedDirectory {
+        if hasUnsyncedDirectory || unfinished?.syncsDirectory == true {
             try fileSystem.syncDirectory(directory)
             directorySyncCount += 1
             hasUnsyncedDirectory = false
         }
+        durableSequence = nextSequence - 1
+    }
+
+    /// Starts a sync of everything appended so far, to be run elsewhere (`PendingSync.run()`,
+    /// e.g. on a dedicated thread) while appends go on; hand it back to `endSync` when it
+    /// succeeded. Nil when nothing is waiting to be made durable. At most one may be in
+    /// flight. What is appended after this call is not covered (the next sync covers it).
+    public func beginSync() -> PendingSync? {
+        precondition(inFlight == nil, "a second sync begun while one is in flight")
+        let through = nextSequence - 1
+        guard through > durableSequence || hasUnsyncedData || hasUnsyncedDirectory else { return nil }
+        let pending = PendingSync(
+            through: through, file: hasUnsyncedData ? active?.deferredDataSync() : nil,
+            directory: hasUnsyncedDirectory ? directory : nil, fileSystem: fileSystem, fileToWatch: active)
+        if hasUnsyncedData { dataSyncCount += 1 }
+        if hasUnsyncedDirectory { directorySyncCount += 1 }
+        hasUnsyncedData = false
+        hasUnsyncedDirectory = false
+        inFlight = pending
+        return pending
+    }
+
+    /// Notes that `pending` (the sync in flight) ran successfully: the records it covers are
+    /// durable. A sync that failed is never ended: the replica must stop.
+    public func endSync(_ pending: PendingSync) {
+        precondition(inFlight === pending, "ending a sync that is not the one in flight")
+        precondition(pending.hasRun, "ending a sync that has not run")
+        precondition(pending.failure == nil, "ending a sync that failed")
+        inFlight = nil
+        durableSequence = max(durableSequence, pending.through)
+    }
+
+    /// Whether `pending` is the sync in flight on this log.
+    public func isInFlight(_ pending: PendingSync) -> Bool { inFlight === pending }
+
+    /// Closes `file` now, or — if the sync in flight is about to fdatasync it — as soon as
+    /// that sync has run (closing it under the sync could reuse its descriptor).
+    private func closeWhenIdle(_ file: StorageFile) throws {
+        if let inFlight, inFlight.closeAfterRun(file) { return }
+        try file.close()
     }
 
     /// Removes the oldest segments a snapshot covers — all of their `accepted` records are
@@ -315,7 +371,101 @@ public final class WriteAheadLog {
     public var segmentNames: [String] { segments.map(\.name) }
 
     public func close() throws {
-        try active?.close()
+        if let file = active { try closeWhenIdle(file) }
         active = nil
+    }
+}
+
+/// A sync of a write-ahead log begun by `WriteAheadLog.beginSync`: the fdatasync of the
+/// segment the records went to (as of the begin) and the directory fsync a new segment
+/// needs. `run()` may be called on any thread, once, while the log goes on appending on its
+/// own; the log closes no file this sync still has to fdatasync before it has run.
+public final class PendingSync: @unchecked Sendable {
+    /// The records with sequence numbers at or below this are durable once `run()` returned.
+    public let through: UInt64
+    private let dataSync: (() throws -> Void)?
+    private let directory: String?
+    private let fileSystem: FileSystem
+    // Shared between the log's thread and the one that runs the sync, guarded by `lock`.
+    private let lock = PosixLock()
+    private var watched: StorageFile?
+    private var ran = false
+    private var error: StorageError?
+    private var filesToClose: [StorageFile] = []
+
+    init(
+        through: UInt64, file: (() throws -> Void)?, directory: String?, fileSystem: FileSystem, fileToWatch: StorageFile?
+    ) {
+        self.through = through
+        self.dataSync = file
+        self.directory = directory
+        self.fileSystem = fileSystem
+        self.watched = file == nil ? nil : fileToWatch
+    }
+
+    /// Whether this sync has run (read on the log's thread after the hand-back).
+    public var hasRun: Bool { lock.withLock { ran } }
+    /// Why `run()` failed, if it did.
+    public var failure: StorageError? { lock.withLock { error } }
+
+    /// Whether this sync fsyncs the directory (a segment was created before it began).
+    var syncsDirectory: Bool { directory != nil }
+
+    /// Whether this sync will fdatasync `file` and has not yet.
+    func syncs(_ file: StorageFile) -> Bool {
+        lock.withLock { !ran && watched === file }
+    }
+
+    /// Defers closing `file` until this sync has run; false (close it yourself) if it has.
+    func closeAfterRun(_ file: StorageFile) -> Bool {
+        lock.withLock {
+            guard !ran else { return false }
+            filesToClose.append(file)
+            return true
+        }
+    }
+
+    /// The fdatasync and the directory fsync. A thrown error (`StorageError.fsyncFailed`)
+    /// means the replica must stop: the data may be lost and a retry proves nothing.
+    public func run() throws {
+        precondition(!hasRun, "a sync run twice")
+        var thrown: StorageError?
+        do {
+            try dataSync?()
+            if let directory { try fileSystem.syncDirectory(directory) }
+        } catch let error as StorageError {
+            thrown = error
+        } catch {
+            thrown = .ioFailed(operation: "fdatasync", path: directory ?? "", errno: 5)
+        }
+        let closing = lock.withLock {
+            ran = true
+            error = thrown
+            watched = nil
+            defer { filesToClose = [] }
+            return filesToClose
+        }
+        for file in closing { try? file.close() }
+        if let thrown { throw thrown }
+    }
+}
+
+/// A mutual-exclusion lock on a pthread mutex (the module imports no Foundation).
+final class PosixLock: @unchecked Sendable {
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+
+    init() {
+        precondition(pthread_mutex_init(mutex, nil) == 0, "pthread_mutex_init failed")
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    func withLock<Result>(_ body: () throws -> Result) rethrows -> Result {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
     }
 }

@@ -36,6 +36,8 @@ public final class SimulatedFileSystem: FileSystem {
         /// Changes since the last sync, in issue order. Invariant: applying them all to
         /// `durable` gives `current`.
         var pending: [Change] = []
+        /// Changes ever made durable; `pending[0]` is change number `changesSynced`.
+        var changesSynced = 0
     }
 
     enum Change {
@@ -143,6 +145,7 @@ public final class SimulatedFileSystem: FileSystem {
     private func resolveAtCrash(_ inode: Inode, path: String) {
         defer {
             inode.current = inode.durable
+            inode.changesSynced += inode.pending.count
             inode.pending = []
         }
         guard !inode.pending.isEmpty else { return }
@@ -258,8 +261,35 @@ public final class SimulatedFileSystem: FileSystem {
         try checkHandle(handle)
         try takeSyncFailure(handle.path)
         handle.inode.durable = handle.inode.current
+        handle.inode.changesSynced += handle.inode.pending.count
         handle.inode.pending = []
         fileSyncCount += 1
+    }
+
+    /// An fdatasync begun now that completes later: it makes durable exactly the changes made
+    /// before `begin` (a real one may cover later writes too; this is the worst case, so code
+    /// that counts later writes as durable is caught). Valid while the handle is.
+    fileprivate func deferredSync(_ handle: SimulatedFile) -> () throws -> Void {
+        let inode = handle.inode
+        let target = inode.changesSynced + inode.pending.count
+        return { [self] in
+            try checkHandle(handle)
+            try takeSyncFailure(handle.path)
+            let count = target - inode.changesSynced
+            if count > 0 {
+                var content = inode.durable
+                for change in inode.pending[0..<count] {
+                    switch change {
+                    case .write(let offset, let bytes): Self.write(&content, bytes, at: offset)
+                    case .resize(let size): Self.resize(&content, to: size)
+                    }
+                }
+                inode.durable = content
+                inode.pending.removeFirst(count)
+                inode.changesSynced = target
+            }
+            fileSyncCount += 1
+        }
     }
 
     // MARK: FileSystem
@@ -383,6 +413,10 @@ final class SimulatedFile: StorageFile {
 
     func dataSync() throws {
         try fileSystem.sync(self)
+    }
+
+    func deferredDataSync() -> () throws -> Void {
+        fileSystem.deferredSync(self)
     }
 
     func truncate(to size: UInt64) throws {

@@ -1,50 +1,64 @@
 import Foundation
 import KVStore
 import Logging
+import NIOCore
 import Paxos
 import ReplicaRuntime
 import Storage
+import Synchronization
 import Transport
 
-/// Drives one `ReplicaRuntime` from a dedicated thread: collects the events other threads
-/// hand it (client requests from the HTTP/2 connections, messages and snapshot chunks from
-/// the peer transport) and runs one runtime turn per wake-up. Everything that arrives while
-/// a turn (and its fsync) runs goes into the next turn, so batching follows load.
+/// Drives one `ReplicaRuntime` on the replica's event loop — the one SwiftNIO thread that
+/// also runs the client API's connections, the peer transport and the monitor, so nothing
+/// on a write's path inside a replica changes threads (DESIGN §2).
+///
+/// Events submitted on the loop (a client call just decoded, a peer's message just read) go
+/// straight into the inbox: no lock, no wake-up. The first event of a batch schedules one
+/// runtime turn (`execute`), which NIO runs after everything it read in that epoll pass, so
+/// one pass is one batch; ticks come from `scheduleRepeatedTask`. Other threads — the fsync
+/// thread handing back a finished sync, the background snapshot writer, blocking admin calls
+/// and tests — hand events over with `execute`. The WAL's fdatasync runs on the fsync thread
+/// (`SyncThread`): the loop steps the next batch while the disk syncs (group commit).
 ///
 /// The inbox is bounded in count and bytes: over the bound a client request is refused at
 /// once with etcd's "too many requests" and a peer message is dropped (Paxos retransmits).
 final class ReplicaLoop: @unchecked Sendable {
-    // Shared with other threads, guarded by `condition`.
-    private let condition = NSCondition()
+    let eventLoop: EventLoop
+    // Touched on `eventLoop` only.
     private var inbox: [RuntimeEvent] = []
     private var inboxBytes = 0
-    /// Work that must run on the loop thread between turns (watch requests, HashKV), in
-    /// the order it was handed over.
+    /// Work that must run on the loop between turns (watch requests, HashKV), in the order
+    /// it was handed over.
     private var tasks: [LoopTask] = []
+    /// A turn is scheduled (`execute`) and has not run yet.
+    private var turnScheduled = false
+    private var tickTask: RepeatedTask?
+    private var lastSlowTurnLogged: ContinuousClock.Instant?
     /// Bound of `tasks`.
     static let tasksMax = 65_536
-    private var stopping = false
     /// Bounds of `inbox`.
     static let inboxEventsMax = 65_536
     static let inboxBytesMax = 256 << 20
-    private(set) var peerEventsDropped = 0
+    /// Set once by `stop`, from any thread.
+    private let stopping = Atomic<Bool>(false)
 
     let configuration: ServerConfiguration
     let logger: Logger
     let runtime: ReplicaRuntime
     let environment: ServerEnvironment
-    private var thread: Thread?
     private let clock = ContinuousClock()
     private let origin: ContinuousClock.Instant
 
     init(
-        configuration: ServerConfiguration, paxosConfiguration: Configuration, transport: PeerTransport, logger: Logger,
-        fileSystem: FileSystem = PosixFileSystem()
+        configuration: ServerConfiguration, paxosConfiguration: Configuration, transport: PeerTransport,
+        eventLoop: EventLoop, logger: Logger, fileSystem: FileSystem = PosixFileSystem()
     ) {
         self.configuration = configuration
+        self.eventLoop = eventLoop
         self.logger = logger
         origin = clock.now
-        environment = ServerEnvironment(transport: transport, logger: logger)
+        environment = ServerEnvironment(
+            transport: transport, logger: logger, syncThreadName: "synod-fsync-\(configuration.replicaID)")
         watchHub = WatchHub()
         var options = RuntimeOptions(
             paxos: paxosConfiguration, directory: configuration.dataDirectory, fileSystem: fileSystem,
@@ -78,118 +92,129 @@ final class ReplicaLoop: @unchecked Sendable {
 
     // MARK: - Any thread
 
-    /// Hands an event to the loop. Returns false if the loop is stopping or its inbox is
-    /// full (the caller answers "too many requests"; a peer message is just dropped).
+    /// Hands an event to the loop. On the loop: false if the loop is stopping or its inbox
+    /// is full (the caller answers "too many requests"; a peer message is just dropped).
+    /// From another thread the event is handed over (true unless stopping) and, if the inbox
+    /// turns out full or the loop stopped, answered there as refused.
     @discardableResult
     func submit(_ event: RuntimeEvent) -> Bool {
-        let bytes = event.approximateBytes
-        condition.lock()
-        defer { condition.unlock() }
-        guard !stopping else { return false }
-        guard inbox.count < Self.inboxEventsMax, inboxBytes + bytes <= Self.inboxBytesMax else {
-            if !event.isClientRequest { peerEventsDropped += 1 }
-            return false
+        if eventLoop.inEventLoop { return enqueue(event) }
+        guard !stopping.load(ordering: .acquiring) else { return false }
+        eventLoop.execute { [self] in
+            if !enqueue(event) { refuse(event, stopping.load(ordering: .acquiring) ? .stopping : .tooManyRequests) }
         }
-        inbox.append(event)
-        inboxBytes += bytes
-        if inbox.count == 1 { condition.signal() }
         return true
     }
 
-    /// Hands the loop the outcome of the runtime's background work (`runInBackground`):
-    /// outside the inbox's bounds, which must never drop it (at most one is in flight).
+    /// Hands the loop the outcome of the runtime's background work (`runInBackground`,
+    /// `syncInBackground`): outside the inbox's bounds, which must never drop it (at most
+    /// one of each kind is in flight).
     func submitFromBackground(_ event: RuntimeEvent) {
-        condition.lock()
-        defer { condition.unlock() }
-        guard !stopping else { return }
-        inbox.append(event)
-        if inbox.count == 1 { condition.signal() }
+        guard !stopping.load(ordering: .acquiring) else { return }
+        eventLoop.execute { [self] in
+            guard !stopping.load(ordering: .acquiring) else { return }
+            inbox.append(event)
+            scheduleTurn()
+        }
     }
 
-    /// Runs `body` on the loop thread after the current turn, with the runtime (whose state
-    /// nothing else touches meanwhile). Returns false, without running it, if the loop is
-    /// stopping or `tasksMax` tasks wait already.
+    /// Runs `body` on the loop after the current turn, with the runtime (whose state nothing
+    /// else touches meanwhile). Returns false, without running it, if the loop is stopping or
+    /// `tasksMax` tasks wait already (from another thread: dropped there).
     @discardableResult
     func perform(_ body: @escaping LoopTask) -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        guard !stopping, tasks.count < Self.tasksMax else { return false }
-        tasks.append(body)
-        if tasks.count == 1 { condition.signal() }
-        return true
+        guard eventLoop.inEventLoop else {
+            guard !stopping.load(ordering: .acquiring) else { return false }
+            eventLoop.execute { [self] in _ = addTask(body) }
+            return true
+        }
+        return addTask(body)
     }
 
-    /// The replica's etcd watchers; touched only on the loop thread (from tasks).
+    /// The replica's etcd watchers; touched only on the loop (from tasks).
     let watchHub: WatchHub
 
     /// The applied auth state, published for the connections' checks (AuthCredentials.swift).
     let authView = AuthView()
 
-    /// Starts the thread after recovering from the data directory.
+    /// Recovers from the data directory (on the caller's thread: nothing reaches the runtime
+    /// before the transport and the client API start), then starts the ticks on the loop.
     func start() throws {
         try runtime.start(now: now)
         authView.refresh(runtime.kv.authState)
-        let thread = Thread { [self] in run() }
-        thread.name = "synod-replica-\(configuration.replicaID)"
-        thread.stackSize = 8 << 20
-        self.thread = thread
-        thread.start()
-    }
-
-    /// Stops the loop: pending requests fail with `stopping`, storage is closed.
-    func stop() {
-        condition.lock()
-        stopping = true
-        condition.signal()
-        condition.unlock()
-    }
-
-    // MARK: - The loop thread
-
-    private func run() {
-        let tick = Duration.milliseconds(configuration.tickMilliseconds)
-        var nextTick = clock.now.advanced(by: tick)
-        while true {
-            condition.lock()
-            while inbox.isEmpty && tasks.isEmpty && !stopping && clock.now < nextTick {
-                let wait = clock.now.duration(to: nextTick)
-                let seconds = Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18
-                _ = condition.wait(until: Date().addingTimeInterval(max(seconds, 0)))
+        let tick = TimeAmount.milliseconds(Int64(configuration.tickMilliseconds))
+        eventLoop.execute { [self] in
+            guard !stopping.load(ordering: .acquiring) else { return }
+            tickTask = eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { [self] _ in
+                runTurn(tick: true)
             }
-            let batch = inbox
-            inbox.removeAll(keepingCapacity: true)
-            inboxBytes = 0
-            let work = tasks
-            tasks.removeAll(keepingCapacity: true)
-            let stop = stopping
-            condition.unlock()
-            if stop {
-                shutdown(failing: batch)
-                return
-            }
-            var tickDue = false
-            let instant = clock.now
-            if instant >= nextTick {
-                tickDue = true
-                nextTick = instant.advanced(by: tick)
-            }
-            let started = clock.now
-            runtime.turn(batch, tick: tickDue, now: now)
-            noteSlowTurn(started.duration(to: clock.now), events: batch.count)
-            // After the turn: a task sees every command the turn applied (a watch created
-            // now starts from the store's state after them), and `afterTurn` runs once for
-            // both (the watch hub sends what was applied), so nothing applied in between is missed.
-            for task in work { task(runtime) }
-            watchHub.afterTurn(runtime)
-            authView.refresh(runtime.kv.authState)
         }
+    }
+
+    /// Stops the loop: what is held is released, pending requests fail with `stopping`,
+    /// storage is closed, the fsync thread ends. Waits for it when called off the loop.
+    func stop() {
+        guard !stopping.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        if eventLoop.inEventLoop {
+            shutdown()
+        } else {
+            try? eventLoop.submit { [self] in shutdown() }.wait()
+        }
+    }
+
+    // MARK: - On the loop
+
+    private func enqueue(_ event: RuntimeEvent) -> Bool {
+        guard !stopping.load(ordering: .acquiring) else { return false }
+        let bytes = event.approximateBytes
+        guard inbox.count < Self.inboxEventsMax, inboxBytes + bytes <= Self.inboxBytesMax else { return false }
+        inbox.append(event)
+        inboxBytes += bytes
+        scheduleTurn()
+        return true
+    }
+
+    private func addTask(_ body: @escaping LoopTask) -> Bool {
+        guard !stopping.load(ordering: .acquiring), tasks.count < Self.tasksMax else { return false }
+        tasks.append(body)
+        scheduleTurn()
+        return true
+    }
+
+    /// One turn per loop pass: the first event of a batch schedules it, and it runs after
+    /// the rest of what the loop read in this pass has been handed over.
+    private func scheduleTurn() {
+        guard !turnScheduled else { return }
+        turnScheduled = true
+        eventLoop.execute { [self] in
+            turnScheduled = false
+            runTurn(tick: false)
+        }
+    }
+
+    private func runTurn(tick: Bool) {
+        guard !stopping.load(ordering: .acquiring) else { return }
+        guard tick || !inbox.isEmpty || !tasks.isEmpty else { return }
+        let batch = inbox
+        inbox.removeAll(keepingCapacity: true)
+        inboxBytes = 0
+        let work = tasks
+        tasks.removeAll(keepingCapacity: true)
+        let started = clock.now
+        runtime.turn(batch, tick: tick, now: now)
+        noteSlowTurn(started.duration(to: clock.now), events: batch.count)
+        // After the turn: a task sees every command the turn applied (a watch created
+        // now starts from the store's state after them), and `afterTurn` runs once for
+        // both (the watch hub sends what was applied), so nothing applied in between is missed.
+        for task in work { task(runtime) }
+        watchHub.afterTurn(runtime)
+        authView.refresh(runtime.kv.authState)
     }
 
     /// A turn this long holds up heartbeats: followers may call an election after the
     /// election timeout. Logged (at most once a second) with how long it took, as etcd warns
     /// of slow applies and fdatasyncs.
     static let slowTurn = Duration.milliseconds(100)
-    private var lastSlowTurnLogged: ContinuousClock.Instant?
 
     private func noteSlowTurn(_ took: Duration, events: Int) {
         guard took >= Self.slowTurn else { return }
@@ -200,19 +225,30 @@ final class ReplicaLoop: @unchecked Sendable {
         logger.warning("slow turn: \(milliseconds) ms for \(events) events (heartbeats wait for it; election timeout \(configuration.electionTimeoutTicks * configuration.tickMilliseconds) ms)")
     }
 
-    private func shutdown(failing batch: [RuntimeEvent]) {
-        for event in batch {
-            switch event {
-            case .write(_, _, _, let reply): reply(.failure(.stopping))
-            case .read(_, _, _, let reply): reply(.failure(.stopping))
-            case .status(let reply): reply(runtime.status)
-            case .transferLeadership(_, let reply): reply(false)
-            case .backup(let reply): reply(nil)
-            case .leaseKeepAlive(_, _, _, let reply): reply(.failure(.stopping))
-            default: break
-            }
+    /// Answers an event the runtime will not see (the loop is stopping, or its inbox is
+    /// full) as refused; a peer's message or chunk is just dropped.
+    private func refuse(_ event: RuntimeEvent, _ failure: RequestFailure) {
+        switch event {
+        case .write(_, _, _, let reply): reply(.failure(failure))
+        case .read(_, _, _, let reply): reply(.failure(failure))
+        case .status(let reply): reply(runtime.status)
+        case .transferLeadership(_, let reply): reply(false)
+        case .backup(let reply): reply(nil)
+        case .leaseKeepAlive(_, _, _, let reply): reply(.failure(failure))
+        case .message, .snapshotChunk, .snapshotWritten, .synced: break
         }
+    }
+
+    private func shutdown() {
+        tickTask?.cancel()
+        tickTask = nil
+        let batch = inbox
+        inbox.removeAll()
+        inboxBytes = 0
+        tasks.removeAll()
+        for event in batch { refuse(event, .stopping) }
         runtime.stop()
+        environment.stopSyncThread()
         logger.notice("replica loop stopped")
     }
 }
@@ -220,8 +256,8 @@ final class ReplicaLoop: @unchecked Sendable {
 /// Work for the loop thread (see `ReplicaLoop.perform`).
 typealias LoopTask = @Sendable (ReplicaRuntime) -> Void
 
-/// The runtime's seams in the server: the peer transport, swift-log, and exit on a fatal
-/// storage error.
+/// The runtime's seams in the server: the peer transport, the fsync thread, a background
+/// thread for snapshots, swift-log, and exit on a fatal storage error.
 final class ServerEnvironment: RuntimeEnvironment {
     let transport: PeerTransport
     let logger: Logger
@@ -229,10 +265,26 @@ final class ServerEnvironment: RuntimeEnvironment {
     weak var loop: ReplicaLoop?
     /// One thread for the runtime's slow work (snapshots), in order.
     private let background = DispatchQueue(label: "synod-background")
+    /// The write-ahead log's fdatasyncs, off the event loop.
+    private let syncThread: SyncThread
 
-    init(transport: PeerTransport, logger: Logger) {
+    init(transport: PeerTransport, logger: Logger, syncThreadName: String) {
         self.transport = transport
         self.logger = logger
+        syncThread = SyncThread(name: syncThreadName)
+    }
+
+    func syncInBackground(_ sync: PendingSync) {
+        let loop = self.loop
+        syncThread.submit {
+            let event = sync.runForRuntime()
+            loop?.submitFromBackground(event)
+        }
+    }
+
+    /// Ends the fsync thread after the sync it runs, if any (the runtime has stopped).
+    func stopSyncThread() {
+        syncThread.stop()
     }
 
     func send(_ envelopes: [Envelope]) {
@@ -273,5 +325,57 @@ final class ServerEnvironment: RuntimeEnvironment {
         // lesson): retrying could acknowledge data the kernel already dropped.
         FileHandle.standardError.write(Data("synod: \(message)\n".utf8))
         exit(1)
+    }
+}
+
+/// The replica's fsync thread (DESIGN §2): runs the write-ahead log's syncs one after another
+/// off the event loop, so the loop steps the next batch while the disk syncs. A plain
+/// `Thread` waiting on a condition variable — not libdispatch, whose pool may run each job
+/// on another worker thread and adds its own hand-offs.
+final class SyncThread: @unchecked Sendable {
+    private let condition = NSCondition()
+    // Guarded by `condition`.
+    private var jobs: [@Sendable () -> Void] = []
+    private var stopping = false
+    private var finished = false
+
+    init(name: String) {
+        let thread = Thread { [self] in run() }
+        thread.name = name
+        thread.start()
+    }
+
+    func submit(_ job: @escaping @Sendable () -> Void) {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopping else { return }
+        jobs.append(job)
+        condition.signal()
+    }
+
+    /// Lets the thread finish the jobs it has and waits until it ended. Idempotent.
+    func stop() {
+        condition.lock()
+        defer { condition.unlock() }
+        stopping = true
+        condition.broadcast()
+        while !finished { condition.wait() }
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while jobs.isEmpty && !stopping { condition.wait() }
+            if jobs.isEmpty {
+                finished = true
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            let batch = jobs
+            jobs.removeAll(keepingCapacity: true)
+            condition.unlock()
+            for job in batch { job() }
+        }
     }
 }

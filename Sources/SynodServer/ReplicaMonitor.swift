@@ -39,7 +39,7 @@ final class ReplicaMonitor: Sendable {
     let transport: PeerTransport
     let metrics: ServerMetrics
     let configuration: ServerConfiguration
-    /// Runs the timeouts and the background sampling (the client API's event loop).
+    /// Runs the timeouts and the background sampling (the replica's event loop, which the client API, the transport and the runtime share).
     let eventLoop: EventLoop
     let startedAt = Date()
 

@@ -44,10 +44,13 @@ public final class SynodServer: Sendable {
             throw ServerConfigurationError.invalid(error.description)
         }
         let (clientTLS, peerTLS) = try tlsSetup()
+        // One event loop per replica (DESIGN §2): the client API's connections, the peer
+        // transport, the monitor and the replica runtime all run on this one thread, so a
+        // write crosses no thread inside a replica; only the WAL's fdatasync runs elsewhere
+        // (the fsync thread, `SyncThread`). Turn batching keeps peer messages flowing under a
+        // burst of client calls: a turn takes everything one epoll pass read.
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        // The client API's HTTP/2 connections get their own thread, so a burst of client
-        // traffic never delays the peer messages that decide it.
-        let clientGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let eventLoop = group.next()
         let box = LoopBox()
         var peers: [ReplicaID: (host: String, port: Int)] = [:]
         for (id, endpoint) in configuration.peers where id != configuration.replicaID {
@@ -64,8 +67,8 @@ public final class SynodServer: Sendable {
         let metrics = ServerMetrics()
         box.metrics = metrics
         let loop = ReplicaLoop(
-            configuration: configuration, paxosConfiguration: paxos, transport: transport, logger: logger,
-            fileSystem: TimedFileSystem(base: PosixFileSystem(), metrics: metrics))
+            configuration: configuration, paxosConfiguration: paxos, transport: transport, eventLoop: eventLoop,
+            logger: logger, fileSystem: TimedFileSystem(base: PosixFileSystem(), metrics: metrics))
         box.loop = loop
         try loop.start()
         do {
@@ -80,7 +83,7 @@ public final class SynodServer: Sendable {
         let frontEnd = EtcdFrontEnd(loop: loop, configuration: configuration)
         let monitor = ReplicaMonitor(
             loop: loop, transport: transport, metrics: metrics, configuration: configuration,
-            eventLoop: clientGroup.next())
+            eventLoop: eventLoop)
         let endpoints = MonitoringEndpoints(monitor: monitor)
         var options = UnaryServer.Options()
         // Far above etcd's limit, which the front end enforces itself with etcd's
@@ -91,7 +94,7 @@ public final class SynodServer: Sendable {
         let clientServer: UnaryServer
         do {
             clientServer = try await UnaryServer.bind(
-                host: configuration.listenClient.host, port: configuration.listenClient.port, group: clientGroup,
+                host: configuration.listenClient.host, port: configuration.listenClient.port, group: group,
                 methods: metrics.instrument(
                     frontEnd.methods.merging([
                         EtcdFrontEnd.moveLeaderPath: frontEnd.moveLeaderMethod,
@@ -103,7 +106,6 @@ public final class SynodServer: Sendable {
             loop.stop()
             transport.shutdown()
             try? await group.shutdownGracefully()
-            try? await clientGroup.shutdownGracefully()
             throw ServerError.clientAPIFailed("\(error)", configuration.listenClient)
         }
         // etcd's --listen-metrics-urls: the same monitoring endpoints, no gRPC.
@@ -112,7 +114,7 @@ public final class SynodServer: Sendable {
             do {
                 metricsServers.append(
                     try await UnaryServer.bind(
-                        host: endpoint.host, port: endpoint.port, group: clientGroup, methods: [:],
+                        host: endpoint.host, port: endpoint.port, group: group, methods: [:],
                         http: endpoints.handler))
                 logger.notice("serving /metrics, /health, /livez, /readyz and /status on http://\(endpoint)")
             } catch {
@@ -121,7 +123,6 @@ public final class SynodServer: Sendable {
                 loop.stop()
                 transport.shutdown()
                 try? await group.shutdownGracefully()
-                try? await clientGroup.shutdownGracefully()
                 throw ServerError.metricsListenerFailed("\(error)", endpoint)
             }
         }
@@ -142,7 +143,6 @@ public final class SynodServer: Sendable {
             loop.stop()
             transport.shutdown()
             try? await group.shutdownGracefully()
-            try? await clientGroup.shutdownGracefully()
             throw ServerError.clientAPIFailed("\(error)", configuration.listenClient)
         }
         if handsOverLeadership(), loop.handOverLeadership() {
@@ -153,7 +153,6 @@ public final class SynodServer: Sendable {
         loop.stop()
         transport.shutdown()
         try? await group.shutdownGracefully()
-        try? await clientGroup.shutdownGracefully()
     }
 }
 

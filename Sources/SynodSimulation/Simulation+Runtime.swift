@@ -72,6 +72,21 @@ final class SimEnvironment: RuntimeEnvironment {
             .background(node: node, incarnation: incarnation, work: work), after: 1 + simulation.random.next() % 20)
     }
 
+    /// The disk finishes the sync a few moments later (now and then much later: a slow
+    /// fdatasync), while the replica goes on stepping turns; a crash before then means the
+    /// sync never ran, and the file system keeps only what was durable. Now and then the
+    /// process does crash in that window, with records appended and outputs held.
+    func syncInBackground(_ sync: PendingSync) {
+        let random = simulation.random.next()
+        let delay = random % 8 == 0 ? 5 + simulation.random.next() % 40 : 1 + simulation.random.next() % 6
+        simulation.schedule(
+            .background(node: node, incarnation: incarnation, work: { sync.runForRuntime() }), after: delay)
+        guard !simulation.inLivenessPhase,
+            simulation.random.next() % 10_000 < simulation.plan.crashPerTenThousand
+        else { return }
+        simulation.schedule(.crash(node: node, incarnation: incarnation), after: simulation.random.next() % delay)
+    }
+
     func log(_ level: RuntimeLogLevel, _ message: String) {
         simulation.trace.note(simulation.time, "r\(node) \(message)")
     }
@@ -105,6 +120,7 @@ extension Simulation {
         case .forgetPromise: bug = .forgetPromise
         case .noFsync: bug = .noFsync
         case .acceptedBeforeFsync: bug = .acceptedBeforeFsync
+        case .releaseBeforeSync: bug = .releaseBeforeSync
         case .acceptorRecoversWithoutLog: bug = .acceptorRecoversWithoutLog
         case .dropWatchEvent: bug = .dropWatchEvent
         case .followerExpiresLeases: bug = .followerExpiresLeases

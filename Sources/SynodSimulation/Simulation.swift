@@ -256,6 +256,11 @@ public final class Simulation: @unchecked Sendable {  // one thread drives each 
         case .restart(let id, let crashIncarnation):
             let node = node(id)
             if node.runtime == nil && node.incarnation == crashIncarnation { restart(node) }
+        case .crash(let id, let incarnation):
+            let node = node(id)
+            guard node.incarnation == incarnation, node.runtime != nil else { return }
+            trace.note(time, "r\(id) crashes with a log sync in flight")
+            crash(node)
         case .background(let id, let incarnation, let work):
             let node = node(id)
             guard node.incarnation == incarnation, node.runtime != nil else { return }
@@ -296,6 +301,8 @@ enum SimEvent {
     case faultTick
     case heal
     case restart(node: ReplicaID, incarnation: Int)
+    /// The process dies now, unless it died (and restarted) since the crash was planned.
+    case crash(node: ReplicaID, incarnation: Int)
     case snapshotChunk(to: ReplicaID, from: ReplicaID, SnapshotChunk)
     case clientNext(client: Int)
     case request(to: ReplicaID, ClientRequest)

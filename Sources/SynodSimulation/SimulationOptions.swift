@@ -14,6 +14,10 @@ public enum InjectedBug: String, CaseIterable, Sendable {
     /// The runtime lets acceptors' `accepted` replies leave before their fsync, as it may
     /// a leader's `accept` requests: a crash in that window forgets a vote that counted.
     case acceptedBeforeFsync = "accepted-before-fsync"
+    /// The runtime releases a turn's output (messages, answers) as soon as its records are
+    /// appended, before the background sync made them durable: a crash in between forgets
+    /// what was announced.
+    case releaseBeforeSync = "release-before-sync"
     /// The runtime's injected acceptor failure recovers without replaying the log.
     case acceptorRecoversWithoutLog = "acceptor-recovers-without-log"
     /// The watch hub loses one event of every fifth revision it sends: the watch checker

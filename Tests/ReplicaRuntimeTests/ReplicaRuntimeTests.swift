@@ -13,9 +13,25 @@ final class RecordingEnvironment: RuntimeEnvironment {
     var lines: [String] = []
     /// What `runInBackground` produced (run at once), for a test to hand back in a turn.
     var background: [RuntimeEvent] = []
+    /// Log syncs begun and not yet run: `turn` runs them after each turn and hands them back,
+    /// as a fast disk would (`DurabilityTests` run them itself, when it likes).
+    var syncs: [PendingSync] = []
 
     func send(_ envelopes: [Envelope]) { sent.append(contentsOf: envelopes) }
     func runInBackground(_ work: @escaping @Sendable () -> RuntimeEvent) { background.append(work()) }
+    func syncInBackground(_ sync: PendingSync) { syncs.append(sync) }
+
+    /// A turn of `runtime`, then turns that hand back the syncs it began until none is in
+    /// flight: the turn's outputs are released, as after a runtime that synced in the turn.
+    func turn(_ runtime: ReplicaRuntime, _ events: [RuntimeEvent], tick: Bool, now: RuntimeInstant) {
+        runtime.turn(events, tick: tick, now: now)
+        while !syncs.isEmpty {
+            let done = syncs.map { $0.runForRuntime() }
+            syncs.removeAll()
+            runtime.turn(done, tick: false, now: now)
+        }
+    }
+
     func sendSnapshotChunk(_ chunk: SnapshotChunk, to peer: ReplicaID) { chunks.append((peer, chunk)) }
     func log(_ level: RuntimeLogLevel, _ message: String) { lines.append(message) }
     func fatal(_ message: String) -> Never { preconditionFailure(message) }
@@ -50,7 +66,7 @@ struct ReplicaRuntimeTests {
         try runtime.start(now: .milliseconds(0))
         if replicas.count > 1 {
             // r2 leads (as far as this replica knows): writes are forwarded and wait there.
-            runtime.turn(
+            environment.turn(runtime, 
                 [.message(Envelope(from: 2, to: 1, message: .heartbeat(ballot: Ballot(round: 1, replica: 2), chosenThrough: 0, readRound: 0)))],
                 tick: false, now: .milliseconds(0))
         }
@@ -67,55 +83,55 @@ struct ReplicaRuntimeTests {
     @Test("Writes waiting beyond the count bound are refused at once with 'too many requests'")
     func waitingCountBound() throws {
         // Three replicas, only this one running: writes are forwarded to r2 and never answered.
-        let (runtime, _) = try Self.runtime(replicas: [1, 2, 3], requestsWaitingMax: 4)
+        let (runtime, environment) = try Self.runtime(replicas: [1, 2, 3], requestsWaitingMax: 4)
         let outcomes = Outcomes()
         var events: [RuntimeEvent] = []
         for sequence in UInt64(1)...6 {
             let (command, encoded) = Self.put("k", sequence: sequence)
             events.append(.write(command, encoded, deadline: .distantFuture, reply: { outcome in outcomes.writes.withLock { $0.append(outcome) } }))
         }
-        runtime.turn(events, tick: false, now: .milliseconds(1))
+        environment.turn(runtime, events, tick: false, now: .milliseconds(1))
         #expect(outcomes.failures == [.tooManyRequests, .tooManyRequests])
         #expect(runtime.requestsWaiting <= 4)
     }
 
     @Test("Writes waiting beyond the byte bound are refused at once with 'too many requests'")
     func waitingBytesBound() throws {
-        let (runtime, _) = try Self.runtime(replicas: [1, 2, 3], requestsWaitingMax: 100, requestBytesWaitingMax: 10_000)
+        let (runtime, environment) = try Self.runtime(replicas: [1, 2, 3], requestsWaitingMax: 100, requestBytesWaitingMax: 10_000)
         let outcomes = Outcomes()
         var events: [RuntimeEvent] = []
         for sequence in UInt64(1)...5 {
             let (command, encoded) = Self.put("k\(sequence)", sequence: sequence, bytes: 4_000)
             events.append(.write(command, encoded, deadline: .distantFuture, reply: { outcome in outcomes.writes.withLock { $0.append(outcome) } }))
         }
-        runtime.turn(events, tick: false, now: .milliseconds(1))
+        environment.turn(runtime, events, tick: false, now: .milliseconds(1))
         #expect(outcomes.failures == [.tooManyRequests, .tooManyRequests, .tooManyRequests])
         #expect(runtime.requestBytesWaiting <= 10_000)
     }
 
     @Test("Waiting writes expire at their deadline with 'timed out', and the accounting returns to zero")
     func deadlines() throws {
-        let (runtime, _) = try Self.runtime(replicas: [1, 2, 3])
+        let (runtime, environment) = try Self.runtime(replicas: [1, 2, 3])
         let outcomes = Outcomes()
         let (command, encoded) = Self.put("k", sequence: 1)
-        runtime.turn(
+        environment.turn(runtime, 
             [.write(command, encoded, deadline: .milliseconds(50), reply: { outcome in outcomes.writes.withLock { $0.append(outcome) } })],
             tick: false, now: .milliseconds(1))
-        runtime.turn([], tick: true, now: .milliseconds(40))
+        environment.turn(runtime, [], tick: true, now: .milliseconds(40))
         #expect(outcomes.failures.isEmpty)
-        runtime.turn([], tick: true, now: .milliseconds(60))
+        environment.turn(runtime, [], tick: true, now: .milliseconds(60))
         #expect(outcomes.failures == [.timedOut])
         #expect(runtime.requestsWaiting == 0 && runtime.requestBytesWaiting == 0)
     }
 
     @Test("A single replica leads, applies and answers; a restart recovers the write from its log")
     func singleReplica() throws {
-        let (runtime, _) = try Self.runtime()
+        let (runtime, environment) = try Self.runtime()
         let outcomes = Outcomes()
-        for tick in 1...30 { runtime.turn([], tick: true, now: .milliseconds(UInt64(tick * 10))) }
+        for tick in 1...30 { environment.turn(runtime, [], tick: true, now: .milliseconds(UInt64(tick * 10))) }
         #expect(runtime.status.isLeader)
         let (command, encoded) = Self.put("k", sequence: 1)
-        runtime.turn(
+        environment.turn(runtime, 
             [.write(command, encoded, deadline: .distantFuture, reply: { outcome in outcomes.writes.withLock { $0.append(outcome) } })],
             tick: false, now: .milliseconds(400))
         #expect(outcomes.successes == 1)
@@ -126,7 +142,7 @@ struct ReplicaRuntimeTests {
     func acceptorFailuresAreLogged() throws {
         let (runtime, environment) = try Self.runtime(
             faults: FaultModel(mode: .acceptor, meanMillisecondsBetweenFailures: 20, downtimeMillisecondsMax: 30))
-        for tick in 1...300 { runtime.turn([], tick: true, now: .milliseconds(UInt64(tick * 10))) }
+        for tick in 1...300 { environment.turn(runtime, [], tick: true, now: .milliseconds(UInt64(tick * 10))) }
         #expect(environment.lines.contains { $0.hasPrefix("fault injector: acceptor crashed") })
         #expect(environment.lines.contains { $0.hasPrefix("fault injector: acceptor recovered") })
         #expect(runtime.faultCounts.failures >= 10)
@@ -148,17 +164,18 @@ struct SnapshotOrderTests {
     /// The state machine through slot 5 of a single-replica cluster, as a snapshot file.
     static func sourceSnapshot() throws -> (SnapshotChunk, KVStore) {
         let fileSystem = SimulatedFileSystem(seed: 2)
+        let environment = RecordingEnvironment()
         let runtime = ReplicaRuntime(
             options: RuntimeOptions(
                 paxos: try Configuration(replicaID: 1, replicas: [1], electionTimeoutTicks: 5), directory: "/data",
                 fileSystem: fileSystem, storage: .testing(), snapshotEverySlots: 5),
-            environment: RecordingEnvironment())
+            environment: environment)
         try runtime.start(now: .milliseconds(0))
-        for tick in 1...30 { runtime.turn([], tick: true, now: .milliseconds(UInt64(tick * 10))) }
+        for tick in 1...30 { environment.turn(runtime, [], tick: true, now: .milliseconds(UInt64(tick * 10))) }
         for sequence in UInt64(1)...5 {
             let command = untrackedPut("k\(sequence)", sequence: sequence)
             let decoded = try WriteCommand.decode(command.bytes)
-            runtime.turn([.write(decoded, command, deadline: .distantFuture, reply: { _ in })], tick: false, now: .milliseconds(400))
+            environment.turn(runtime, [.write(decoded, command, deadline: .distantFuture, reply: { _ in })], tick: false, now: .milliseconds(400))
         }
         let state = runtime.kv
         runtime.stop()
@@ -169,14 +186,15 @@ struct SnapshotOrderTests {
         return (SnapshotChunk(through: 5, offset: 0, totalBytes: reader.totalBytes, bytes: bytes, isLast: true), state)
     }
 
-    static func follower(bug: RuntimeBug?) throws -> ReplicaRuntime {
+    static func follower(bug: RuntimeBug?) throws -> (ReplicaRuntime, RecordingEnvironment) {
+        let environment = RecordingEnvironment()
         let runtime = ReplicaRuntime(
             options: RuntimeOptions(
                 paxos: try Configuration(replicaID: 1, replicas: [1, 2, 3], electionTimeoutTicks: 5), directory: "/data",
                 fileSystem: SimulatedFileSystem(seed: 3), storage: .testing(), bug: bug),
-            environment: RecordingEnvironment())
+            environment: environment)
         try runtime.start(now: .milliseconds(0))
-        return runtime
+        return (runtime, environment)
     }
 
     /// The follower accepted slot 1 earlier; in one turn it learns slot 1 is chosen and
@@ -184,13 +202,13 @@ struct SnapshotOrderTests {
     /// the snapshot replaces the store, never on top of it.
     static func run(bug: RuntimeBug?) throws -> (KVStore, KVStore) {
         let (chunk, source) = try sourceSnapshot()
-        let runtime = try follower(bug: bug)
+        let (runtime, environment) = try follower(bug: bug)
         let ballot = Ballot(round: 1, replica: 2)
         let first = untrackedPut("k1", sequence: 1)
-        runtime.turn(
+        environment.turn(runtime, 
             [.message(Envelope(from: 2, to: 1, message: .accept(ballot: ballot, slot: 1, value: .batch([first]), chosenThrough: 0)))],
             tick: false, now: .milliseconds(1))
-        runtime.turn(
+        environment.turn(runtime, 
             [
                 .message(Envelope(from: 2, to: 1, message: .heartbeat(ballot: ballot, chosenThrough: 1, readRound: 0))),
                 .snapshotChunk(from: 2, chunk),
@@ -222,7 +240,7 @@ struct ReforwardTests {
         let untracked = WriteCommand(
             requestID: RequestID(clientID: RequestID.untrackedBit | 9, sequence: 1),
             operation: .put(PutRequest(key: Array("u".utf8), value: [1])))
-        runtime.turn(
+        environment.turn(runtime, 
             [
                 .write(tracked, trackedBytes, deadline: .distantFuture, reply: { outcome in outcomes.writes.withLock { $0.append(outcome) } }),
                 .write(
@@ -232,7 +250,7 @@ struct ReforwardTests {
         #expect(environment.sent.filter { if case .forward = $0.message { return $0.to == 2 } else { return false } }.count == 1)
         environment.sent.removeAll()
         // r3 takes over with a higher ballot.
-        runtime.turn(
+        environment.turn(runtime, 
             [.message(Envelope(from: 3, to: 1, message: .heartbeat(ballot: Ballot(round: 2, replica: 3), chosenThrough: 0, readRound: 0)))],
             tick: false, now: .milliseconds(2))
         let forwards = environment.sent.compactMap { envelope -> [Command]? in
@@ -247,35 +265,36 @@ struct ReforwardTests {
 
 @Suite("Replica runtime: automatic compaction")
 struct AutoCompactionTests {
-    static func leader(_ policy: AutoCompaction) throws -> ReplicaRuntime {
+    static func leader(_ policy: AutoCompaction) throws -> (ReplicaRuntime, RecordingEnvironment) {
         var options = RuntimeOptions(
             paxos: try Configuration(replicaID: 1, replicas: [1], electionTimeoutTicks: 5), directory: "/data",
             fileSystem: SimulatedFileSystem(seed: 4), storage: .testing())
         options.autoCompaction = policy
-        let runtime = ReplicaRuntime(options: options, environment: RecordingEnvironment())
+        let environment = RecordingEnvironment()
+        let runtime = ReplicaRuntime(options: options, environment: environment)
         try runtime.start(now: .milliseconds(0))
-        for tick in 1...30 { runtime.turn([], tick: true, now: .milliseconds(UInt64(tick * 10))) }
-        return runtime
+        for tick in 1...30 { environment.turn(runtime, [], tick: true, now: .milliseconds(UInt64(tick * 10))) }
+        return (runtime, environment)
     }
 
-    static func put(_ runtime: ReplicaRuntime, _ sequence: UInt64, at milliseconds: UInt64) {
+    static func put(_ runtime: ReplicaRuntime, _ environment: RecordingEnvironment, _ sequence: UInt64, at milliseconds: UInt64) {
         let (command, encoded) = ReplicaRuntimeTests.put("k\(sequence % 3)", sequence: sequence)
-        runtime.turn([.write(command, encoded, deadline: .distantFuture, reply: { _ in })], tick: true, now: .milliseconds(milliseconds))
+        environment.turn(runtime, [.write(command, encoded, deadline: .distantFuture, reply: { _ in })], tick: true, now: .milliseconds(milliseconds))
     }
 
     @Test("revision mode keeps the last N revisions: the leader compacts through the log")
     func revisionMode() throws {
-        let runtime = try Self.leader(.revision(retain: 10))
-        for sequence in UInt64(1)...40 { Self.put(runtime, sequence, at: 400 + sequence * 10) }
-        runtime.turn([], tick: true, now: .milliseconds(900))
+        let (runtime, environment) = try Self.leader(.revision(retain: 10))
+        for sequence in UInt64(1)...40 { Self.put(runtime, environment, sequence, at: 400 + sequence * 10) }
+        environment.turn(runtime, [], tick: true, now: .milliseconds(900))
         #expect(runtime.kv.compactedRevision >= runtime.kv.revision - 12, "compacted \(runtime.kv.compactedRevision) at \(runtime.kv.revision)")
         #expect(runtime.kv.compactedRevision <= runtime.kv.revision - 10)
     }
 
     @Test("periodic mode compacts to the revision of one period ago")
     func periodicMode() throws {
-        let runtime = try Self.leader(.periodic(milliseconds: 10_000))
-        for sequence in UInt64(1)...30 { Self.put(runtime, sequence, at: 400 + sequence * 1_000) }
+        let (runtime, environment) = try Self.leader(.periodic(milliseconds: 10_000))
+        for sequence in UInt64(1)...30 { Self.put(runtime, environment, sequence, at: 400 + sequence * 1_000) }
         // At t ≈ 30 s the store is at revision 31; ten seconds earlier it was at about 21.
         #expect(runtime.kv.compactedRevision >= 15 && runtime.kv.compactedRevision <= 22, "compacted \(runtime.kv.compactedRevision)")
     }

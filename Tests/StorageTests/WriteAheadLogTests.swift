@@ -287,6 +287,180 @@ struct WriteAheadLogTests {
         #expect(throws: error) { try storage.saveSnapshot(through: 1, stateMachine: []) }
     }
 
+    // MARK: - Syncs run elsewhere (append / beginSync / PendingSync.run / endSync)
+
+    /// The fsync thread's part and the hand-back, in a row.
+    private func finish(_ pending: PendingSync, on storage: ReplicaStorage) throws {
+        try pending.run()
+        try storage.endSync(pending)
+    }
+
+    /// A storage with slot 1 appended and a sync of it begun, not yet run.
+    private func syncInFlight(seed: UInt64) throws -> (SimulatedFileSystem, ReplicaStorage, PendingSync) {
+        let fileSystem = SimulatedFileSystem(seed: seed)
+        let (storage, _) = try open(fileSystem)
+        try storage.append([accepted(1)])
+        #expect(storage.appendedSequence == 1)
+        #expect(storage.durableSequence == 0)
+        return (fileSystem, storage, try #require(try storage.beginSync()))
+    }
+
+    private func crashAndRecover(_ fileSystem: SimulatedFileSystem) throws -> RecoveredState {
+        fileSystem.crash()
+        return try open(fileSystem).1
+    }
+
+    @Test("appended records are durable only after a sync; a pending sync covers what was appended before it began")
+    func pendingSyncCoversItsPrefix() throws {
+        let (fileSystem, storage, pending) = try syncInFlight(seed: 21)
+        #expect(pending.through == 1)
+        // Appended while the sync is in flight: not covered by it.
+        try storage.append([accepted(2)])
+        try finish(pending, on: storage)
+        #expect(storage.durableSequence == 1)
+        #expect(storage.appendedSequence == 2)
+        // The simulated disk syncs exactly the prefix: slot 2 may or may not survive, slot 1 must.
+        let recovered = try crashAndRecover(fileSystem)
+        #expect(recovered.durable.entries[1] != nil, "a record covered by a completed sync was lost")
+    }
+
+    @Test("with nothing appended since the last sync there is nothing to begin")
+    func nothingToSync() throws {
+        let (storage, _) = try open(SimulatedFileSystem(seed: 22))
+        try storage.persist([accepted(1)])
+        #expect(try storage.beginSync() == nil)
+        try storage.append([accepted(2)])
+        let pending = try #require(try storage.beginSync())
+        try finish(pending, on: storage)
+        #expect(try storage.beginSync() == nil)
+        #expect(storage.durableSequence == storage.appendedSequence)
+    }
+
+    @Test("a segment roll with a sync in flight syncs the old segment first and closes it only after the sync ran")
+    func rollWhileSyncInFlight() throws {
+        let fileSystem = SimulatedFileSystem(seed: 23)
+        let (storage, _) = try open(fileSystem)
+        try storage.append([accepted(1, bytes: 1_500)])
+        let pending = try #require(try storage.beginSync())
+        let segmentsBefore = storage.segmentNames.count
+        let syncsBefore = fileSystem.fileSyncCount
+        // Does not fit the 4 KiB segment: a new one starts, and the old one's tail (which the
+        // pending sync has not made durable yet) is fdatasynced first.
+        try storage.append([accepted(2, bytes: 3_000)])
+        #expect(storage.segmentNames.count == segmentsBefore + 1)
+        #expect(fileSystem.fileSyncCount == syncsBefore + 1)
+        // The old segment's handle is still open for the pending sync.
+        try finish(pending, on: storage)
+        #expect(storage.durableSequence == 1)
+        try storage.syncNow()
+        let recovered = try crashAndRecover(fileSystem)
+        #expect(recovered.durable.entries.keys.sorted() == [1, 2])
+        #expect(recovered.report.wal.tornBytesTruncated == 0)
+    }
+
+    @Test("syncNow while a sync is in flight makes everything durable; the late sync then changes nothing")
+    func syncNowOvertakesPendingSync() throws {
+        let (fileSystem, storage, pending) = try syncInFlight(seed: 24)
+        try storage.append([accepted(2)])
+        try storage.syncNow()
+        #expect(storage.durableSequence == 2)
+        try finish(pending, on: storage)
+        #expect(storage.durableSequence == 2)
+        try storage.close()
+        let recovered = try crashAndRecover(fileSystem)
+        #expect(recovered.durable.entries.keys.sorted() == [1, 2])
+    }
+
+    @Test("a pending sync that fails is remembered: endSync and every later call throw it")
+    func failedPendingSync() throws {
+        let (fileSystem, storage, pending) = try syncInFlight(seed: 25)
+        fileSystem.failNextSync(errno: 5)
+        #expect(throws: StorageError.self) { try pending.run() }
+        #expect(pending.failure != nil)
+        let error = try #require(throws: StorageError.self) { try storage.endSync(pending) }
+        guard case .fsyncFailed = error else {
+            Issue.record("expected fsyncFailed, got \(error)")
+            return
+        }
+        #expect(storage.durableSequence == 0)
+        #expect(throws: error) { try storage.append([accepted(2)]) }
+        #expect(throws: error) { try storage.beginSync() }
+    }
+
+    @Test("a chosen prefix counts for snapshot headers only once the entries before it are durable")
+    func chosenThroughWaitsForDurability() throws {
+        let fileSystem = SimulatedFileSystem(seed: 26)
+        let (storage, _) = try open(fileSystem)
+        try storage.persist([accepted(1), accepted(2), .chosenThrough(2)])
+        #expect(storage.chosenThrough == 2)
+        // Slot 3 accepted and marked chosen, neither durable yet (a sync may be in flight).
+        try storage.append([accepted(3)])
+        let pending = try #require(try storage.beginSync())
+        try storage.append([.chosenThrough(3)])
+        #expect(storage.chosenThrough == 2)
+        // A snapshot begun now must not promise recovery an entry for slot 3.
+        let snapshot = try #require(try storage.beginSnapshot(through: 2))
+        #expect(snapshot.chosenThrough == 2)
+        try finish(pending, on: storage)
+        #expect(storage.chosenThrough == 2, "the mark was appended after the sync began")
+        try storage.syncNow()
+        #expect(storage.chosenThrough == 3)
+    }
+
+    @Test("random appends, background syncs, syncNow and crashes: every record the log called durable survives", arguments: Array(UInt64(1)...UInt64(8)))
+    func randomPipelinedSyncs(seed: UInt64) throws {
+        var random = TestRandom(seed: seed)
+        let fileSystem = SimulatedFileSystem(seed: seed &+ 100)
+        var (storage, _) = try open(fileSystem)
+        var slotOfSequence: [UInt64: Slot] = [:]
+        var nextSlot: Slot = 1
+        var pending: PendingSync?
+        var crashes = 0
+        for _ in 0..<400 {
+            switch random.next() % 10 {
+            case 0...4:
+                let count = random.int(1...3)
+                var records: [Record] = []
+                for _ in 0..<count {
+                    records.append(accepted(nextSlot, bytes: random.int(10...900)))
+                    nextSlot += 1
+                }
+                try storage.append(records)
+                for offset in 0..<count {
+                    slotOfSequence[storage.appendedSequence - UInt64(count - 1 - offset)] = nextSlot - Slot(count - offset)
+                }
+            case 5, 6:
+                if let running = pending {
+                    try finish(running, on: storage)
+                    pending = nil
+                } else {
+                    pending = try storage.beginSync()
+                }
+            case 7:
+                try storage.syncNow()
+            case 8:
+                // The process dies: what the log called durable must be there.
+                let durable = storage.durableSequence
+                fileSystem.crash()
+                crashes += 1
+                pending = nil
+                let (reopened, recovered) = try open(fileSystem)
+                for sequence in slotOfSequence.keys where sequence <= durable {
+                    let slot = slotOfSequence[sequence]!
+                    #expect(recovered.durable.entries[slot] != nil, "seed \(seed): slot \(slot) (sequence \(sequence), durable through \(durable)) lost")
+                }
+                storage = reopened
+                // Sequence numbers restart from what recovery found.
+                slotOfSequence = [:]
+                nextSlot = (recovered.durable.entries.keys.max() ?? 0) + 1
+            default:
+                continue
+            }
+            #expect(storage.durableSequence <= storage.appendedSequence)
+        }
+        #expect(crashes > 0, "seed \(seed): no crash happened")
+    }
+
     @Test("oversized records and bad options are refused")
     func limits() throws {
         let fileSystem = SimulatedFileSystem(seed: 10)
