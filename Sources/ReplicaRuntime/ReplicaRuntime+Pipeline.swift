@@ -12,6 +12,9 @@ struct HeldOutput {
     /// The leader that became known in this output's turn, if it changed: once the output is
     /// released, writes without a session still waiting on another leader fail.
     var newLeader: ReplicaID?
+    /// The core's chosen prefix at the end of this output's turn: once the output is
+    /// released, every vote it was counted from is durable (`chosenReleased`).
+    var chosenThrough: Slot
 }
 
 /// The `Output` contract, pipelined (DESIGN §2's dedicated fsync thread):
@@ -20,18 +23,25 @@ struct HeldOutput {
 ///     turn k+1: step → append records_k+1 → held_k+1        (sync_k still running)
 ///     .synced(sync_k): release held_k (send, apply, answer); sync_k+1 starts
 ///
-/// - **Persist before send**: an output leaves only when the log is durable through its own
-///   records, hence through every record appended before them.
+/// - **Persist before send**: an output leaves only when the log is durable through every
+///   record appended up to its turn that needs a sync — its own and those of earlier turns,
+///   even of a turn whose output had nothing left to hold.
 /// - **Turn order**: outputs leave in the order their turns ran; one that needs no sync of
 ///   its own waits behind those that do. Every effect a turn has on the world is in its
 ///   output, so the world sees exactly what a runtime that fsynced inside each turn would
 ///   have shown — later, never differently.
 /// - **Group commit**: one sync in flight; everything appended meanwhile rides the next.
-/// - **Early accepts** (`Envelope.mayLeaveBeforePersist`) only in a turn that starts with
-///   every earlier record durable and nothing held, as the argument for them assumes (their
-///   `chosenThrough` is backed by durable votes only). With a sync pending, a reply to an
-///   earlier accept may have been counted with this replica's own not-yet-durable vote, and
-///   an early accept would announce that slot as chosen.
+/// - **Early accepts** (`Envelope.mayLeaveBeforePersist`) leave before the turn's records
+///   are durable, as before, so the acceptors' fsyncs overlap the leader's — but with a sync
+///   pending, their piggybacked `chosenThrough` is capped at `chosenReleased`, the chosen
+///   prefix of the last released output. A reply to an earlier accept may have been stepped
+///   before the sync covering the leader's own vote for that slot completed, so the core may
+///   count a slot chosen whose majority is not durable yet; everything else that announces
+///   it (commits, answers, heartbeats, learns) is held behind that sync, and the cap keeps
+///   the early accepts from announcing it either: a follower that learned it from one and
+///   applied it could otherwise disagree with a new leader after the old one crashed and
+///   lost its vote. With nothing pending (every earlier record durable, nothing held) no cap
+///   is needed: the argument in `Envelope.mayLeaveBeforePersist` holds as it stands.
 /// - **Draining** (`drain`): installing a snapshot, an injected failure, recovery and stop
 ///   make everything durable at once and release all that is held first.
 extension ReplicaRuntime {
@@ -40,19 +50,18 @@ extension ReplicaRuntime {
     func carryOut(_ output: Output, newLeader: ReplicaID? = nil) {
         guard !isHalted else { return }
         var output = output
-        var durableThrough: UInt64 = 0
+        var ownRecordsNeedSync = false
         if !output.records.isEmpty {
             guard let storage else { preconditionFailure("records to persist while the replica is down") }
-            if held.isEmpty && syncNeededThrough <= storage.durableSequence {
-                // Accept requests first: the acceptors' fsyncs overlap ours.
-                let early = output.messages.filter(leavesBeforePersist)
-                if !early.isEmpty {
-                    environment.send(early)
-                    output.messages.removeAll(where: leavesBeforePersist)
-                    if environment.crashes(at: .afterEarlySend) {
-                        halt()
-                        return
-                    }
+            // Accept requests first: the acceptors' fsyncs overlap ours.
+            let early = output.messages.filter(leavesBeforePersist)
+            if !early.isEmpty {
+                let idle = held.isEmpty && syncNeededThrough <= storage.durableSequence
+                environment.send(idle || options.bug == .earlyAcceptsUncapped ? early : early.map(cappingChosen))
+                output.messages.removeAll(where: leavesBeforePersist)
+                if environment.crashes(at: .afterEarlySend) {
+                    halt()
+                    return
                 }
             }
             do {
@@ -62,22 +71,39 @@ extension ReplicaRuntime {
             }
             if output.recordsNeedSync && options.bug != .noFsync {
                 syncNeededThrough = storage.appendedSequence
-                if options.bug != .releaseBeforeSync { durableThrough = storage.appendedSequence }
+                ownRecordsNeedSync = true
             }
             output.records = []
         }
+        // Not only its own records: an earlier turn's output that had nothing left to hold
+        // (its accepts left early) still had records this one's effects may rest on — a
+        // commit counted with the leader's own vote of that turn.
+        let overtakes = options.bug == .releaseOutOfOrder && !ownRecordsNeedSync
+        let durableThrough = options.bug == .releaseBeforeSync || overtakes ? 0 : syncNeededThrough
         guard !output.isEmpty || newLeader != nil else {
             startSyncIfNeeded()
             return
         }
-        let waiting = HeldOutput(output: output, durableThrough: durableThrough, newLeader: newLeader)
-        let overtakes = options.bug == .releaseOutOfOrder && durableThrough == 0
+        let waiting = HeldOutput(
+            output: output, durableThrough: durableThrough, newLeader: newLeader,
+            chosenThrough: replica?.learner.chosenThrough ?? 0)
         if (held.isEmpty || overtakes) && durableThrough <= (storage?.durableSequence ?? 0) {
             release(waiting)
         } else {
             held.append(waiting)
         }
         startSyncIfNeeded()
+    }
+
+    /// An early `accept` whose piggybacked chosen prefix says no more than the released
+    /// outputs said (see the type's comment).
+    func cappingChosen(_ envelope: Envelope) -> Envelope {
+        guard case .accept(let ballot, let slot, let value, let chosenThrough) = envelope.message,
+            chosenThrough > chosenReleased
+        else { return envelope }
+        return Envelope(
+            from: envelope.from, to: envelope.to,
+            message: .accept(ballot: ballot, slot: slot, value: value, chosenThrough: chosenReleased))
     }
 
     /// `Envelope.mayLeaveBeforePersist`, or with the injected bug also `accepted` replies.
@@ -142,6 +168,7 @@ extension ReplicaRuntime {
 
     /// Carries out what an output asks once its records are durable: send, apply, answer.
     func release(_ held: HeldOutput) {
+        chosenReleased = max(chosenReleased, held.chosenThrough)
         let output = held.output
         if !output.messages.isEmpty {
             environment.send(output.messages)

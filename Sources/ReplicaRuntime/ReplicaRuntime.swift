@@ -19,6 +19,9 @@ public enum RuntimeBug: String, CaseIterable, Sendable {
     /// Releases an output that needs no sync of its own at once, ahead of earlier outputs
     /// still held for theirs (turn order broken).
     case releaseOutOfOrder = "release-out-of-order"
+    /// Early accepts sent with a sync pending piggyback the core's whole chosen prefix,
+    /// which may count this leader's own vote before it is durable.
+    case earlyAcceptsUncapped = "early-accepts-uncapped"
     /// Forgets the promised ballot on recovery (keeps the accepted values).
     case forgetPromise = "forget-promise"
     /// Installs a received snapshot in the middle of a turn, before the slots stepped
@@ -133,9 +136,12 @@ public final class ReplicaRuntime {
     var held: [HeldOutput] = []
     /// The log sync running away from the driver's thread (`syncInBackground`); at most one.
     var syncInFlight: PendingSync?
-    /// The last log sequence number whose record must be durable before what announces it
-    /// leaves (a `chosenThrough`-only output needs no sync of its own).
+    /// The last log sequence number whose record must be durable before anything a later
+    /// turn does leaves (a `chosenThrough`-only output needs no sync of its own).
     var syncNeededThrough: UInt64 = 0
+    /// The chosen prefix as of the last released output: every vote behind it is durable.
+    /// Early accepts sent with a sync pending announce no more than this.
+    var chosenReleased: Slot = 0
     /// Sequence numbers of the runtime's own commands (automatic compactions).
     var ownSequence: UInt64 = 0
     var lastLeader: ReplicaID?
@@ -483,6 +489,7 @@ public final class ReplicaRuntime {
         if options.bug == .forgetPromise { durable.promised = .zero }
         snapshotThrough = durable.snapshotThrough
         appliedThroughKV = durable.snapshotThrough
+        chosenReleased = durable.chosenThrough
         replica = Replica(configuration: options.paxos, durable: durable)
         lastLeader = nil
         environment.log(

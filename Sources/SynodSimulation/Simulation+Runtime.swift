@@ -121,6 +121,7 @@ extension Simulation {
         case .noFsync: bug = .noFsync
         case .acceptedBeforeFsync: bug = .acceptedBeforeFsync
         case .releaseBeforeSync: bug = .releaseBeforeSync
+        case .earlyAcceptsUncapped: bug = .earlyAcceptsUncapped
         case .acceptorRecoversWithoutLog: bug = .acceptorRecoversWithoutLog
         case .dropWatchEvent: bug = .dropWatchEvent
         case .followerExpiresLeases: bug = .followerExpiresLeases

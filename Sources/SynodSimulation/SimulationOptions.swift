@@ -18,6 +18,9 @@ public enum InjectedBug: String, CaseIterable, Sendable {
     /// appended, before the background sync made them durable: a crash in between forgets
     /// what was announced.
     case releaseBeforeSync = "release-before-sync"
+    /// The runtime's early accepts, sent while a sync is pending, piggyback a chosen prefix
+    /// that counts the leader's own vote before it is durable.
+    case earlyAcceptsUncapped = "early-accepts-uncapped"
     /// The runtime's injected acceptor failure recovers without replaying the log.
     case acceptorRecoversWithoutLog = "acceptor-recovers-without-log"
     /// The watch hub loses one event of every fifth revision it sends: the watch checker

@@ -42,8 +42,9 @@ final class ControlledDiskEnvironment: RuntimeEnvironment {
 
 /// The pipelined `Output` contract (`ReplicaRuntime+Pipeline.swift`), checked on the runtime
 /// itself: a turn's output leaves only after the sync covering its records ran, outputs leave
-/// in turn order, one sync is in flight at a time, and early accepts leave only from a turn
-/// that starts with every earlier record durable. Each check is shown to catch the injected bug it exists for.
+/// in turn order, one sync is in flight at a time, and early accepts sent with a sync pending
+/// announce no chosen slot whose votes are not all durable. Each check is shown to catch
+/// the injected bug it exists for.
 @Suite("Replica runtime: durability and order of released outputs")
 struct DurabilityTests {
     static let leaderBallot = Ballot(round: 1, replica: 2)
@@ -215,13 +216,9 @@ struct DurabilityTests {
         }
     }
 
-    /// A leader (r1 of 3) sends its `accept`s before its own record is durable only in a turn
-    /// that starts with every earlier record durable: with a sync pending, the replies to
-    /// earlier accepts may already count this replica's own not-yet-durable vote in its
-    /// chosen prefix, which an early accept would announce.
-    @Test("Early accepts leave only from a turn that starts with every earlier record durable")
-    func earlyAcceptsOnlyWhenIdle() throws {
-        let (runtime, environment) = try Self.runtime()
+    /// A leader (r1 of 3) elected, with nothing held.
+    static func leader(bug: RuntimeBug? = nil) throws -> (ReplicaRuntime, ControlledDiskEnvironment, time: UInt64) {
+        let (runtime, environment) = try Self.runtime(bug: bug)
         // Campaign: tick until the prepares leave (after the promise record's sync).
         var time: UInt64 = 0
         var ballot: Ballot?
@@ -240,27 +237,77 @@ struct DurabilityTests {
         while let (event, _) = environment.finishSync() { runtime.turn([event], tick: false, now: .milliseconds(time)) }
         #expect(runtime.status.isLeader)
         #expect(runtime.outputsHeld == 0)
+        return (runtime, environment, time)
+    }
 
-        func accepts(since index: Int) -> [Slot] {
-            environment.sent[index...].compactMap { entry in
-                if case .accept(_, let slot, _, _) = entry.envelope.message, entry.envelope.to == 2 { return slot }
-                return nil
-            }
+    /// The accepts to r2 sent since `index`: ballot, slot and the chosen prefix they carry.
+    static func accepts(_ environment: ControlledDiskEnvironment, since index: Int) -> [(Ballot, Slot, chosen: Slot)] {
+        environment.sent[index...].compactMap { entry in
+            guard entry.envelope.to == 2, case .accept(let ballot, let slot, _, let chosen) = entry.envelope.message else { return nil }
+            return (ballot, slot, chosen)
         }
-        // Turn A starts with every record durable: its accept leaves at once, before its sync ran.
+    }
+
+    /// What a leader's early accepts announced while its own vote for slot A was not durable.
+    static func earlyAcceptsWithSyncPending(bug: RuntimeBug?) throws -> (slotA: Slot, chosenAnnounced: [Slot], chosenAfter: Slot) {
+        let (runtime, environment, time) = try leader(bug: bug)
+        // Turn A: nothing pending; slot A's accept leaves at once, before A's own vote is durable.
         var mark = environment.sent.count
+        let outcomes = Outcomes()
         let (first, firstBytes) = ReplicaRuntimeTests.put("a", sequence: 1)
-        runtime.turn([.write(first, firstBytes, deadline: .distantFuture, reply: { _ in })], tick: false, now: .milliseconds(time + 1))
-        let early = accepts(since: mark)
-        #expect(early.count == 1, "the first accept did not leave early: \(environment.sent[mark...].map(\.envelope))")
+        runtime.turn(
+            [.write(first, firstBytes, deadline: .distantFuture, reply: { outcome in outcomes.writes.withLock { $0.append(outcome) } })],
+            tick: false, now: .milliseconds(time + 1))
+        let sentA = Self.accepts(environment, since: mark)
+        #expect(sentA.count == 1, "the accept did not leave before the sync: \(environment.sent[mark...].map(\.envelope))")
         #expect(environment.syncs.count == 1)
-        // Turn B starts with turn A's record not durable: its accept waits for the sync.
+        let (ballot, slotA, _) = try #require(sentA.first)
+        // Turn B, with A's sync still running: r2's vote makes slot A chosen in the core (its
+        // own vote counted, not durable yet). Turn A's output had nothing left to hold once its
+        // accepts left, and turn B's own records need no sync (a chosen mark) — its commit
+        // rests on A's record all the same: no answer, no heartbeat announcing slot A yet.
+        mark = environment.sent.count
+        runtime.turn(
+            [.message(Envelope(from: 2, to: 1, message: .accepted(ballot: ballot, slot: slotA)))],
+            tick: false, now: .milliseconds(time + 2))
+        #expect(runtime.status.chosenThrough >= slotA)
+        #expect(outcomes.successes == 0, "a write was answered before the leader's own vote was durable")
+        let heartbeats = environment.sent[mark...].compactMap { entry -> Slot? in
+            if case .heartbeat(_, let chosen, _) = entry.envelope.message { return chosen }
+            return nil
+        }
+        #expect(heartbeats.allSatisfy { $0 < slotA }, "a heartbeat announced slot \(slotA) before it was durable")
+        // Turn C, A's sync still running: a new write's accept leaves early.
         mark = environment.sent.count
         let (second, secondBytes) = ReplicaRuntimeTests.put("b", sequence: 2)
         runtime.turn([.write(second, secondBytes, deadline: .distantFuture, reply: { _ in })], tick: false, now: .milliseconds(time + 2))
-        #expect(accepts(since: mark).isEmpty, "an accept left early with an earlier record not durable")
+        let announced = Self.accepts(environment, since: mark).map(\.chosen)
+        #expect(announced.count == 1, "the second accept did not leave early")
+        // The disk catches up; the next turn's accept may say it.
         while let (event, _) = environment.finishSync() { runtime.turn([event], tick: false, now: .milliseconds(time + 3)) }
-        #expect(accepts(since: mark).count == 1)
         #expect(runtime.outputsHeld == 0)
+        #expect(outcomes.successes == 1)
+        mark = environment.sent.count
+        let (third, thirdBytes) = ReplicaRuntimeTests.put("c", sequence: 3)
+        runtime.turn([.write(third, thirdBytes, deadline: .distantFuture, reply: { _ in })], tick: false, now: .milliseconds(time + 4))
+        let after = try #require(Self.accepts(environment, since: mark).first)
+        return (slotA, announced, after.chosen)
+    }
+
+    /// A leader (r1 of 3) sends its `accept`s before its own record is durable — with a sync
+    /// pending too, so the followers' fsyncs overlap its own — but nothing (an answer, a
+    /// heartbeat, a later early accept) announces a slot chosen whose majority counted its
+    /// own vote before that vote was durable, even when the turn of that vote held nothing.
+    @Test("Nothing announces a slot chosen on the leader's not-yet-durable vote; early accepts leave at once, capped")
+    func earlyAcceptsCapChosen() throws {
+        let (slotA, announced, after) = try Self.earlyAcceptsWithSyncPending(bug: nil)
+        #expect(announced.allSatisfy { $0 < slotA }, "an early accept announced slot \(slotA) chosen before the leader's vote was durable: \(announced)")
+        #expect(after >= slotA, "once durable, the chosen prefix is announced again")
+    }
+
+    @Test("The check catches early accepts that announce an undurable chosen slot (injected bug early-accepts-uncapped)")
+    func catchesUncappedEarlyAccepts() throws {
+        let (slotA, announced, _) = try Self.earlyAcceptsWithSyncPending(bug: .earlyAcceptsUncapped)
+        #expect(announced.contains { $0 >= slotA })
     }
 }
