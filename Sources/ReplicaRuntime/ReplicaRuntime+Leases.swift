@@ -300,13 +300,13 @@ extension ReplicaRuntime {
     private var keepsLeaseDeadlines: Bool {
         if options.bug == .followerExpiresLeases { return replica != nil }
         guard let epoch = recoveredLeaderEpoch else { return false }
-        return kv.leaseEpoch == epoch
+        return kv.leaseEpoch == epoch || options.bug == .noLeaseEpochs
     }
 
     /// A recovered leader whose epoch the store has not applied proposes it (again after
     /// twice the election timeout, if it was lost).
     private func proposeLeaseEpoch(into output: inout Output) {
-        guard let epoch = recoveredLeaderEpoch, kv.leaseEpoch < epoch else { return }
+        guard options.bug != .noLeaseEpochs, let epoch = recoveredLeaderEpoch, kv.leaseEpoch < epoch else { return }
         if let proposed = leaseKeeper.epochProposed, proposed.epoch == epoch,
             now < proposed.at.advanced(byMilliseconds: 2 * electionTimeoutMilliseconds)
         {
@@ -396,7 +396,7 @@ extension ReplicaRuntime {
         guard !due.isEmpty else { return }
         // The store's epoch is this leader's while it tracks deadlines (under the injected
         // bug a follower's expiries carry the store's epoch too, so they take effect).
-        let epoch: LeaseEpoch? = options.bug == .leaseExpiryWithoutEpoch ? nil : kv.leaseEpoch
+        let epoch: LeaseEpoch? = options.bug == .noLeaseEpochs ? nil : kv.leaseEpoch
         var commands: [Command] = []
         for (_, lease) in due {
             leaseKeeper.deadlines[lease]?.expiryProposedAt = now

@@ -35,9 +35,9 @@ public enum RuntimeBug: String, CaseIterable, Sendable {
     /// A follower tracks lease deadlines on its own clock, where keep-alives never reach
     /// it, and proposes expiries: kept-alive leases expire.
     case followerExpiresLeases = "follower-expires-leases"
-    /// The leader's lease expiries carry no epoch (as before epochs existed): an expiry chosen
-    /// late, after other leaders renewed the lease, still deletes it.
-    case leaseExpiryWithoutEpoch = "lease-expiry-without-epoch"
+    /// Leases as before epochs existed: no leader logs an epoch, expiries carry none, so an
+    /// expiry chosen late, after other leaders renewed the lease, still deletes it.
+    case noLeaseEpochs = "no-lease-epochs"
 }
 
 /// Everything a `ReplicaRuntime` is configured with.

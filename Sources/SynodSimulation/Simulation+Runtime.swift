@@ -125,7 +125,7 @@ extension Simulation {
         case .acceptorRecoversWithoutLog: bug = .acceptorRecoversWithoutLog
         case .dropWatchEvent: bug = .dropWatchEvent
         case .followerExpiresLeases: bug = .followerExpiresLeases
-        case .leaseExpiryWithoutEpoch: bug = .leaseExpiryWithoutEpoch
+        case .noLeaseEpochs: bug = .noLeaseEpochs
         case nil: bug = nil
         }
         var runtimeOptions = RuntimeOptions(

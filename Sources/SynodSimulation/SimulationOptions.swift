@@ -29,9 +29,10 @@ public enum InjectedBug: String, CaseIterable, Sendable {
     /// Followers track lease deadlines on their own clocks (which keep-alives never reach)
     /// and propose expiries: kept-alive leases expire (the lease checker's bug).
     case followerExpiresLeases = "follower-expires-leases"
-    /// Lease expiries carry no epoch: one accepted only by a cut-off leader's acceptor and
-    /// chosen after later leaders renewed the lease deletes it (the lease checker's bug).
-    case leaseExpiryWithoutEpoch = "lease-expiry-without-epoch"
+    /// Leases as before epochs existed (no epoch logged, expiries carry none): an expiry
+    /// accepted only by a cut-off leader's acceptor and chosen after later leaders renewed the
+    /// lease deletes it (the lease checker's bug).
+    case noLeaseEpochs = "no-lease-epochs"
 }
 
 /// Everything one simulated run depends on. Same options ⇒ identical run.

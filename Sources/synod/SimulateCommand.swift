@@ -31,7 +31,7 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: "Concurrent simulated clients per run.")
     var clients: Int = 4
 
-    @Option(name: .customLong("inject-bug"), help: "Break the replica on purpose: forget-promise, no-fsync, accepted-before-fsync, release-before-sync, early-accepts-uncapped, acceptor-recovers-without-log, drop-watch-event, follower-expires-leases or lease-expiry-without-epoch.")
+    @Option(name: .customLong("inject-bug"), help: "Break the replica on purpose: forget-promise, no-fsync, accepted-before-fsync, release-before-sync, early-accepts-uncapped, acceptor-recovers-without-log, drop-watch-event, follower-expires-leases or no-lease-epochs.")
     var injectBug: String?
 
 

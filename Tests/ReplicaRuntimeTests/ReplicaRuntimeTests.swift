@@ -161,14 +161,15 @@ struct SnapshotOrderTests {
             ).encode())
     }
 
-    /// The state machine through slot 5 of a single-replica cluster, as a snapshot file.
+    /// The state machine through slot 6 of a single-replica cluster (its lease epoch in slot
+    /// 1, five puts), as a snapshot file.
     static func sourceSnapshot() throws -> (SnapshotChunk, KVStore) {
         let fileSystem = SimulatedFileSystem(seed: 2)
         let environment = RecordingEnvironment()
         let runtime = ReplicaRuntime(
             options: RuntimeOptions(
                 paxos: try Configuration(replicaID: 1, replicas: [1], electionTimeoutTicks: 5), directory: "/data",
-                fileSystem: fileSystem, storage: .testing(), snapshotEverySlots: 5),
+                fileSystem: fileSystem, storage: .testing(), snapshotEverySlots: 6),
             environment: environment)
         try runtime.start(now: .milliseconds(0))
         for tick in 1...30 { environment.turn(runtime, [], tick: true, now: .milliseconds(UInt64(tick * 10))) }
@@ -181,9 +182,10 @@ struct SnapshotOrderTests {
         runtime.stop()
         let (storage, _) = try ReplicaStorage.open(directory: "/data", fileSystem: fileSystem, options: .testing())
         let reader = try #require(try storage.snapshotReader())
-        #expect(reader.through == 5)
+        #expect(reader.through == 6)
+        #expect(state.leaseEpoch != .none, "the leader logged its lease epoch")
         let bytes = try reader.read(at: 0, count: Int(reader.totalBytes))
-        return (SnapshotChunk(through: 5, offset: 0, totalBytes: reader.totalBytes, bytes: bytes, isLast: true), state)
+        return (SnapshotChunk(through: 6, offset: 0, totalBytes: reader.totalBytes, bytes: bytes, isLast: true), state)
     }
 
     static func follower(bug: RuntimeBug?) throws -> (ReplicaRuntime, RecordingEnvironment) {
@@ -198,7 +200,7 @@ struct SnapshotOrderTests {
     }
 
     /// The follower accepted slot 1 earlier; in one turn it learns slot 1 is chosen and
-    /// receives the last chunk of a snapshot through slot 5. Slot 1 must be applied before
+    /// receives the last chunk of a snapshot through slot 6. Slot 1 must be applied before
     /// the snapshot replaces the store, never on top of it.
     static func run(bug: RuntimeBug?) throws -> (KVStore, KVStore) {
         let (chunk, source) = try sourceSnapshot()
