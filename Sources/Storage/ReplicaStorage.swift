@@ -223,7 +223,9 @@ public final class ReplicaStorage {
     /// appended is durable already. At most one in flight: `endSync` it first.
     public func beginSync() throws -> PendingSync? {
         if let failure = fsyncFailure { throw failure }
-        return log.beginSync()
+        var pending: PendingSync?
+        try checkingFsync { pending = try log.beginSync() }
+        return pending
     }
 
     /// Takes back the sync in flight after it ran: its records are durable now
@@ -232,7 +234,7 @@ public final class ReplicaStorage {
     public func endSync(_ pending: PendingSync) throws {
         try checkingFsync {
             if let failure = pending.failure { throw failure }
-            log.endSync(pending)
+            try log.endSync(pending)
         }
         noteDurable()
     }

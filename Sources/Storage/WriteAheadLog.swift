@@ -55,6 +55,14 @@ public struct WALRecoveryReport: Sendable, Hashable {
 /// `PendingSync` covering every record appended so far, its `run()` does the fdatasync
 /// wherever the caller likes, and `endSync` notes what became durable (`durableSequence`).
 ///
+/// A segment roll never waits for a disk on the caller's thread: when a batch does not fit
+/// and the active segment's tail is not durable yet (unsynced, or its sync still running),
+/// the batch — and every later one — is held in memory (`rollHeld`) with its sequence
+/// numbers; the next sync covers only the old segment, and once that is durable
+/// (`endSync`, `beginSync` or `sync`) the new segment is created and the held records are
+/// written to it, for the sync after to cover. So the old segment's tail is still durable
+/// before the new one holds anything, at the cost of one more sync round at a roll.
+///
 /// Not thread-safe, apart from `PendingSync.run()`.
 public final class WriteAheadLog {
     /// The largest frame body (type + record encoding). Larger appends throw
@@ -105,6 +113,12 @@ public final class WriteAheadLog {
     private var hasUnsyncedDirectory = false
     /// The sync begun and not yet ended (`beginSync`/`endSync`), if any.
     private var inFlight: PendingSync?
+    /// Records appended while a roll waits for the active segment's tail to be durable, with
+    /// their frames, and the sequence number of the first (see the type's comment).
+    /// Invariant: non-empty only while the active segment has unsynced data or a sync of it
+    /// in flight.
+    private var rollHeld: [(record: Record, frame: [UInt8])] = []
+    private var rollHeldFirstSequence: UInt64 = 0
 
     /// fdatasync calls on segments (group commits and segment rolls).
     public private(set) var dataSyncCount = 0
@@ -218,14 +232,55 @@ public final class WriteAheadLog {
             throw StorageError.recordTooLarge(bytes: frame.count, max: Self.recordBytesMax)
         }
         // A batch that does not fit the active segment starts a new one before anything
-        // is written, so the batch stays one write and one fdatasync (the closed segment
-        // was made durable by the previous sync). Only a batch larger than a whole segment
-        // is split, at the cost of one more fdatasync per extra segment.
+        // is written, so the batch stays one write and one fdatasync — at once when the
+        // active segment is durable, else once it is (held meanwhile; see the type's
+        // comment). Only a batch larger than a whole segment is split, at the cost of one
+        // more fdatasync per extra segment.
         let batchBytes = frames.reduce(0) { $0 + $1.count }
         let activeEnd = segments.last?.endOffset ?? 0
+        if !rollHeld.isEmpty {
+            holdForRoll(records, frames)
+            return
+        }
         if active == nil || (activeEnd > 0 && activeEnd + batchBytes > options.segmentBytesMax) {
+            if let file = active, hasUnsyncedData || inFlight?.syncs(file) == true {
+                rollHeldFirstSequence = nextSequence
+                holdForRoll(records, frames)
+                return
+            }
             try startSegment()
         }
+        try write(records, frames)
+    }
+
+    private func holdForRoll(_ records: [Record], _ frames: [[UInt8]]) {
+        for (record, frame) in zip(records, frames) { rollHeld.append((record, frame)) }
+        nextSequence += UInt64(records.count)
+    }
+
+    /// The roll a held batch waits for, once the active segment's tail is durable: the new
+    /// segment, and the held records written to it (not yet durable).
+    private func rollIfDurable() throws {
+        guard !rollHeld.isEmpty, !hasUnsyncedData, !(active.map { inFlight?.syncs($0) ?? false } ?? false) else {
+            return
+        }
+        try rollHeldRecords()
+    }
+
+    private func rollHeldRecords() throws {
+        let held = rollHeld
+        let heldEnd = nextSequence
+        rollHeld = []
+        nextSequence = rollHeldFirstSequence
+        try startSegment()
+        try write(held.map(\.record), held.map(\.frame))
+        precondition(nextSequence == heldEnd, "held records lost their sequence numbers")
+    }
+
+    /// Writes framed records to the active segment (rolling, with a synchronous fdatasync,
+    /// only inside a batch larger than what is left of a segment).
+    private func write(_ records: [Record], _ frames: [[UInt8]]) throws {
+        let batchBytes = frames.reduce(0) { $0 + $1.count }
         var pending: [UInt8] = []
         pending.reserveCapacity(min(batchBytes, options.segmentBytesMax))
         var pendingSummary = Segment(firstSequence: 0, name: "", recordCount: 0, acceptedSlotMax: 0, endOffset: 0)
@@ -291,9 +346,17 @@ public final class WriteAheadLog {
     }
 
     /// Makes everything appended since the last sync durable: one fdatasync of the active
-    /// segment, and one fsync of the directory if a segment was created since.
+    /// segment, and one fsync of the directory if a segment was created since (two of each
+    /// when records wait for a roll: the old segment's tail first).
     /// A sync in flight that has not run yet counts as unsynced here: this one does its work.
     public func sync() throws {
+        if !rollHeld.isEmpty, let file = active {
+            try file.dataSync()
+            dataSyncCount += 1
+            hasUnsyncedData = false
+            // (A sync in flight of the old file makes `startSegment` fdatasync it once more.)
+            try rollHeldRecords()
+        }
         let unfinished = inFlight.flatMap { $0.hasRun ? nil : $0 }
         if let file = active, hasUnsyncedData || unfinished?.syncs(file) == true {
             try file.dataSync()
@@ -312,9 +375,11 @@ public final class WriteAheadLog {
     /// e.g. on a dedicated thread) while appends go on; hand it back to `endSync` when it
     /// succeeded. Nil when nothing is waiting to be made durable. At most one may be in
     /// flight. What is appended after this call is not covered (the next sync covers it).
-    public func beginSync() -> PendingSync? {
+    public func beginSync() throws -> PendingSync? {
         precondition(inFlight == nil, "a second sync begun while one is in flight")
-        let through = nextSequence - 1
+        try rollIfDurable()
+        // Held records are in no file yet: this sync covers the old segment's tail only.
+        let through = (rollHeld.isEmpty ? nextSequence : rollHeldFirstSequence) - 1
         guard through > durableSequence || hasUnsyncedData || hasUnsyncedDirectory else { return nil }
         let pending = PendingSync(
             through: through, file: hasUnsyncedData ? active?.deferredDataSync() : nil,
@@ -328,13 +393,15 @@ public final class WriteAheadLog {
     }
 
     /// Notes that `pending` (the sync in flight) ran successfully: the records it covers are
-    /// durable. A sync that failed is never ended: the replica must stop.
-    public func endSync(_ pending: PendingSync) {
+    /// durable. A sync that failed is never ended: the replica must stop. When records wait
+    /// for a roll and the old segment is durable now, starts the new segment and writes them.
+    public func endSync(_ pending: PendingSync) throws {
         precondition(inFlight === pending, "ending a sync that is not the one in flight")
         precondition(pending.hasRun, "ending a sync that has not run")
         precondition(pending.failure == nil, "ending a sync that failed")
         inFlight = nil
         durableSequence = max(durableSequence, pending.through)
+        try rollIfDurable()
     }
 
     /// Whether `pending` is the sync in flight on this log.
@@ -370,7 +437,10 @@ public final class WriteAheadLog {
     /// The names of the segments, oldest first.
     public var segmentNames: [String] { segments.map(\.name) }
 
+    /// Closes the active segment. Records held for a roll are dropped: they were never
+    /// durable (`sync` first to keep them).
     public func close() throws {
+        rollHeld = []
         if let file = active { try closeWhenIdle(file) }
         active = nil
     }

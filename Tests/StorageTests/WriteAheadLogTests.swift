@@ -336,7 +336,7 @@ struct WriteAheadLogTests {
         #expect(storage.durableSequence == storage.appendedSequence)
     }
 
-    @Test("a segment roll with a sync in flight syncs the old segment first and closes it only after the sync ran")
+    @Test("a segment roll never fdatasyncs on the caller's thread: the batch waits until the sync in flight made the old segment durable")
     func rollWhileSyncInFlight() throws {
         let fileSystem = SimulatedFileSystem(seed: 23)
         let (storage, _) = try open(fileSystem)
@@ -344,18 +344,66 @@ struct WriteAheadLogTests {
         let pending = try #require(try storage.beginSync())
         let segmentsBefore = storage.segmentNames.count
         let syncsBefore = fileSystem.fileSyncCount
-        // Does not fit the 4 KiB segment: a new one starts, and the old one's tail (which the
-        // pending sync has not made durable yet) is fdatasynced first.
+        // Does not fit the 4 KiB segment, and the old one's tail is not durable yet: the batch
+        // is held (with its sequence number), no new segment, no synchronous fdatasync.
         try storage.append([accepted(2, bytes: 3_000)])
-        #expect(storage.segmentNames.count == segmentsBefore + 1)
-        #expect(fileSystem.fileSyncCount == syncsBefore + 1)
-        // The old segment's handle is still open for the pending sync.
+        try storage.append([accepted(3)])
+        #expect(storage.appendedSequence == 3)
+        #expect(storage.segmentNames.count == segmentsBefore)
+        #expect(fileSystem.fileSyncCount == syncsBefore)
+        // The sync ran: the new segment starts and gets the held records.
         try finish(pending, on: storage)
         #expect(storage.durableSequence == 1)
-        try storage.syncNow()
+        #expect(storage.segmentNames.count == segmentsBefore + 1)
+        let second = try #require(try storage.beginSync())
+        #expect(second.through == 3)
+        try finish(second, on: storage)
+        #expect(storage.durableSequence == 3)
         let recovered = try crashAndRecover(fileSystem)
-        #expect(recovered.durable.entries.keys.sorted() == [1, 2])
+        #expect(recovered.durable.entries.keys.sorted() == [1, 2, 3])
         #expect(recovered.report.wal.tornBytesTruncated == 0)
+    }
+
+    @Test("a crash while records wait for a roll loses only what was never durable; recovery finds no damage")
+    func crashWhileRollHeld() throws {
+        let fileSystem = SimulatedFileSystem(seed: 28)
+        let (storage, _) = try open(fileSystem)
+        try storage.persist([accepted(1)])
+        try storage.append([accepted(2, bytes: 1_500)])
+        let pending = try #require(try storage.beginSync())
+        try storage.append([accepted(3, bytes: 3_000)])
+        try pending.run()
+        // The process dies before the hand-back: slot 3 was in no file.
+        let recovered = try crashAndRecover(fileSystem)
+        #expect(recovered.durable.entries[1] != nil && recovered.durable.entries[3] == nil)
+        #expect(recovered.report.wal.tornBytesTruncated == 0)
+    }
+
+    @Test("a roll waiting for an unsynced tail: the next sync covers the old segment only, the one after the held records; syncNow does both")
+    func rollAfterUnsyncedTail() throws {
+        for useSyncNow in [false, true] {
+            let fileSystem = SimulatedFileSystem(seed: 27)
+            let (storage, _) = try open(fileSystem)
+            try storage.append([accepted(1, bytes: 1_500)])
+            try storage.append([accepted(2, bytes: 3_000)])
+            let segments = storage.segmentNames.count
+            if useSyncNow {
+                try storage.syncNow()
+            } else {
+                let first = try #require(try storage.beginSync())
+                #expect(first.through == 1)
+                #expect(storage.segmentNames.count == segments)
+                try finish(first, on: storage)
+                #expect(storage.durableSequence == 1)
+                let second = try #require(try storage.beginSync())
+                #expect(second.through == 2)
+                try finish(second, on: storage)
+            }
+            #expect(storage.segmentNames.count == segments + 1)
+            #expect(storage.durableSequence == 2)
+            let recovered = try crashAndRecover(fileSystem)
+            #expect(recovered.durable.entries.keys.sorted() == [1, 2], "syncNow: \(useSyncNow)")
+        }
     }
 
     @Test("syncNow while a sync is in flight makes everything durable; the late sync then changes nothing")
