@@ -48,8 +48,10 @@ public final class SynodServer: Sendable {
         // transport, the monitor and the replica runtime all run on this one thread, so a
         // write crosses no thread inside a replica; only the WAL's fdatasync runs elsewhere
         // (the fsync thread, `SyncThread`). Turn batching keeps peer messages flowing under a
-        // burst of client calls: a turn takes everything one epoll pass read.
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // burst of client calls: a turn takes everything one epoll pass read. Client
+        // connections may also be served by further loops (`clientEventLoops`), which hand
+        // each request to this one.
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: configuration.clientEventLoops)
         let eventLoop = group.next()
         let box = LoopBox()
         var peers: [ReplicaID: (host: String, port: Int)] = [:]
@@ -60,7 +62,7 @@ public final class SynodServer: Sendable {
         transportConfiguration.clusterID = UInt32(truncatingIfNeeded: configuration.clusterID)
         let transport = PeerTransport(
             localID: configuration.replicaID, listenHost: configuration.listenPeer.host,
-            listenPort: configuration.listenPeer.port, peers: peers, group: group, logger: logger,
+            listenPort: configuration.listenPeer.port, peers: peers, group: eventLoop, logger: logger,
             configuration: transportConfiguration, tls: peerTLS,
             onMessage: { envelope in box.submitFromPeer(.message(envelope)) },
             onSnapshotChunk: { from, chunk in box.submitFromPeer(.snapshotChunk(from: from, chunk)) })
@@ -114,7 +116,7 @@ public final class SynodServer: Sendable {
             do {
                 metricsServers.append(
                     try await UnaryServer.bind(
-                        host: endpoint.host, port: endpoint.port, group: group, methods: [:],
+                        host: endpoint.host, port: endpoint.port, group: eventLoop, methods: [:],
                         http: endpoints.handler))
                 logger.notice("serving /metrics, /health, /livez, /readyz and /status on http://\(endpoint)")
             } catch {

@@ -74,6 +74,15 @@ public struct ServerConfiguration: Sendable {
     /// refused at once with etcd's "too many requests" (`--max-waiting-requests`).
     public var requestsWaitingMax: Int = Self.requestsWaitingMaxDefault
     public static let requestsWaitingMaxDefault = RuntimeOptions.requestsWaitingMaxDefault
+    /// Event loops serving client connections (`--client-event-loops`). The first is the
+    /// replica's own loop (runtime and peer transport): a connection there hands nothing
+    /// over; connections on the others hand each request to it. More than one may let a
+    /// leader that serves many clients spread their HTTP/2 work over more cores on a machine
+    /// of its own; on the 2-core machine that runs a whole cluster, two were slower in every
+    /// case measured (docs/BENCHMARKS.md), hence the default of one.
+    public var clientEventLoops: Int = Self.clientEventLoopsDefault
+    public static let clientEventLoopsDefault = 1
+    public static let clientEventLoopsMax = 16
     public var randomSeed: UInt64
     /// TLS on the client API (etcd's `--cert-file`, `--key-file`, `--trusted-ca-file`,
     /// `--client-cert-auth`); nil: plaintext.

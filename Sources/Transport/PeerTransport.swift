@@ -37,7 +37,7 @@ public final class PeerTransport: Sendable {
     public let configuration: Configuration
     private let listenHost: String
     private let listenPort: Int
-    private let group: MultiThreadedEventLoopGroup
+    private let group: any EventLoopGroup
     private let logger: Logger
     private let links: [ReplicaID: PeerLink]
     private let inboundContext: InboundContext
@@ -74,7 +74,7 @@ public final class PeerTransport: Sendable {
         listenHost: String,
         listenPort: Int,
         peers: [ReplicaID: (host: String, port: Int)],
-        group: MultiThreadedEventLoopGroup,
+        group: any EventLoopGroup,
         logger: Logger,
         configuration: Configuration = Configuration(),
         tls: TLS? = nil,

@@ -78,6 +78,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Client requests a replica holds waiting for consensus at once; more are refused at once with etcd's \"too many requests\" (ResourceExhausted) for the client to retry.")
     var maxWaitingRequests: Int = ServerConfiguration.requestsWaitingMaxDefault
 
+    @Option(help: "Event loops (threads) serving client connections; the first is the replica's own, whose connections hand no request to another thread.")
+    var clientEventLoops: Int = ServerConfiguration.clientEventLoopsDefault
+
     @Option(help: "Milliseconds between a leader's heartbeats (like etcd's --heartbeat-interval).")
     var heartbeatInterval: Int = ServerConfiguration.heartbeatIntervalMillisecondsDefault
 
@@ -170,6 +173,11 @@ struct ServeCommand: AsyncParsableCommand {
                 throw ServerConfigurationError.invalid("--max-waiting-requests must be at least 1 (got \(maxWaitingRequests))")
             }
             resolved.requestsWaitingMax = maxWaitingRequests
+            guard (1...ServerConfiguration.clientEventLoopsMax).contains(clientEventLoops) else {
+                throw ServerConfigurationError.invalid(
+                    "--client-event-loops must be 1 to \(ServerConfiguration.clientEventLoopsMax) (got \(clientEventLoops))")
+            }
+            resolved.clientEventLoops = clientEventLoops
             (resolved.clientTLS, resolved.peerTLS) = try tlsFiles()
             configuration = resolved
         } catch let error as ServerConfigurationError {

@@ -315,6 +315,8 @@ extension SynodProcessTests {
             (["--id", "1", "--peers", "1=127.0.0.1:99999", "--data-dir", directory], "--peers"),
             (good + ["--listen-client", "localhost"], "--listen-client"),
             (good + ["--consistency", "sometimes"], "--consistency"),
+            (good + ["--client-event-loops", "0"], "--client-event-loops"),
+            (good + ["--max-waiting-requests", "0"], "--max-waiting-requests"),
         ]
         for (arguments, names) in cases {
             let run = try await ProgramRun.run(binary, ["serve"] + arguments, timeout: .seconds(20))

@@ -1,0 +1,40 @@
+import Foundation
+import Testing
+
+extension SynodProcessTests {
+    /// `--client-event-loops 3`: client connections are spread over three event loops, two
+    /// of which hand every request to the replica's own loop. 64 puts in flight over 16
+    /// connections round-robin over the replicas all succeed, and every replica then takes
+    /// a write.
+    @Test("with three client event loops, every request on every replica is answered", .timeLimit(.minutes(5)))
+    func clientEventLoopsServeEveryConnection() async throws {
+        let binary = try SynodBinary.locate()
+        try await LocalCluster.with(name: "client-loops", replicas: 3, extraArguments: ["--client-event-loops", "3"]) { cluster in
+            try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
+                guard await connections.awaitWritable(timeout: .seconds(30)) else {
+                    cluster.fail("no write succeeded within 30 s of starting 3 replicas")
+                    return
+                }
+            }
+            guard
+                let report = try await runBench(
+                    binary, cluster,
+                    [
+                        "--round-robin", "--workload", "put", "--keys", "1000", "--concurrency", "64", "--connections", "16",
+                        "--duration", "2s", "--warmup", "0s", "--timeout", "10s",
+                    ])
+            else {
+                Issue.record("no report")
+                return
+            }
+            #expect((JSONField.int(report, "succeeded") ?? 0) > 100, "\(report)")
+            #expect((JSONField.int(report, "failed") ?? -1) == 0, "\(report)")
+            try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
+                for id in 1...3 {
+                    let put = try? await connections.replica(id).put("loops/\(id)", "ok", timeout: .seconds(5))
+                    cluster.expect(put != nil, "r\(id) takes no write")
+                }
+            }
+        }
+    }
+}
