@@ -4,11 +4,13 @@ import GRPCCore
 import Testing
 
 extension SynodProcessTests {
-    /// Runs `body` against a fresh cluster once a write through r1 succeeds.
+    /// Runs `body` against a fresh cluster (started with `extraArguments`) once a write
+    /// through r1 succeeds and every replica answers a read.
     static func withWritableCluster(
-        name: String, replicas: Int, _ body: (LocalCluster, ClusterConnections) async throws -> Void
+        name: String, replicas: Int, extraArguments: [String] = [],
+        _ body: (LocalCluster, ClusterConnections) async throws -> Void
     ) async throws {
-        try await LocalCluster.with(name: name, replicas: replicas) { cluster in
+        try await LocalCluster.with(name: name, replicas: replicas, extraArguments: extraArguments) { cluster in
             try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
                 guard await connections.awaitWritable(timeout: .seconds(30)) else {
                     cluster.fail("no write succeeded within 30 s of starting \(replicas) replicas")

@@ -7,13 +7,7 @@ extension SynodProcessTests {
     @Test("synod bench --watchers reports the delay from a put's answer to its event", .timeLimit(.minutes(5)))
     func benchWithWatchers() async throws {
         let binary = try SynodBinary.locate()
-        try await LocalCluster.with(name: "bench-watchers", replicas: 3) { cluster in
-            try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
-                guard await connections.awaitWritable(timeout: .seconds(30)) else {
-                    cluster.fail("no write succeeded within 30 s of starting 3 replicas")
-                    return
-                }
-            }
+        try await Self.withWritableCluster(name: "bench-watchers", replicas: 3) { cluster, _ in
             guard
                 let report = try await runBench(
                     binary, cluster,

@@ -9,13 +9,8 @@ extension SynodProcessTests {
     @Test("with three client event loops, every request on every replica is answered", .timeLimit(.minutes(5)))
     func clientEventLoopsServeEveryConnection() async throws {
         let binary = try SynodBinary.locate()
-        try await LocalCluster.with(name: "client-loops", replicas: 3, extraArguments: ["--client-event-loops", "3"]) { cluster in
-            try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
-                guard await connections.awaitWritable(timeout: .seconds(30)) else {
-                    cluster.fail("no write succeeded within 30 s of starting 3 replicas")
-                    return
-                }
-            }
+        try await Self.withWritableCluster(name: "client-loops", replicas: 3, extraArguments: ["--client-event-loops", "3"]) {
+            cluster, connections in
             guard
                 let report = try await runBench(
                     binary, cluster,
@@ -29,11 +24,9 @@ extension SynodProcessTests {
             }
             #expect((JSONField.int(report, "succeeded") ?? 0) > 100, "\(report)")
             #expect((JSONField.int(report, "failed") ?? -1) == 0, "\(report)")
-            try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
-                for id in 1...3 {
-                    let put = try? await connections.replica(id).put("loops/\(id)", "ok", timeout: .seconds(5))
-                    cluster.expect(put != nil, "r\(id) takes no write")
-                }
+            for id in 1...3 {
+                let put = try? await connections.replica(id).put("loops/\(id)", "ok", timeout: .seconds(5))
+                cluster.expect(put != nil, "r\(id) takes no write")
             }
         }
     }

@@ -39,15 +39,7 @@ extension SynodProcessTests {
     static func withLeaseCluster(
         name: String, _ body: (LocalCluster, ClusterConnections) async throws -> Void
     ) async throws {
-        try await LocalCluster.with(name: name, replicas: 3) { cluster in
-            try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
-                guard await connections.awaitWritable(timeout: .seconds(30)) else {
-                    cluster.fail("no write succeeded within 30 s of starting 3 replicas")
-                    return
-                }
-                try await body(cluster, connections)
-            }
-        }
+        try await withWritableCluster(name: name, replicas: 3, body)
     }
 
     @Test("etcdctl lease grant/keep-alive/timetolive/list/revoke and put --lease work against 3 replicas", .timeLimit(.minutes(5)))

@@ -10,13 +10,8 @@ extension SynodProcessTests {
     @Test("a full request queue answers etcd's 'too many requests' at once, not a timeout, and the replica keeps serving", .timeLimit(.minutes(5)))
     func fullQueueIsTooManyRequests() async throws {
         let binary = try SynodBinary.locate()
-        try await LocalCluster.with(name: "queue-bound", replicas: 3, extraArguments: ["--max-waiting-requests", "1"]) { cluster in
-            try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
-                guard await connections.awaitWritable(timeout: .seconds(30)) else {
-                    cluster.fail("no write succeeded within 30 s of starting 3 replicas")
-                    return
-                }
-            }
+        try await Self.withWritableCluster(name: "queue-bound", replicas: 3, extraArguments: ["--max-waiting-requests", "1"]) {
+            cluster, _ in
             guard
                 let report = try await runBench(
                     binary, cluster,
