@@ -243,7 +243,7 @@ public final class WriteAheadLog {
             return
         }
         if active == nil || (activeEnd > 0 && activeEnd + batchBytes > options.segmentBytesMax) {
-            if let file = active, hasUnsyncedData || inFlight?.syncs(file) == true {
+            if active != nil, !activeTailIsDurable {
                 rollHeldFirstSequence = nextSequence
                 holdForRoll(records, frames)
                 return
@@ -261,10 +261,14 @@ public final class WriteAheadLog {
     /// The roll a held batch waits for, once the active segment's tail is durable: the new
     /// segment, and the held records written to it (not yet durable).
     private func rollIfDurable() throws {
-        guard !rollHeld.isEmpty, !hasUnsyncedData, !(active.map { inFlight?.syncs($0) ?? false } ?? false) else {
-            return
-        }
+        guard !rollHeld.isEmpty, activeTailIsDurable else { return }
         try rollHeldRecords()
+    }
+
+    /// Whether everything written to the active segment is durable: nothing unsynced, and no
+    /// sync of it in flight that has not run yet.
+    private var activeTailIsDurable: Bool {
+        !hasUnsyncedData && !(active.map { inFlight?.syncs($0) == true } ?? false)
     }
 
     private func rollHeldRecords() throws {
@@ -323,8 +327,7 @@ public final class WriteAheadLog {
     /// finished) and creates the next, named after `nextSequence`.
     private func startSegment() throws {
         if let file = active {
-            let syncing = inFlight?.syncs(file) ?? false
-            if hasUnsyncedData || syncing {
+            if !activeTailIsDurable {
                 try file.dataSync()
                 dataSyncCount += 1
                 hasUnsyncedData = false
