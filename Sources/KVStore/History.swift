@@ -211,7 +211,7 @@ struct HistoryKey: IndexEntry {
 /// chain has two or more versions is in `compactionCandidates`.
 struct VersionIndex: Sendable {
     private(set) var keys = OrderedIndex<HistoryKey>()
-    private var chains: [[UInt8]: [KeyVersion]] = [:]
+    private var chains: [HashedBytes: [KeyVersion]] = [:]
 
     /// Keys that may hold versions a compaction drops (a chain of one put never does), in
     /// the order they were written, possibly repeated: compaction visits only these, so it
@@ -225,7 +225,7 @@ struct VersionIndex: Sendable {
         keys = OrderedIndex(sortedEntries: sortedChains.map { HistoryKey(key: $0.key) })
         chains.reserveCapacity(sortedChains.count)
         for chain in sortedChains {
-            chains[chain.key] = chain.versions
+            chains[HashedBytes(chain.key)] = chain.versions
             if chain.versions.count >= 2 { compactionCandidates.append(chain.key) }
         }
     }
@@ -233,7 +233,7 @@ struct VersionIndex: Sendable {
     var count: Int { keys.count }
 
     func chain(_ key: [UInt8]) -> KeyHistory? {
-        chains[key].map { KeyHistory(key: key, versions: $0) }
+        chains[HashedBytes(key)].map { KeyHistory(key: key, versions: $0) }
     }
 
     /// Appends `version` to `key`'s chain, in place; returns whether the key is new to the
@@ -271,7 +271,7 @@ struct VersionIndex: Sendable {
         var remaining: [[UInt8]] = []
         for key in compactionCandidates where visited.insert(key).inserted {
             // A candidate whose key already left the history (an earlier compaction) is stale.
-            guard let versions = chains[key] else { continue }
+            guard let versions = chains[HashedBytes(key)] else { continue }
             let chain = KeyHistory(key: key, versions: versions)
             guard let newest = chain.newestPosition(atOrBefore: compactRevision) else {
                 if versions.count >= 2 { remaining.append(key) }
@@ -280,13 +280,13 @@ struct VersionIndex: Sendable {
             let dropCount = versions[newest].isTombstone ? newest + 1 : newest
             for version in versions[0..<dropCount] { dropped(key, version) }
             if dropCount == versions.count {
-                chains[key] = nil
+                chains[HashedBytes(key)] = nil
                 let gone = keys.removeAll(in: KeyRange(key: key, rangeEnd: []))
                 precondition(gone.count == 1, "a history key missing from the ordered keys")
                 removed(key)
                 continue
             }
-            if dropCount > 0 { chains[key]?.removeFirst(dropCount) }
+            if dropCount > 0 { chains[HashedBytes(key)]?.removeFirst(dropCount) }
             if versions.count - dropCount >= 2 { remaining.append(key) }
         }
         compactionCandidates = remaining
@@ -294,27 +294,27 @@ struct VersionIndex: Sendable {
 
     /// Rebuilds the ordered key set from the chains (sorted, so hash order never shows).
     mutating func rebuildOrderedKeys() {
-        let sorted = chains.keys.sorted { KVBytes.compare($0, $1) < 0 }
+        let sorted = chains.keys.map(\.bytes).sorted { KVBytes.compare($0, $1) < 0 }
         keys = OrderedIndex(sortedEntries: sorted.map { HistoryKey(key: $0) })
     }
 
     private mutating func modifyChain(_ key: [UInt8], _ body: (inout [KeyVersion]) -> Void) {
-        body(&chains[key, default: []])
+        body(&chains[HashedBytes(key), default: []])
     }
 
     /// Visits the chains of `range` in key order until `body` returns false.
     func forEach(in range: KeyRange, _ body: (KeyHistory) -> Bool) {
         let (lower, upper) = keys.positions(of: range)
         keys.forEach(from: lower, to: upper) { entry in
-            guard let versions = chains[entry.key] else { preconditionFailure("history key without a chain") }
+            guard let versions = chains[HashedBytes(entry.key)] else { preconditionFailure("history key without a chain") }
             return body(KeyHistory(key: entry.key, versions: versions))
         }
     }
 
     /// Every chain in key order.
-    var entries: LazyMapSequence<FlattenSequence<[[HistoryKey]]>, KeyHistory> {
+    var entries: LazyMapSequence<FlattenSequence<LazyMapSequence<[OrderedIndex<HistoryKey>.Chunk], [HistoryKey]>>, KeyHistory> {
         keys.entries.lazy.map { entry in
-            guard let versions = chains[entry.key] else { preconditionFailure("history key without a chain") }
+            guard let versions = chains[HashedBytes(entry.key)] else { preconditionFailure("history key without a chain") }
             return KeyHistory(key: entry.key, versions: versions)
         }
     }
@@ -324,7 +324,7 @@ struct VersionIndex: Sendable {
         if keys.count != chains.count { return "\(keys.count) ordered keys but \(chains.count) chains" }
         let candidates = Set(compactionCandidates)
         for entry in keys.entries {
-            guard let versions = chains[entry.key] else { return "no chain for \(KVBytes.describe(entry.key))" }
+            guard let versions = chains[HashedBytes(entry.key)] else { return "no chain for \(KVBytes.describe(entry.key))" }
             if versions.isEmpty { return "empty chain for \(KVBytes.describe(entry.key))" }
             if versions.count >= 2 && !candidates.contains(entry.key) {
                 return "\(KVBytes.describe(entry.key)) has \(versions.count) versions but is no compaction candidate"

@@ -8,19 +8,77 @@ extension KeyValue: IndexEntry {}
 /// The live keys in byte order.
 typealias KeyIndex = OrderedIndex<KeyValue>
 
+/// A key's first 16 bytes, zero-padded, as two big-endian words, kept next to the entries so
+/// a search compares two integers instead of following a pointer to each key's bytes.
+///
+/// When two prefixes differ they order their keys: at the first differing byte either both
+/// keys have a byte (so it decides), or the smaller prefix has padding there, and then its
+/// key is a proper prefix of the other. Equal prefixes decide nothing ("a" and "a\0" have
+/// the same one): the keys themselves are compared.
+struct KeyPrefix: Sendable, Equatable {
+    var high: UInt64
+    var low: UInt64
+
+    init(_ key: [UInt8]) {
+        var high: UInt64 = 0
+        var low: UInt64 = 0
+        key.withUnsafeBufferPointer { bytes in
+            let count = Swift.min(bytes.count, 16)
+            var index = 0
+            while index < count {
+                if index < 8 {
+                    high |= UInt64(bytes[index]) << (56 - 8 * UInt64(index))
+                } else {
+                    low |= UInt64(bytes[index]) << (56 - 8 * UInt64(index - 8))
+                }
+                index += 1
+            }
+        }
+        self.high = high
+        self.low = low
+    }
+
+    /// -1 or 1 when the prefixes order their keys, 0 when the keys must be compared.
+    @inline(__always)
+    func order(_ other: KeyPrefix) -> Int {
+        if high != other.high { return high < other.high ? -1 : 1 }
+        if low != other.low { return low < other.low ? -1 : 1 }
+        return 0
+    }
+}
+
 /// An ordered key space: a sorted sequence of entries split into chunks of at most
 /// `KVLimits.keyIndexChunkEntriesMax` entries (a two-level B-tree without the height).
 ///
 /// Lookup is a binary search over the chunks' last keys, then inside one chunk: O(log n).
+/// Both searches run over `KeyPrefix`es stored contiguously (one per chunk's last key, one
+/// per entry) and touch a key's own bytes only when two prefixes are equal: with 100k keys,
+/// a put's lookup used to chase ≈ 18 pointers into cold memory and took 9 % of a replica's CPU.
 /// An insert shifts at most one chunk (O(chunk)) and splits it when full; a range visits
 /// O(log n + k) entries. Copying the index is O(1) (copy on write) and a later mutation
-/// copies only the outer array and the touched chunk, which is how a txn keeps its
+/// copies only the outer arrays and the touched chunk, which is how a txn keeps its
 /// pre-txn view cheaply.
 ///
 /// Invariants (checked by `checkInvariants`): no chunk is empty or over the maximum, keys
-/// strictly ascend across the whole sequence, `count` is the number of entries.
+/// strictly ascend across the whole sequence, every prefix is its key's, `count` is the
+/// number of entries.
 struct OrderedIndex<Entry: IndexEntry>: Sendable {
-    private(set) var chunks: [[Entry]] = []
+    struct Chunk: Sendable {
+        var entries: [Entry]
+        /// `prefixes[i]` is `KeyPrefix(entries[i].key)`.
+        var prefixes: [KeyPrefix]
+
+        init(_ entries: [Entry]) {
+            self.entries = entries
+            prefixes = entries.map { KeyPrefix($0.key) }
+        }
+
+        var count: Int { entries.count }
+    }
+
+    private(set) var chunks: [Chunk] = []
+    /// `lastPrefixes[c]` is the prefix of `chunks[c]`'s last key.
+    private var lastPrefixes: [KeyPrefix] = []
     private(set) var count = 0
 
     /// A place between entries: `entry` indexes into `chunks[chunk]`; the end is
@@ -38,7 +96,9 @@ struct OrderedIndex<Entry: IndexEntry>: Sendable {
         var start = 0
         while start < sortedEntries.count {
             let stop = Swift.min(start + chunkSize, sortedEntries.count)
-            chunks.append(Array(sortedEntries[start..<stop]))
+            let chunk = Chunk(Array(sortedEntries[start..<stop]))
+            chunks.append(chunk)
+            lastPrefixes.append(chunk.prefixes[chunk.count - 1])
             start = stop
         }
         count = sortedEntries.count
@@ -47,35 +107,47 @@ struct OrderedIndex<Entry: IndexEntry>: Sendable {
     var endPosition: Position { Position(chunk: chunks.count, entry: 0) }
 
     subscript(position: Position) -> Entry {
-        chunks[position.chunk][position.entry]
+        chunks[position.chunk].entries[position.entry]
     }
 
     /// The first position whose key is `>= key`.
     func lowerBound(_ key: [UInt8]) -> Position {
+        let prefix = KeyPrefix(key)
         var low = 0
         var high = chunks.count
-        while low < high {
-            let middle = (low + high) / 2
-            // Chunks are never empty, so `last` exists.
-            if KVBytes.compare(chunks[middle][chunks[middle].count - 1].key, key) < 0 {
-                low = middle + 1
-            } else {
-                high = middle
+        lastPrefixes.withUnsafeBufferPointer { lasts in
+            while low < high {
+                let middle = (low + high) / 2
+                var order = lasts[middle].order(prefix)
+                if order == 0 {
+                    // Chunks are never empty, so `last` exists.
+                    let entries = chunks[middle].entries
+                    order = KVBytes.compare(entries[entries.count - 1].key, key)
+                }
+                if order < 0 {
+                    low = middle + 1
+                } else {
+                    high = middle
+                }
             }
         }
         if low == chunks.count { return endPosition }
-        let entries = chunks[low]
+        let chunk = chunks[low]
         var entryLow = 0
-        var entryHigh = entries.count
-        while entryLow < entryHigh {
-            let middle = (entryLow + entryHigh) / 2
-            if KVBytes.compare(entries[middle].key, key) < 0 {
-                entryLow = middle + 1
-            } else {
-                entryHigh = middle
+        var entryHigh = chunk.count
+        chunk.prefixes.withUnsafeBufferPointer { prefixes in
+            while entryLow < entryHigh {
+                let middle = (entryLow + entryHigh) / 2
+                var order = prefixes[middle].order(prefix)
+                if order == 0 { order = KVBytes.compare(chunk.entries[middle].key, key) }
+                if order < 0 {
+                    entryLow = middle + 1
+                } else {
+                    entryHigh = middle
+                }
             }
         }
-        precondition(entryLow < entries.count, "lowerBound: the chunk's last key is >= the search key")
+        precondition(entryLow < chunk.count, "lowerBound: the chunk's last key is >= the search key")
         return Position(chunk: low, entry: entryLow)
     }
 
@@ -162,7 +234,8 @@ struct OrderedIndex<Entry: IndexEntry>: Sendable {
         if chunks.isEmpty {
             let keyValue = makeEntry(nil)
             precondition(keyValue.key == key, "upsert: the entry changed its key")
-            chunks = [[keyValue]]
+            chunks = [Chunk([keyValue])]
+            lastPrefixes = [KeyPrefix(key)]
             count = 1
             return nil
         }
@@ -173,12 +246,16 @@ struct OrderedIndex<Entry: IndexEntry>: Sendable {
             let replaced = self[position]
             let keyValue = makeEntry(replaced)
             precondition(keyValue.key == key, "upsert: the entry changed its key")
-            chunks[position.chunk][position.entry] = keyValue
+            // The same key keeps its prefix.
+            chunks[position.chunk].entries[position.entry] = keyValue
             return replaced
         }
         let keyValue = makeEntry(nil)
         precondition(keyValue.key == key, "upsert: the entry changed its key")
-        chunks[position.chunk].insert(keyValue, at: position.entry)
+        let prefix = KeyPrefix(key)
+        chunks[position.chunk].entries.insert(keyValue, at: position.entry)
+        chunks[position.chunk].prefixes.insert(prefix, at: position.entry)
+        if position.entry == chunks[position.chunk].count - 1 { lastPrefixes[position.chunk] = prefix }
         count += 1
         if chunks[position.chunk].count > KVLimits.keyIndexChunkEntriesMax {
             split(chunk: position.chunk)
@@ -188,9 +265,14 @@ struct OrderedIndex<Entry: IndexEntry>: Sendable {
 
     private mutating func split(chunk: Int) {
         let half = chunks[chunk].count / 2
-        let tail = Array(chunks[chunk][half...])
-        chunks[chunk].removeSubrange(half...)
+        var tail = Chunk([])
+        tail.entries = Array(chunks[chunk].entries[half...])
+        tail.prefixes = Array(chunks[chunk].prefixes[half...])
+        chunks[chunk].entries.removeSubrange(half...)
+        chunks[chunk].prefixes.removeSubrange(half...)
         chunks.insert(tail, at: chunk + 1)
+        lastPrefixes.insert(tail.prefixes[tail.count - 1], at: chunk + 1)
+        lastPrefixes[chunk] = chunks[chunk].prefixes[half - 1]
     }
 
     /// Removes and returns the entries of `range`, in key order.
@@ -204,41 +286,58 @@ struct OrderedIndex<Entry: IndexEntry>: Sendable {
             return true
         }
         if lower.chunk == upper.chunk {
-            chunks[lower.chunk].removeSubrange(lower.entry..<upper.entry)
+            removeEntries(lower.entry..<upper.entry, ofChunk: lower.chunk)
         } else {
-            chunks[lower.chunk].removeSubrange(lower.entry...)
+            removeEntries(lower.entry..<chunks[lower.chunk].count, ofChunk: lower.chunk)
             if upper.chunk < chunks.count {
-                chunks[upper.chunk].removeSubrange(0..<upper.entry)
+                removeEntries(0..<upper.entry, ofChunk: upper.chunk)
             }
             if upper.chunk > lower.chunk + 1 {
                 chunks.removeSubrange((lower.chunk + 1)..<upper.chunk)
+                lastPrefixes.removeSubrange((lower.chunk + 1)..<upper.chunk)
             }
             // The old upper chunk now follows the lower one; only these two can be empty.
-            if lower.chunk + 1 < chunks.count && chunks[lower.chunk + 1].isEmpty {
+            if lower.chunk + 1 < chunks.count && chunks[lower.chunk + 1].count == 0 {
                 chunks.remove(at: lower.chunk + 1)
+                lastPrefixes.remove(at: lower.chunk + 1)
             }
         }
-        if chunks[lower.chunk].isEmpty {
+        if chunks[lower.chunk].count == 0 {
             chunks.remove(at: lower.chunk)
+            lastPrefixes.remove(at: lower.chunk)
         }
         count -= removed.count
         return removed
     }
 
+    /// Removes `entries` from one chunk and refreshes its last prefix (unless the chunk
+    /// emptied: the caller then removes it).
+    private mutating func removeEntries(_ entries: Range<Int>, ofChunk chunk: Int) {
+        chunks[chunk].entries.removeSubrange(entries)
+        chunks[chunk].prefixes.removeSubrange(entries)
+        if let last = chunks[chunk].prefixes.last { lastPrefixes[chunk] = last }
+    }
+
     /// All entries in key order.
-    var entries: FlattenSequence<[[Entry]]> { chunks.joined() }
+    var entries: FlattenSequence<LazyMapSequence<[Chunk], [Entry]>> { chunks.lazy.map(\.entries).joined() }
 
     /// Verifies the structural invariants; for tests and snapshot restore.
     func checkInvariants() -> String? {
+        if lastPrefixes.count != chunks.count { return "\(lastPrefixes.count) last prefixes for \(chunks.count) chunks" }
         var total = 0
         var previousKey: [UInt8]?
         for (chunkIndex, chunk) in chunks.enumerated() {
-            if chunk.isEmpty { return "chunk \(chunkIndex) is empty" }
+            if chunk.count == 0 { return "chunk \(chunkIndex) is empty" }
             if chunk.count > KVLimits.keyIndexChunkEntriesMax { return "chunk \(chunkIndex) is over the maximum" }
-            for entry in chunk {
+            if chunk.prefixes.count != chunk.count { return "chunk \(chunkIndex) has \(chunk.prefixes.count) prefixes" }
+            if lastPrefixes[chunkIndex] != chunk.prefixes[chunk.count - 1] {
+                return "chunk \(chunkIndex)'s last prefix is stale"
+            }
+            for (entry, prefix) in zip(chunk.entries, chunk.prefixes) {
                 if let previousKey, KVBytes.compare(previousKey, entry.key) >= 0 {
                     return "keys out of order at \(KVBytes.describe(entry.key))"
                 }
+                if prefix != KeyPrefix(entry.key) { return "stale prefix at \(KVBytes.describe(entry.key))" }
                 previousKey = entry.key
                 total += 1
             }

@@ -192,6 +192,54 @@ import Testing
         }
     }
 
+    /// Keys whose 16-byte prefixes collide (long shared prefixes, trailing zero bytes): the
+    /// index's prefix comparisons must fall back to the keys, so order, lookups and ranges
+    /// still match a sorted array.
+    @Test func keyIndexWithCollidingPrefixes() {
+        for seed in testSeeds.prefix(3) {
+            var random = RandomRequests(seed: seed)
+            func randomKey() -> [UInt8] {
+                let shared = [0, 7, 8, 15, 16, 17, 24][random.int(0...6)]
+                let tail = random.bytes(maxCount: 4, alphabet: [0x00, 0x01, 0x61, 0xFF])
+                return Array(repeating: 0x6B, count: shared) + tail
+            }
+            var index = KeyIndex()
+            var model: [[UInt8]: KeyValue] = [:]
+            for step in 0..<6_000 {
+                let key = randomKey()
+                if random.int(0...19) < 19 {
+                    guard !key.isEmpty else { continue }
+                    let pair = KeyValue(key: key, value: [UInt8(step & 0xFF)], createRevision: 2, modRevision: 2, version: 1)
+                    #expect(index.upsert(pair) == model[key], "seed \(seed) step \(step)")
+                    model[key] = pair
+                } else {
+                    // A few keys at a time (a single key, or the keys extending `key` by one
+                    // byte), so the index keeps growing past one chunk.
+                    let start = key.isEmpty ? [0] : key
+                    let range = KeyRange(key: start, rangeEnd: random.int(0...1) == 0 ? [] : start + [0x02])
+                    let expected = model.values.filter { range.contains($0.key) }
+                        .sorted { KVBytes.compare($0.key, $1.key) < 0 }
+                    #expect(index.removeAll(in: range) == expected, "seed \(seed) step \(step)")
+                    for pair in expected { model[pair.key] = nil }
+                }
+                let probe = randomKey()
+                let firstAtOrAfter = model.keys.filter { KVBytes.compare($0, probe) >= 0 }
+                    .min { KVBytes.compare($0, $1) < 0 }
+                let position = index.lowerBound(probe)
+                let found = position == index.endPosition ? nil : index[position].key
+                #expect(found == firstAtOrAfter, "seed \(seed) step \(step) probe \(probe)")
+                #expect(index.find(probe) == model[probe], "seed \(seed) step \(step) probe \(probe)")
+                if step % 499 == 0 {
+                    #expect(index.checkInvariants() == nil, "seed \(seed) step \(step)")
+                }
+            }
+            #expect(index.checkInvariants() == nil, "seed \(seed)")
+            let sorted = model.values.sorted { KVBytes.compare($0.key, $1.key) < 0 }
+            #expect(Array(index.entries) == sorted, "seed \(seed)")
+            #expect(index.chunks.count > 1, "seed \(seed): the test should exercise several chunks")
+        }
+    }
+
     /// Random commands, including txns, on two replicas (one restored midway) agree throughout.
     @Test func replicasAgree() throws {
         for seed in testSeeds {
