@@ -142,7 +142,7 @@ let package = Package(
         .testTarget(
             name: "ReplicaRuntimeTests", dependencies: ["ReplicaRuntime", "Paxos", "KVStore", "Storage", "StorageTools"],
             swiftSettings: strictSettings),
-        .testTarget(name: "StorageTests", dependencies: ["Storage", "StorageTools", "Paxos"], swiftSettings: strictSettings),
+        .testTarget(name: "StorageTests", dependencies: ["Storage", "StorageTools", "Paxos", "ByteCodec"], swiftSettings: strictSettings),
         .testTarget(name: "LinearizabilityTests", dependencies: ["Linearizability"], swiftSettings: strictSettings),
         .testTarget(
             name: "SynodSimulationTests",

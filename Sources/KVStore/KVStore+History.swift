@@ -202,10 +202,10 @@ extension KVStore {
     ) {
         try checkReadable(requested)
         let upTo = requested > 0 ? requested : revision
-        var crc = CRC32C.start
+        var crc: UInt32 = 0
         var writer = ByteWriter(reservingCapacity: 256)
         writer.writeSigned(compactedRevision)
-        crc = CRC32C.update(crc, writer.bytes)
+        crc = CRC32C.update(crc, writer.bytes[...])
         for chain in history.entries {
             for version in chain.versions where version.modRevision <= upTo {
                 writer = ByteWriter(reservingCapacity: 64 + chain.key.count + version.value.count)
@@ -215,10 +215,10 @@ extension KVStore {
                 writer.writeSigned(version.version)
                 writer.writeSigned(version.proposedAtMilliseconds)
                 writer.writeLengthPrefixed(version.value)
-                crc = CRC32C.update(crc, writer.bytes)
+                crc = CRC32C.update(crc, writer.bytes[...])
             }
         }
-        return (CRC32C.finish(crc), compactedRevision, upTo)
+        return (crc, compactedRevision, upTo)
     }
 
     // MARK: - Digest and space accounting

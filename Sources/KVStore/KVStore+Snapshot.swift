@@ -129,7 +129,7 @@ extension KVStore {
         var trailer = ByteReader(bytes, range: contentBytes..<bytes.count)
         let stored: UInt32
         do { stored = try trailer.readUInt32() } catch { throw .malformed(error) }
-        let computed = CRC32C.checksum(bytes, count: contentBytes)
+        let computed = CRC32C.checksum(bytes[0..<contentBytes])
         guard stored == computed else { throw .checksumMismatch(stored: stored, computed: computed) }
 
         var reader = ByteReader(bytes, range: headerBytes..<contentBytes)

@@ -1,3 +1,4 @@
+import ByteCodec
 import Paxos
 
 /// Options of a replica's storage; validated by `ReplicaStorage.open`.

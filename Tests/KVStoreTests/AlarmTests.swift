@@ -1,3 +1,4 @@
+import ByteCodec
 import Testing
 
 @testable import KVStore
@@ -131,7 +132,7 @@ import Testing
         // The alarm type byte sits just before the checksum: NONE is not an active alarm.
         bytes[bytes.count - 5] = 0
         let content = bytes.count - 4
-        let checksum = CRC32C.checksum(bytes, count: content)
+        let checksum = CRC32C.checksum(bytes[0..<content])
         for shift in 0..<4 { bytes[content + shift] = UInt8(truncatingIfNeeded: checksum >> (8 * UInt32(shift))) }
         #expect(throws: KVSnapshotError.self) { try KVStore(snapshot: bytes) }
     }

@@ -1,3 +1,4 @@
+import ByteCodec
 import Testing
 
 @testable import Storage

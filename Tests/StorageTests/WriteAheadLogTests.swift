@@ -1,3 +1,4 @@
+import ByteCodec
 import Paxos
 import Testing
 

@@ -1,5 +1,6 @@
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of iSCSI
-/// (RFC 3720), ext4 and most write-ahead logs. Computed slicing-by-8: eight 256-entry
+/// (RFC 3720), ext4 and most write-ahead logs: Synod's WAL frames, snapshot files, the state
+/// machine's snapshot and etcd's HashKV. Computed slicing-by-8: eight 256-entry
 /// tables, eight input bytes per step.
 public enum CRC32C {
     static let polynomial: UInt32 = 0x82F6_3B78
