@@ -373,10 +373,16 @@ extension Envelope {
     /// `[version u8][from varint][to varint][message]`. The transport frames it with a
     /// length prefix of its own.
     public func encode(into writer: inout ByteWriter) {
+        Self.encodeHeader(from: from, to: to, into: &writer)
+        message.encode(into: &writer)
+    }
+
+    /// What precedes the message: an envelope's encoding is this followed by
+    /// `message.encode(into:)`, so one message sent to many peers is encoded once.
+    public static func encodeHeader(from: ReplicaID, to: ReplicaID, into writer: inout ByteWriter) {
         writer.writeUInt8(WireTag.envelopeVersion)
         writer.writeVarint(from)
         writer.writeVarint(to)
-        message.encode(into: &writer)
     }
 
     public static func decode(from reader: inout ByteReader) throws -> Envelope {

@@ -137,11 +137,29 @@ public enum FrameEncoder {
     public static func message(_ envelope: Envelope, allocator: ByteBufferAllocator = ByteBufferAllocator())
         -> ByteBuffer
     {
+        message(from: envelope.from, to: envelope.to, messageBytes: encoded(envelope.message), allocator: allocator)
+    }
+
+    /// `message.encode(into:)`'s bytes.
+    public static func encoded(_ message: Message) -> [UInt8] {
         var writer = ByteWriter(reservingCapacity: 64)
-        envelope.encode(into: &writer)
-        let bytes = writer.bytes
-        return frame(kind: .message, sender: envelope.from, payloadBytes: bytes.count, allocator: allocator) {
-            $0.writeBytes(bytes)
+        message.encode(into: &writer)
+        return writer.bytes
+    }
+
+    /// The frame of an envelope whose message is already encoded (`encoded(_:)`): a leader
+    /// sends each accept to every follower and encodes it once.
+    public static func message(
+        from: ReplicaID, to: ReplicaID, messageBytes: [UInt8], allocator: ByteBufferAllocator = ByteBufferAllocator()
+    ) -> ByteBuffer {
+        var header = ByteWriter(reservingCapacity: 16)
+        Envelope.encodeHeader(from: from, to: to, into: &header)
+        let headerBytes = header.bytes
+        return frame(
+            kind: .message, sender: from, payloadBytes: headerBytes.count + messageBytes.count, allocator: allocator
+        ) {
+            $0.writeBytes(headerBytes)
+            $0.writeBytes(messageBytes)
         }
     }
 

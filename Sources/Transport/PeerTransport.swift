@@ -195,6 +195,9 @@ public final class PeerTransport: Sendable {
         let allocator = ByteBufferAllocator()
         // Few destinations: a small array keeps first-seen order without hashing.
         var batches: [(link: PeerLink, frames: [ByteBuffer])] = []
+        // The core emits a message for each peer in a row (an accept, a heartbeat): encode it
+        // once. Equal messages usually share their command arrays, which `==` sees at once.
+        var last: (message: Message, bytes: [UInt8])?
         for envelope in envelopes {
             precondition(envelope.from == localID, "sending an envelope from r\(envelope.from) as r\(localID)")
             guard let link = links[envelope.to] else {
@@ -202,7 +205,15 @@ public final class PeerTransport: Sendable {
                 logger.error("dropping \(envelope): r\(envelope.to) is not a peer")
                 continue
             }
-            let frame = FrameEncoder.message(envelope, allocator: allocator)
+            let messageBytes: [UInt8]
+            if let last, last.message == envelope.message {
+                messageBytes = last.bytes
+            } else {
+                messageBytes = FrameEncoder.encoded(envelope.message)
+                last = (envelope.message, messageBytes)
+            }
+            let frame = FrameEncoder.message(
+                from: envelope.from, to: envelope.to, messageBytes: messageBytes, allocator: allocator)
             guard fits(frame) else {
                 counters.framesDropped.add(1)
                 let limit = configuration.frameBytesMax

@@ -39,6 +39,26 @@ import Testing
         return frames
     }
 
+    /// A message encoded once and framed for several peers gives each the very frame its own
+    /// envelope would have (what `PeerTransport.send` does for an accept to every follower).
+    @Test func messageEncodedOnceFramesLikeItsEnvelope() throws {
+        var generator = EnvelopeGenerator(seed: 11)
+        for kind in 0..<40 {
+            let message = generator.message(kind: kind)
+            let bytes = FrameEncoder.encoded(message)
+            for to: ReplicaID in [1, 3, 300] {
+                let envelope = Envelope(from: 2, to: to, message: message)
+                let shared = FrameEncoder.message(from: 2, to: to, messageBytes: bytes)
+                #expect(Array(shared.readableBytesView) == Array(FrameEncoder.message(envelope).readableBytesView))
+                var parser = FrameParser(frameBytesMax: 1 << 20, expectsHello: false)
+                var buffer = shared
+                let frame = try #require(try parser.next(from: &buffer))
+                #expect(frame.kind == .message && frame.sender == 2)
+                #expect(try Envelope(decoding: Array(frame.payload.readableBytesView)) == envelope)
+            }
+        }
+    }
+
     @Test func headerLayoutIsBigEndianLengthVersionKindSender() {
         let frame = FrameEncoder.hello(sender: 0x0102_0304, Hello(clusterID: 0xAABB_CCDD, receiver: 9))
         #expect(
