@@ -204,6 +204,7 @@ extension ReplicaRuntime {
         environment.didApply(item)
         appliedThroughKV = item.slot
         for command in item.entry.value.commands {
+            appliedBytesSinceSnapshot += command.bytes.count
             let (requestID, result) = kv.apply(encoded: command.bytes)
             guard let requestID else { continue }
             let waiting = takeWrites(requestID)

@@ -9,14 +9,17 @@ struct SnapshotTransfer {
 }
 
 extension ReplicaRuntime {
-    /// Snapshots the state machine and compacts the log every `snapshotEverySlots`.
+    /// Snapshots the state machine and compacts the log every `snapshotEverySlots`, once the
+    /// log taken in since the last snapshot is large enough (`snapshotLogShare`).
     func compactIfDue() {
         // The store's own applied slot, not the core's: within a turn the core runs ahead of
         // the store until the turn's output is carried out, and a snapshot must hold exactly
         // the slots it claims.
         let applied = appliedThroughKV
         guard snapshotWriting == nil, let storage, replica != nil,
-            applied >= snapshotThrough + Slot(options.snapshotEverySlots) + firstSnapshotStagger
+            applied >= snapshotThrough + Slot(options.snapshotEverySlots) + firstSnapshotStagger,
+            options.snapshotLogShare == 0
+                || appliedBytesSinceSnapshot * options.snapshotLogShare >= lastSnapshotBytes
         else { return }
         let pending: PendingSnapshot
         do {
@@ -29,6 +32,7 @@ extension ReplicaRuntime {
             environment.fatal("cannot write a snapshot, stopping: \(error)")
         }
         snapshotWriting = (storageLife, applied)
+        appliedBytesSinceSnapshot = 0
         // The store is a value: this copy is the state through `applied`, encoded and written
         // off the driver's thread while the replica goes on (an 80 MB store took the loop
         // long enough for followers to call elections).
@@ -68,6 +72,7 @@ extension ReplicaRuntime {
         }
         guard pending.through > snapshotThrough else { return }
         snapshotThrough = pending.through
+        lastSnapshotBytes = pending.stateMachineBytes
         snapshotsSaved += 1
         environment.log(.info, "snapshot through slot \(pending.through) written; log compacted (disk \(storage.diskUsageBytes) bytes)")
         if replica != nil { output.append(replica!.step(.compacted(through: pending.through))) }
@@ -143,6 +148,8 @@ extension ReplicaRuntime {
             // Carrying out may have killed the process at a crash point (the simulator's).
             guard !isHalted, let replica = self.replica, chunk.through > replica.learner.appliedThrough else { return }
             kv = restored
+            appliedBytesSinceSnapshot = 0
+            lastSnapshotBytes = body.count
             snapshotThrough = chunk.through
             appliedThroughKV = chunk.through
             snapshotsInstalled += 1

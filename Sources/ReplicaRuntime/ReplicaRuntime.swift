@@ -49,6 +49,15 @@ public struct RuntimeOptions {
     public var storage: StorageOptions
     /// Take a state-machine snapshot and compact the log every this many applied slots.
     public var snapshotEverySlots: Int
+    /// A snapshot also waits until the commands applied since the last one add up to
+    /// 1/`snapshotLogShare` of that snapshot's size: snapshots then write at most
+    /// `snapshotLogShare` bytes per byte of commands the log takes in, however large the
+    /// store grows, and the log between snapshots stays under 1/`snapshotLogShare` of the
+    /// last snapshot plus `snapshotEverySlots` slots. It compares with the last snapshot, not
+    /// the growing store, so the next snapshot always comes. 0: the slot count alone. (A
+    /// 60 MB store snapshotted every 10,000 slots under load spent 9 % of the replicas' CPU.)
+    public var snapshotLogShare: Int
+    public static let snapshotLogShareDefault = 2
     public var tickMilliseconds: UInt64
     public var faults: FaultModel
     public var seed: UInt64
@@ -81,6 +90,7 @@ public struct RuntimeOptions {
         self.fileSystem = fileSystem
         self.storage = storage
         self.snapshotEverySlots = snapshotEverySlots
+        self.snapshotLogShare = Self.snapshotLogShareDefault
         self.tickMilliseconds = tickMilliseconds
         self.faults = faults
         self.seed = seed
@@ -117,6 +127,11 @@ public final class ReplicaRuntime {
     public internal(set) var kv = KVStore()
     var storage: ReplicaStorage?
     var snapshotThrough: Slot = 0
+    /// Bytes of the commands applied since the last snapshot began (or was installed, or
+    /// the storage recovered), for `RuntimeOptions.snapshotLogShare`.
+    var appliedBytesSinceSnapshot = 0
+    /// The state machine's bytes in the newest snapshot written, installed or recovered.
+    var lastSnapshotBytes = 0
     /// The snapshot being written in the background, and the life of the storage it belongs
     /// to; at most one at a time.
     var snapshotWriting: (storageLife: Int, through: Slot)?
@@ -480,6 +495,8 @@ public final class ReplicaRuntime {
         self.storage = storage
         storageLife += 1
         snapshotWriting = nil
+        appliedBytesSinceSnapshot = 0
+        lastSnapshotBytes = recovered.snapshot?.stateMachine.count ?? 0
         if let snapshot = recovered.snapshot {
             kv = try KVStore(snapshot: snapshot.stateMachine)
         } else {

@@ -446,6 +446,8 @@ public final class PendingSnapshot: @unchecked Sendable {
     let chosenThrough: Slot
     private let directory: String
     private let fileSystem: FileSystem
+    /// The state machine's bytes, once `write` succeeded.
+    public private(set) var stateMachineBytes = 0
 
     init(through: Slot, promised: Ballot, chosenThrough: Slot, directory: String, fileSystem: FileSystem) {
         self.through = through
@@ -463,5 +465,6 @@ public final class PendingSnapshot: @unchecked Sendable {
         try SnapshotFiles.writeAtomically(
             header.encoded() + stateMachine, name: SnapshotFiles.name(through: through), directory: directory,
             fileSystem: fileSystem)
+        stateMachineBytes = stateMachine.count
     }
 }

@@ -67,6 +67,7 @@ final class ReplicaLoop: @unchecked Sendable {
             seed: configuration.randomSeed,
             snapshotChunkBytesMax: min(SnapshotReader.chunkBytesMax, transport.snapshotChunkBytesMax))
         options.autoCompaction = configuration.autoCompaction
+        options.snapshotLogShare = configuration.snapshotLogShare
         options.quotaBytes = configuration.quotaBytes
         options.requestsWaitingMax = configuration.requestsWaitingMax
         runtime = ReplicaRuntime(options: options, environment: environment)

@@ -62,6 +62,8 @@ public struct ServerConfiguration: Sendable {
     public var requestTimeoutMilliseconds: Int
     /// Snapshot the state machine and compact the log every this many applied slots.
     public var snapshotEverySlots: Int
+    /// `RuntimeOptions.snapshotLogShare` (`--snapshot-log-share`).
+    public var snapshotLogShare: Int
     /// Largest request accepted, like etcd's `--max-request-bytes` (1.5 MiB).
     public var requestBytesMax: Int
     /// The seed's random acceptor failures, per unit of time (`FaultModel`).
@@ -103,6 +105,7 @@ public struct ServerConfiguration: Sendable {
         electionTimeoutTicks: Int = 15,
         requestTimeoutMilliseconds: Int = 5_000,
         snapshotEverySlots: Int = 10_000,
+        snapshotLogShare: Int = RuntimeOptions.snapshotLogShareDefault,
         requestBytesMax: Int = 1_572_864,
         faults: FaultModel = .off,
         autoCompaction: AutoCompaction? = nil,
@@ -120,6 +123,7 @@ public struct ServerConfiguration: Sendable {
         self.electionTimeoutTicks = electionTimeoutTicks
         self.requestTimeoutMilliseconds = requestTimeoutMilliseconds
         self.snapshotEverySlots = snapshotEverySlots
+        self.snapshotLogShare = snapshotLogShare
         self.requestBytesMax = requestBytesMax
         self.faults = faults
         self.autoCompaction = autoCompaction
@@ -138,6 +142,9 @@ public struct ServerConfiguration: Sendable {
                     + "(\(heartbeatIntervalTicks * tickMilliseconds) ms)")
         }
         guard snapshotEverySlots >= 1 else { throw .invalid("--snapshot-every must be at least 1") }
+        guard (0...1_024).contains(snapshotLogShare) else {
+            throw .invalid("--snapshot-log-share must be between 0 and 1024, not \(snapshotLogShare)")
+        }
         guard requestTimeoutMilliseconds >= 1 else { throw .invalid("request timeout must be positive") }
         do {
             _ = try paxosConfiguration()

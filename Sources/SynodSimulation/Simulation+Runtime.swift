@@ -137,6 +137,7 @@ extension Simulation {
             snapshotBytesPerTurnMax: 2 * 1_024, snapshotChunkBytesMax: 700, bug: bug)
         // Some seeds compact their history automatically, through the log.
         if options.seed % 4 == 0 { runtimeOptions.autoCompaction = .revision(retain: 8) }
+        runtimeOptions.snapshotLogShare = options.snapshotLogShare
         let runtime = ReplicaRuntime(options: runtimeOptions, environment: environment)
         node.environment = environment
         node.runtime = runtime

@@ -53,6 +53,10 @@ public struct SimulationOptions: Sendable {
     public var livenessTicksMax: Int
     /// Take a state-machine snapshot and compact the log every this many applied slots.
     public var snapshotEverySlots: Int
+    /// `RuntimeOptions.snapshotLogShare`. 0 by default: runs are short and their stores
+    /// small, and the slot count alone takes the most snapshots (installs, compactions) per
+    /// run; `synod simulate --snapshot-log-share 2` runs the server's default.
+    public var snapshotLogShare = 0
     /// Trace lines kept for a failure report.
     public var traceTailLines: Int
     /// Users, roles and permission checks in the run (Simulation+Auth.swift).

@@ -63,6 +63,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Snapshot the state machine and compact the log every this many slots.")
     var snapshotEvery: Int = 10_000
 
+    @Option(
+        help: ArgumentHelp(
+            "A snapshot also waits until the log took in 1/N of the last snapshot's size (0: --snapshot-every alone).",
+            discussion: "Bounds what snapshots cost however large the store grows: at most N bytes written per byte of commands."))
+    var snapshotLogShare: Int = 2
+
     @Option(help: "Milliseconds per Paxos tick (the unit of the two timings below).")
     var tickMs: Int = 10
 
@@ -166,7 +172,7 @@ struct ServeCommand: AsyncParsableCommand {
                 tickMilliseconds: tickMs,
                 heartbeatIntervalTicks: try ServerConfiguration.ticks(heartbeatInterval, tickMilliseconds: tickMs, what: "--heartbeat-interval"),
                 electionTimeoutTicks: try ServerConfiguration.ticks(electionTimeout, tickMilliseconds: tickMs, what: "--election-timeout"),
-                snapshotEverySlots: snapshotEvery, faults: faults,
+                snapshotEverySlots: snapshotEvery, snapshotLogShare: snapshotLogShare, faults: faults,
                 autoCompaction: try ServerConfiguration.autoCompaction(mode: autoCompactionMode, retention: autoCompactionRetention))
             resolved.quotaBytes = ServerConfiguration.quotaBytes(flag: quotaBackendBytes)
             guard maxWaitingRequests >= 1 else {

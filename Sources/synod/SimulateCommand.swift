@@ -35,6 +35,9 @@ struct SimulateCommand: ParsableCommand {
     var injectBug: String?
 
 
+    @Option(help: "A snapshot also waits until the log took in 1/N of the last snapshot's size (0, the default here: the slot count alone; servers default to 2).")
+    var snapshotLogShare: Int = 0
+
     @Option(help: "Trace lines to print for a failing seed.")
     var traceLines: Int = 60
 
@@ -55,6 +58,9 @@ struct SimulateCommand: ParsableCommand {
         guard seeds >= 1 else { throw ValidationError("--seeds must be at least 1") }
         guard ops >= 1 else { throw ValidationError("--ops must be at least 1") }
         guard clients >= 1 else { throw ValidationError("--clients must be at least 1") }
+        guard (0...1_024).contains(snapshotLogShare) else {
+            throw ValidationError("--snapshot-log-share must be between 0 and 1024, not \(snapshotLogShare)")
+        }
     }
 
     func run() throws {
@@ -67,6 +73,7 @@ struct SimulateCommand: ParsableCommand {
                 seed: seed, replicaCount: replicaCount, operationCount: ops, clientCount: clients,
                 bug: bug, traceTailLines: traceLines)
             options.auth = auth
+            options.snapshotLogShare = snapshotLogShare
             let result = Simulation(options: options).run()
             summary.add(result)
             if verbose {

@@ -234,6 +234,24 @@ struct SnapshotOrderTests {
 
 @Suite("Replica runtime: forwarded writes and leader changes")
 struct ReforwardTests {
+    @Test("A follower forwards all the writes of one turn to the leader in one message, in arrival order")
+    func followerBatchesForwards() throws {
+        let (runtime, environment) = try ReplicaRuntimeTests.runtime(replicas: [1, 2, 3], requestsWaitingMax: 64)
+        environment.sent.removeAll()
+        let writes = (1...50).map { ReplicaRuntimeTests.put("k\($0)", sequence: UInt64($0)) }
+        environment.turn(
+            runtime, writes.map { .write($0.0, $0.1, deadline: .distantFuture, reply: { _ in }) }, tick: false,
+            now: .milliseconds(1))
+        let forwards = environment.sent.compactMap { envelope -> [Command]? in
+            guard case .forward(let commands) = envelope.message else { return nil }
+            #expect(envelope.to == 2)
+            return commands
+        }
+        #expect(forwards.count == 1, "one forward per turn, not per write: \(forwards.map(\.count))")
+        #expect(forwards.flatMap { $0 } == writes.map(\.1))
+        #expect(runtime.requestsWaiting == 50)
+    }
+
     @Test("A write forwarded to a leader that is replaced goes to the new leader; one without a session fails at once")
     func reforward() throws {
         let (runtime, environment) = try ReplicaRuntimeTests.runtime(replicas: [1, 2, 3])
@@ -299,5 +317,67 @@ struct AutoCompactionTests {
         for sequence in UInt64(1)...30 { Self.put(runtime, environment, sequence, at: 400 + sequence * 1_000) }
         // At t ≈ 30 s the store is at revision 31; ten seconds earlier it was at about 21.
         #expect(runtime.kv.compactedRevision >= 15 && runtime.kv.compactedRevision <= 22, "compacted \(runtime.kv.compactedRevision)")
+    }
+}
+
+@Suite("Replica runtime: snapshot cadence")
+struct SnapshotCadenceTests {
+    /// A single-replica leader that snapshots every 4 slots, with `share` as configured and,
+    /// optionally, the history compacted to its last 8 revisions.
+    static func leader(share: Int, compacting: Bool = false) throws -> (ReplicaRuntime, RecordingEnvironment) {
+        var options = RuntimeOptions(
+            paxos: try Configuration(replicaID: 1, replicas: [1], electionTimeoutTicks: 5), directory: "/data",
+            fileSystem: SimulatedFileSystem(seed: 5), storage: .testing(), snapshotEverySlots: 4)
+        options.snapshotLogShare = share
+        if compacting { options.autoCompaction = .revision(retain: 8) }
+        let environment = RecordingEnvironment()
+        let runtime = ReplicaRuntime(options: options, environment: environment)
+        try runtime.start(now: .milliseconds(0))
+        for tick in 1...30 { environment.turn(runtime, [], tick: true, now: .milliseconds(UInt64(tick * 10))) }
+        return (runtime, environment)
+    }
+
+    /// `count` puts of 200-byte values to `keys` keys, one per turn (one slot each);
+    /// finished background snapshots are handed back in the next turn. Returns after which
+    /// puts a snapshot was saved.
+    static func snapshotPoints(puts count: Int, keys: Int, share: Int, compacting: Bool = false) throws -> [Int] {
+        let (runtime, environment) = try leader(share: share, compacting: compacting)
+        var points: [Int] = []
+        for sequence in 1...count {
+            let (command, encoded) = ReplicaRuntimeTests.put("k\(sequence % keys)", sequence: UInt64(sequence), bytes: 200)
+            let finished = environment.background
+            environment.background.removeAll()
+            let saved = runtime.snapshotsSaved
+            environment.turn(
+                runtime, finished + [.write(command, encoded, deadline: .distantFuture, reply: { _ in })], tick: true,
+                now: .milliseconds(UInt64(400 + sequence * 10)))
+            if runtime.snapshotsSaved > saved { points.append(sequence) }
+        }
+        return points
+    }
+
+    static func gaps(_ points: [Int]) -> [Int] { zip(points.dropFirst(), points).map { $0 - $1 } }
+
+    @Test("With the slot count alone, a growing store is snapshotted every few slots")
+    func slotCountAlone() throws {
+        let points = try Self.snapshotPoints(puts: 400, keys: 50, share: 0)
+        #expect(points.count >= 60, "\(points)")
+        #expect(Self.gaps(points).allSatisfy { $0 <= 8 }, "\(Self.gaps(points))")
+    }
+
+    @Test("A growing store is snapshotted ever less often: each snapshot waits for half its predecessor's size in new log")
+    func growingStoreBacksOff() throws {
+        // The history keeps every put, so each snapshot is about as large as the whole log
+        // so far, and the next one waits for half of that again: the gaps grow.
+        let gaps = Self.gaps(try Self.snapshotPoints(puts: 400, keys: 50, share: 2))
+        #expect(gaps.count >= 4, "snapshots must go on being taken: \(gaps)")
+        #expect(gaps.last! >= 3 * gaps.first!, "snapshots did not back off: \(gaps)")
+    }
+
+    @Test("A store kept small by compaction goes on being snapshotted at a steady pace")
+    func compactedStoreKeepsCadence() throws {
+        let gaps = Self.gaps(try Self.snapshotPoints(puts: 400, keys: 5, share: 2, compacting: true))
+        #expect(gaps.count >= 20, "\(gaps)")
+        #expect(gaps.suffix(10).allSatisfy { $0 <= 2 * gaps[0] + 8 }, "the pace should not slow: \(gaps)")
     }
 }

@@ -13,7 +13,7 @@ extension SynodProcessTests {
     func siteScopedUser() async throws {
         let executable = try Etcdctl.locate()
         // Small snapshots: the restart recovers the auth state from a snapshot, not only the log.
-        try await LocalCluster.with(name: "auth", replicas: 3, extraArguments: ["--snapshot-every", "20"]) { cluster in
+        try await LocalCluster.with(name: "auth", replicas: 3, extraArguments: ["--snapshot-every", "20", "--snapshot-log-share", "0"]) { cluster in
             try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
                 guard await connections.awaitWritable(timeout: .seconds(30)) else {
                     cluster.fail("no write succeeded within 30 s of starting 3 replicas")

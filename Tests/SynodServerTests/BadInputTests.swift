@@ -318,6 +318,7 @@ extension SynodProcessTests {
             (good + ["--listen-client", "localhost"], "--listen-client"),
             (good + ["--consistency", "sometimes"], "--consistency"),
             (good + ["--client-event-loops", "0"], "--client-event-loops"),
+            (good + ["--snapshot-log-share", "2000"], "--snapshot-log-share"),
             (good + ["--max-waiting-requests", "0"], "--max-waiting-requests"),
         ]
         for (arguments, names) in cases {

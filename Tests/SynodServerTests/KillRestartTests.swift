@@ -148,10 +148,12 @@ extension SynodProcessTests {
         let replicaCount = 5
         let lanes = 5
         let keys = ["k0", "k1", "k2", "k3"]
-        // Frequent snapshots, so that restarts recover from snapshot + log and replicas that
-        // fall behind a compacted log catch up by snapshot transfer.
+        // Frequent snapshots (every 150 slots, however the store grows), so that restarts
+        // recover from snapshot + log and replicas that fall behind a compacted log catch up
+        // by snapshot transfer.
         try await LocalCluster.with(
-            name: "kill-restart", replicas: replicaCount, extraArguments: ["--snapshot-every", "150"]
+            name: "kill-restart", replicas: replicaCount,
+            extraArguments: ["--snapshot-every", "150", "--snapshot-log-share", "0"]
         ) { cluster in
             try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
                 let started = ContinuousClock.now

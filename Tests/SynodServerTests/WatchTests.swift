@@ -134,7 +134,7 @@ extension SynodProcessTests {
     func stalledWatcherIsBounded() async throws {
         let executable = try Etcdctl.locate()
         // Frequent snapshots keep the Paxos log small in memory, so RSS follows the watch.
-        try await LocalCluster.with(name: "stalled-watch", replicas: 3, extraArguments: ["--snapshot-every", "16"]) {
+        try await LocalCluster.with(name: "stalled-watch", replicas: 3, extraArguments: ["--snapshot-every", "16", "--snapshot-log-share", "0"]) {
             cluster in
             try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
                 guard await connections.awaitWritable(timeout: .seconds(30)) else {
