@@ -10,7 +10,8 @@ struct SnapshotTransfer {
 
 extension ReplicaRuntime {
     /// Snapshots the state machine and compacts the log every `snapshotEverySlots`, once the
-    /// log taken in since the last snapshot is large enough (`snapshotLogShare`).
+    /// log taken in since the last snapshot is large enough (`snapshotLogShare`, capped by
+    /// `snapshotLogBytesMax`).
     func compactIfDue() {
         // The store's own applied slot, not the core's: within a turn the core runs ahead of
         // the store until the turn's output is carried out, and a snapshot must hold exactly
@@ -20,6 +21,7 @@ extension ReplicaRuntime {
             applied >= snapshotThrough + Slot(options.snapshotEverySlots) + firstSnapshotStagger,
             options.snapshotLogShare == 0
                 || appliedBytesSinceSnapshot * options.snapshotLogShare >= lastSnapshotBytes
+                || appliedBytesSinceSnapshot >= options.snapshotLogBytesMax
         else { return }
         let pending: PendingSnapshot
         do {

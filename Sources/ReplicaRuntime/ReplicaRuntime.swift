@@ -58,6 +58,12 @@ public struct RuntimeOptions {
     /// 60 MB store snapshotted every 10,000 slots under load spent 9 % of the replicas' CPU.)
     public var snapshotLogShare: Int
     public static let snapshotLogShareDefault = 2
+    /// ... but never more than this many bytes of commands since the last snapshot: the
+    /// acceptor keeps the log above its snapshot in memory, so a store of many GB waits for
+    /// at most this much log (and writes more per byte of commands) rather than hold half
+    /// its size in memory.
+    public var snapshotLogBytesMax: Int
+    public static let snapshotLogBytesMaxDefault = 256 << 20
     public var tickMilliseconds: UInt64
     public var faults: FaultModel
     public var seed: UInt64
@@ -91,6 +97,7 @@ public struct RuntimeOptions {
         self.storage = storage
         self.snapshotEverySlots = snapshotEverySlots
         self.snapshotLogShare = Self.snapshotLogShareDefault
+        self.snapshotLogBytesMax = Self.snapshotLogBytesMaxDefault
         self.tickMilliseconds = tickMilliseconds
         self.faults = faults
         self.seed = seed

@@ -66,7 +66,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(
         help: ArgumentHelp(
             "A snapshot also waits until the log took in 1/N of the last snapshot's size (0: --snapshot-every alone).",
-            discussion: "Bounds what snapshots cost however large the store grows: at most N bytes written per byte of commands."))
+            discussion: "Bounds what snapshots cost as the store grows: at most N bytes written per byte of commands, with at most 256 MiB of commands between snapshots."))
     var snapshotLogShare: Int = 2
 
     @Option(help: "Milliseconds per Paxos tick (the unit of the two timings below).")

@@ -324,11 +324,14 @@ struct AutoCompactionTests {
 struct SnapshotCadenceTests {
     /// A single-replica leader that snapshots every 4 slots, with `share` as configured and,
     /// optionally, the history compacted to its last 8 revisions.
-    static func leader(share: Int, compacting: Bool = false) throws -> (ReplicaRuntime, RecordingEnvironment) {
+    static func leader(share: Int, compacting: Bool = false, logBytesMax: Int = RuntimeOptions.snapshotLogBytesMaxDefault)
+        throws -> (ReplicaRuntime, RecordingEnvironment)
+    {
         var options = RuntimeOptions(
             paxos: try Configuration(replicaID: 1, replicas: [1], electionTimeoutTicks: 5), directory: "/data",
             fileSystem: SimulatedFileSystem(seed: 5), storage: .testing(), snapshotEverySlots: 4)
         options.snapshotLogShare = share
+        options.snapshotLogBytesMax = logBytesMax
         if compacting { options.autoCompaction = .revision(retain: 8) }
         let environment = RecordingEnvironment()
         let runtime = ReplicaRuntime(options: options, environment: environment)
@@ -340,8 +343,11 @@ struct SnapshotCadenceTests {
     /// `count` puts of 200-byte values to `keys` keys, one per turn (one slot each);
     /// finished background snapshots are handed back in the next turn. Returns after which
     /// puts a snapshot was saved.
-    static func snapshotPoints(puts count: Int, keys: Int, share: Int, compacting: Bool = false) throws -> [Int] {
-        let (runtime, environment) = try leader(share: share, compacting: compacting)
+    static func snapshotPoints(
+        puts count: Int, keys: Int, share: Int, compacting: Bool = false,
+        logBytesMax: Int = RuntimeOptions.snapshotLogBytesMaxDefault
+    ) throws -> [Int] {
+        let (runtime, environment) = try leader(share: share, compacting: compacting, logBytesMax: logBytesMax)
         var points: [Int] = []
         for sequence in 1...count {
             let (command, encoded) = ReplicaRuntimeTests.put("k\(sequence % keys)", sequence: UInt64(sequence), bytes: 200)
@@ -372,6 +378,14 @@ struct SnapshotCadenceTests {
         let gaps = Self.gaps(try Self.snapshotPoints(puts: 400, keys: 50, share: 2))
         #expect(gaps.count >= 4, "snapshots must go on being taken: \(gaps)")
         #expect(gaps.last! >= 3 * gaps.first!, "snapshots did not back off: \(gaps)")
+    }
+
+    @Test("The log between snapshots of a growing store stops growing at snapshotLogBytesMax")
+    func logBytesCapped() throws {
+        // Each put's command is about 230 bytes: 4 KB of log is about 18 puts.
+        let gaps = Self.gaps(try Self.snapshotPoints(puts: 400, keys: 50, share: 2, logBytesMax: 4_096))
+        #expect(gaps.count >= 15, "\(gaps)")
+        #expect(gaps.allSatisfy { $0 <= 24 }, "the cap did not hold: \(gaps)")
     }
 
     @Test("A store kept small by compaction goes on being snapshotted at a steady pace")
