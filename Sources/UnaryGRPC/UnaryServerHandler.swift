@@ -12,7 +12,10 @@ final class UnaryServerHandler: ChannelInboundHandler {
     /// Asks the connection to finish its calls and close (graceful shutdown).
     struct Drain: Sendable {}
 
-    struct Stream {
+    /// A class, not a struct: every frame looks its stream up in `streams`, and a struct's
+    /// lookup copied the whole state (headers, body, path) with its retains and releases —
+    /// 3 % of a replica's CPU at 256 calls in flight. The loop owns it; nothing else holds it.
+    final class Stream {
         var headers: HPACKHeaders
         var body: ByteBuffer
         /// `:path`, once the headers were accepted.
@@ -30,6 +33,11 @@ final class UnaryServerHandler: ChannelInboundHandler {
         var ended = false
         /// Already answered (an error before the body ended); the rest of the body is dropped.
         var answered = false
+
+        init(headers: HPACKHeaders, body: ByteBuffer) {
+            self.headers = headers
+            self.body = body
+        }
     }
 
     let methods: [String: UnaryMethod]
@@ -197,7 +205,7 @@ final class UnaryServerHandler: ChannelInboundHandler {
     /// gRPC request, an unknown path) is answered at once, without waiting for a body the
     /// client may never end (a streaming client half-closes only when it is done).
     private func accept(_ streamID: HTTP2StreamID, headers: HPACKHeaders, context: ChannelHandlerContext) {
-        var stream = Stream(headers: headers, body: ByteBuffer())
+        let stream = Stream(headers: headers, body: ByteBuffer())
         guard headers.first(name: ":method") == "POST" else {
             streams[streamID] = stream
             return answerEarly(streamID, GRPCStatus(code: GRPCStatus.unimplemented, message: "gRPC requires POST"))
