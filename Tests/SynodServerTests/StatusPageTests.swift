@@ -32,54 +32,48 @@ extension SynodProcessTests {
         .enabled(if: HeadlessChromium.path != nil, "chromium is not installed (scripts/test installs Debian's chromium)"),
         .timeLimit(.minutes(5)))
     func statusPageInBrowser() async throws {
-        try await LocalCluster.with(name: "status-page", replicas: 3) { cluster in
-            try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
-                guard await connections.awaitWritable(timeout: .seconds(30)) else {
-                    cluster.fail("no write succeeded within 30 s of starting 3 replicas")
-                    return
-                }
-                guard let leader = await connections.awaitLeader(timeout: .seconds(20)) else {
-                    cluster.fail("the replicas did not agree on a leader within 20 s")
-                    return
-                }
-                let url = "http://127.0.0.1:\(cluster.replica(1).clientPort)/status"
-                let run = try await HeadlessChromium.dumpDOM(url: url)
-                cluster.expect(!run.timedOut, "chromium did not finish within 90 s")
-                let dom = run.stdout
-                guard dom.contains("<table") else {
-                    cluster.fail("chromium printed no page (status \(run.status)):\n\(run.stderr.suffix(2_000))")
-                    return
-                }
-                for replica in cluster.replicas {
-                    cluster.expect(dom.contains("id=\"row-\(replica.id)\""), "the page has no row for r\(replica.id)")
-                    cluster.expect(dom.contains(">r\(replica.id)"), "the page does not name r\(replica.id)")
-                }
-                cluster.expect(
-                    dom.contains("id=\"leader\" class=\"leader\">r\(leader)<"),
-                    "the page does not name r\(leader) as the leader:\n\(dom.prefix(3_000))")
-                // The script asked every replica: each row shows a role, not a placeholder.
-                let roles = ["leader", "follower"].map { dom.components(separatedBy: "class=\"role \($0)\"").count - 1 }
-                cluster.expect(
-                    roles[0] == 1 && roles[1] == 2,
-                    "expected 1 leader row and 2 follower rows, saw \(roles[0]) and \(roles[1]):\n\(dom.prefix(3_000))")
-                cluster.expect(dom.contains("(updated "), "the page's script never completed a refresh")
-
-                // The page changes when the leader is killed: served by a survivor, it names
-                // the new leader and shows the old one unreachable.
-                await cluster.replica(leader).kill9()
-                let survivors = cluster.replicas.map(\.id).filter { $0 != leader }
-                guard let newLeader = await connections.awaitLeader(among: survivors, timeout: .seconds(20)) else {
-                    cluster.fail("no new leader among \(survivors) within 20 s")
-                    return
-                }
-                let after = try await HeadlessChromium.dumpDOM(
-                    url: "http://127.0.0.1:\(cluster.replica(survivors[0]).clientPort)/status")
-                cluster.expect(
-                    after.stdout.contains("id=\"leader\" class=\"leader\">r\(newLeader)<"),
-                    "after killing r\(leader) the page does not name r\(newLeader) as the leader:\n\(after.stdout.prefix(3_000))")
-                let leaderRows = after.stdout.components(separatedBy: "class=\"role leader\"").count - 1
-                cluster.expect(leaderRows == 1, "after the kill the page shows \(leaderRows) leader rows")
+        try await Self.withWritableCluster(name: "status-page", replicas: 3) { cluster, connections in
+            guard let leader = await connections.awaitLeader(timeout: .seconds(20)) else {
+                cluster.fail("the replicas did not agree on a leader within 20 s")
+                return
             }
+            let url = "http://127.0.0.1:\(cluster.replica(1).clientPort)/status"
+            let run = try await HeadlessChromium.dumpDOM(url: url)
+            cluster.expect(!run.timedOut, "chromium did not finish within 90 s")
+            let dom = run.stdout
+            guard dom.contains("<table") else {
+                cluster.fail("chromium printed no page (status \(run.status)):\n\(run.stderr.suffix(2_000))")
+                return
+            }
+            for replica in cluster.replicas {
+                cluster.expect(dom.contains("id=\"row-\(replica.id)\""), "the page has no row for r\(replica.id)")
+                cluster.expect(dom.contains(">r\(replica.id)"), "the page does not name r\(replica.id)")
+            }
+            cluster.expect(
+                dom.contains("id=\"leader\" class=\"leader\">r\(leader)<"),
+                "the page does not name r\(leader) as the leader:\n\(dom.prefix(3_000))")
+            // The script asked every replica: each row shows a role, not a placeholder.
+            let roles = ["leader", "follower"].map { dom.components(separatedBy: "class=\"role \($0)\"").count - 1 }
+            cluster.expect(
+                roles[0] == 1 && roles[1] == 2,
+                "expected 1 leader row and 2 follower rows, saw \(roles[0]) and \(roles[1]):\n\(dom.prefix(3_000))")
+            cluster.expect(dom.contains("(updated "), "the page's script never completed a refresh")
+
+            // The page changes when the leader is killed: served by a survivor, it names
+            // the new leader and shows the old one unreachable.
+            await cluster.replica(leader).kill9()
+            let survivors = cluster.replicas.map(\.id).filter { $0 != leader }
+            guard let newLeader = await connections.awaitLeader(among: survivors, timeout: .seconds(20)) else {
+                cluster.fail("no new leader among \(survivors) within 20 s")
+                return
+            }
+            let after = try await HeadlessChromium.dumpDOM(
+                url: "http://127.0.0.1:\(cluster.replica(survivors[0]).clientPort)/status")
+            cluster.expect(
+                after.stdout.contains("id=\"leader\" class=\"leader\">r\(newLeader)<"),
+                "after killing r\(leader) the page does not name r\(newLeader) as the leader:\n\(after.stdout.prefix(3_000))")
+            let leaderRows = after.stdout.components(separatedBy: "class=\"role leader\"").count - 1
+            cluster.expect(leaderRows == 1, "after the kill the page shows \(leaderRows) leader rows")
         }
     }
 }

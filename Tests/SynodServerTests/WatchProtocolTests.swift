@@ -119,98 +119,92 @@ enum WatchRequestCoding {
 extension SynodProcessTests {
     @Test("Watch over raw gRPC: ids, duplicate id, NOPUT filter, future start, RequestProgress, cancel", .timeLimit(.minutes(5)))
     func watchProtocol() async throws {
-        try await LocalCluster.with(name: "watch-protocol", replicas: 3) { cluster in
-            try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
-                guard await connections.awaitWritable(timeout: .seconds(30)) else {
-                    cluster.fail("no write succeeded within 30 s of starting 3 replicas")
-                    return
+        try await Self.withWritableCluster(name: "watch-protocol", replicas: 3) { cluster, connections in
+            let writer = connections.replica(1)
+            let now = try await writer.put("w/now", "0").header.revision
+            let (outbound, requests) = AsyncStream.makeStream(of: [UInt8].self)
+            let received = ResponseLog()
+            func responses() -> [DecodedWatchResponse] { received.all }
+            func awaitResponse(_ what: String, _ matches: @escaping (DecodedWatchResponse) -> Bool) async -> Bool {
+                let seen = await eventually(timeout: .seconds(10), interval: .milliseconds(50)) {
+                    responses().contains(where: matches)
                 }
-                let writer = connections.replica(1)
-                let now = try await writer.put("w/now", "0").header.revision
-                let (outbound, requests) = AsyncStream.makeStream(of: [UInt8].self)
-                let received = ResponseLog()
-                func responses() -> [DecodedWatchResponse] { received.all }
-                func awaitResponse(_ what: String, _ matches: @escaping (DecodedWatchResponse) -> Bool) async -> Bool {
-                    let seen = await eventually(timeout: .seconds(10), interval: .milliseconds(50)) {
-                        responses().contains(where: matches)
-                    }
-                    if !seen { Issue.record("no response \(what); got \(responses())") }
-                    return seen
-                }
-                let call = Task {
-                    try await connections.replica(2).grpc.bidirectionalStreaming(
-                        request: StreamingClientRequest(of: [UInt8].self) { sink in
-                            for await request in outbound { try await sink.write(request) }
-                        },
-                        descriptor: MethodDescriptor(fullyQualifiedService: "etcdserverpb.Watch", method: "Watch"),
-                        serializer: RawBytesSerializer(), deserializer: RawBytesDeserializer(), options: .defaults
-                    ) { response in
-                        for try await message in response.messages {
-                            let decoded = try DecodedWatchResponse(message)
-                            received.append(decoded)
-                        }
-                    }
-                }
-                defer {
-                    requests.finish()
-                    call.cancel()
-                }
-                // Server-chosen id 0; client-chosen 7 with NOPUT over a prefix; a future start; a duplicate 7.
-                requests.yield(WatchRequestCoding.create(key: "w/a"))
-                _ = await awaitResponse("created 0") { $0.created && $0.watchID == 0 && !$0.canceled && $0.revision == now }
-                requests.yield(WatchRequestCoding.create(key: "w/f/", rangeEnd: "w/f0", filters: [0], watchID: 7))
-                _ = await awaitResponse("created 7") { $0.created && $0.watchID == 7 && !$0.canceled }
-                requests.yield(WatchRequestCoding.create(key: "w/later", start: now + 6))
-                _ = await awaitResponse("created 1") { $0.created && $0.watchID == 1 }
-                requests.yield(WatchRequestCoding.create(key: "w/x", watchID: 7))
-                _ = await awaitResponse("duplicate 7 refused") {
-                    $0.created && $0.canceled && $0.watchID == 7 && $0.cancelReason.contains("already in use")
-                }
-
-                let putA = try await writer.put("w/a", "1").header.revision  // now+1
-                let putF = try await writer.put("w/f/x", "1").header.revision  // now+2
-                let deleteF = try await writer.delete("w/f/x").header.revision  // now+3
-                _ = await awaitResponse("w/a's put to watch 0") { $0.watchID == 0 && $0.events == ["PUT w/a=1@\(putA)"] }
-                _ = await awaitResponse("w/f/x's delete to watch 7") {
-                    $0.watchID == 7 && $0.events == ["DELETE w/f/x@\(deleteF)"]
-                }
-                #expect(
-                    !responses().contains { $0.events.contains("PUT w/f/x=1@\(putF)") },
-                    "NOPUT let a put through: \(responses())")
-
-                // RequestProgress: the current revision, watch id -1, once every watcher is in sync.
-                requests.yield(WatchRequestCoding.progress)
-                _ = await awaitResponse("progress at \(deleteF)") {
-                    $0.watchID == -1 && $0.revision >= deleteF && $0.events.isEmpty
-                }
-
-                // Cancel watch 0: later puts of w/a reach nobody.
-                requests.yield(WatchRequestCoding.cancel(0))
-                _ = await awaitResponse("cancel 0") { $0.canceled && $0.watchID == 0 && !$0.created }
-                _ = try await writer.put("w/a", "2")  // now+4
-                _ = try await writer.put("w/f/y", "1")  // now+5
-                let early = try await writer.put("w/later", "early").header.revision
-                #expect(early == now + 6, "another write ran meanwhile: the future start is off")
-                let later = try await writer.put("w/later", "on time").header.revision  // now+7
-                let deleteY = try await writer.delete("w/f/y").header.revision
-                _ = await awaitResponse("w/f/y's delete") { $0.watchID == 7 && $0.events == ["DELETE w/f/y@\(deleteY)"] }
-                _ = await awaitResponse("w/later's second put") {
-                    $0.watchID == 1 && $0.events.contains("PUT w/later=on time@\(later)")
-                }
-                let all = responses()
-                #expect(!all.contains { $0.events.contains { $0.hasPrefix("PUT w/a=2") } }, "a cancelled watch fired: \(all)")
-                let laterEvents = all.filter { $0.watchID == 1 }.flatMap(\.events)
-                #expect(
-                    laterEvents == ["PUT w/later=early@\(early)", "PUT w/later=on time@\(later)"],
-                    "watch from a future revision got \(laterEvents)")
-                // Every watcher's events arrived in revision order.
-                let revisions = all.flatMap(\.events).compactMap { Int64($0.split(separator: "@").last ?? "") }
-                let perWatch = Dictionary(grouping: all, by: \.watchID).mapValues {
-                    $0.flatMap(\.events).compactMap { Int64($0.split(separator: "@").last ?? "") }
-                }
-                for (id, order) in perWatch { #expect(order == order.sorted(), "watch \(id) out of order: \(order)") }
-                #expect(!revisions.isEmpty)
+                if !seen { Issue.record("no response \(what); got \(responses())") }
+                return seen
             }
+            let call = Task {
+                try await connections.replica(2).grpc.bidirectionalStreaming(
+                    request: StreamingClientRequest(of: [UInt8].self) { sink in
+                        for await request in outbound { try await sink.write(request) }
+                    },
+                    descriptor: MethodDescriptor(fullyQualifiedService: "etcdserverpb.Watch", method: "Watch"),
+                    serializer: RawBytesSerializer(), deserializer: RawBytesDeserializer(), options: .defaults
+                ) { response in
+                    for try await message in response.messages {
+                        let decoded = try DecodedWatchResponse(message)
+                        received.append(decoded)
+                    }
+                }
+            }
+            defer {
+                requests.finish()
+                call.cancel()
+            }
+            // Server-chosen id 0; client-chosen 7 with NOPUT over a prefix; a future start; a duplicate 7.
+            requests.yield(WatchRequestCoding.create(key: "w/a"))
+            _ = await awaitResponse("created 0") { $0.created && $0.watchID == 0 && !$0.canceled && $0.revision == now }
+            requests.yield(WatchRequestCoding.create(key: "w/f/", rangeEnd: "w/f0", filters: [0], watchID: 7))
+            _ = await awaitResponse("created 7") { $0.created && $0.watchID == 7 && !$0.canceled }
+            requests.yield(WatchRequestCoding.create(key: "w/later", start: now + 6))
+            _ = await awaitResponse("created 1") { $0.created && $0.watchID == 1 }
+            requests.yield(WatchRequestCoding.create(key: "w/x", watchID: 7))
+            _ = await awaitResponse("duplicate 7 refused") {
+                $0.created && $0.canceled && $0.watchID == 7 && $0.cancelReason.contains("already in use")
+            }
+
+            let putA = try await writer.put("w/a", "1").header.revision  // now+1
+            let putF = try await writer.put("w/f/x", "1").header.revision  // now+2
+            let deleteF = try await writer.delete("w/f/x").header.revision  // now+3
+            _ = await awaitResponse("w/a's put to watch 0") { $0.watchID == 0 && $0.events == ["PUT w/a=1@\(putA)"] }
+            _ = await awaitResponse("w/f/x's delete to watch 7") {
+                $0.watchID == 7 && $0.events == ["DELETE w/f/x@\(deleteF)"]
+            }
+            #expect(
+                !responses().contains { $0.events.contains("PUT w/f/x=1@\(putF)") },
+                "NOPUT let a put through: \(responses())")
+
+            // RequestProgress: the current revision, watch id -1, once every watcher is in sync.
+            requests.yield(WatchRequestCoding.progress)
+            _ = await awaitResponse("progress at \(deleteF)") {
+                $0.watchID == -1 && $0.revision >= deleteF && $0.events.isEmpty
+            }
+
+            // Cancel watch 0: later puts of w/a reach nobody.
+            requests.yield(WatchRequestCoding.cancel(0))
+            _ = await awaitResponse("cancel 0") { $0.canceled && $0.watchID == 0 && !$0.created }
+            _ = try await writer.put("w/a", "2")  // now+4
+            _ = try await writer.put("w/f/y", "1")  // now+5
+            let early = try await writer.put("w/later", "early").header.revision
+            #expect(early == now + 6, "another write ran meanwhile: the future start is off")
+            let later = try await writer.put("w/later", "on time").header.revision  // now+7
+            let deleteY = try await writer.delete("w/f/y").header.revision
+            _ = await awaitResponse("w/f/y's delete") { $0.watchID == 7 && $0.events == ["DELETE w/f/y@\(deleteY)"] }
+            _ = await awaitResponse("w/later's second put") {
+                $0.watchID == 1 && $0.events.contains("PUT w/later=on time@\(later)")
+            }
+            let all = responses()
+            #expect(!all.contains { $0.events.contains { $0.hasPrefix("PUT w/a=2") } }, "a cancelled watch fired: \(all)")
+            let laterEvents = all.filter { $0.watchID == 1 }.flatMap(\.events)
+            #expect(
+                laterEvents == ["PUT w/later=early@\(early)", "PUT w/later=on time@\(later)"],
+                "watch from a future revision got \(laterEvents)")
+            // Every watcher's events arrived in revision order.
+            let revisions = all.flatMap(\.events).compactMap { Int64($0.split(separator: "@").last ?? "") }
+            let perWatch = Dictionary(grouping: all, by: \.watchID).mapValues {
+                $0.flatMap(\.events).compactMap { Int64($0.split(separator: "@").last ?? "") }
+            }
+            for (id, order) in perWatch { #expect(order == order.sorted(), "watch \(id) out of order: \(order)") }
+            #expect(!revisions.isEmpty)
         }
     }
 }
