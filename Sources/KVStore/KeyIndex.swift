@@ -69,8 +69,12 @@ struct OrderedIndex<Entry: IndexEntry>: Sendable {
         var prefixes: [KeyPrefix]
 
         init(_ entries: [Entry]) {
+            self.init(entries: entries, prefixes: entries.map { KeyPrefix($0.key) })
+        }
+
+        init(entries: [Entry], prefixes: [KeyPrefix]) {
             self.entries = entries
-            prefixes = entries.map { KeyPrefix($0.key) }
+            self.prefixes = prefixes
         }
 
         var count: Int { entries.count }
@@ -265,9 +269,7 @@ struct OrderedIndex<Entry: IndexEntry>: Sendable {
 
     private mutating func split(chunk: Int) {
         let half = chunks[chunk].count / 2
-        var tail = Chunk([])
-        tail.entries = Array(chunks[chunk].entries[half...])
-        tail.prefixes = Array(chunks[chunk].prefixes[half...])
+        let tail = Chunk(entries: Array(chunks[chunk].entries[half...]), prefixes: Array(chunks[chunk].prefixes[half...]))
         chunks[chunk].entries.removeSubrange(half...)
         chunks[chunk].prefixes.removeSubrange(half...)
         chunks.insert(tail, at: chunk + 1)

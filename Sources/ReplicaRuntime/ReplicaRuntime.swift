@@ -58,6 +58,7 @@ public struct RuntimeOptions {
     /// 60 MB store snapshotted every 10,000 slots under load spent 9 % of the replicas' CPU.)
     public var snapshotLogShare: Int
     public static let snapshotLogShareDefault = 2
+    public static let snapshotLogShareMax = 1_024
     /// ... but never more than this many bytes of commands since the last snapshot: the
     /// acceptor keeps the log above its snapshot in memory, so a store of many GB waits for
     /// at most this much log (and writes more per byte of commands) rather than hold half

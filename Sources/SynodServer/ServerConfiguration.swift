@@ -142,8 +142,9 @@ public struct ServerConfiguration: Sendable {
                     + "(\(heartbeatIntervalTicks * tickMilliseconds) ms)")
         }
         guard snapshotEverySlots >= 1 else { throw .invalid("--snapshot-every must be at least 1") }
-        guard (0...1_024).contains(snapshotLogShare) else {
-            throw .invalid("--snapshot-log-share must be between 0 and 1024, not \(snapshotLogShare)")
+        guard (0...RuntimeOptions.snapshotLogShareMax).contains(snapshotLogShare) else {
+            throw .invalid(
+                "--snapshot-log-share must be between 0 and \(RuntimeOptions.snapshotLogShareMax), not \(snapshotLogShare)")
         }
         guard requestTimeoutMilliseconds >= 1 else { throw .invalid("request timeout must be positive") }
         do {

@@ -67,7 +67,7 @@ struct ServeCommand: AsyncParsableCommand {
         help: ArgumentHelp(
             "A snapshot also waits until the log took in 1/N of the last snapshot's size (0: --snapshot-every alone).",
             discussion: "Bounds what snapshots cost as the store grows: at most N bytes written per byte of commands, with at most 256 MiB of commands between snapshots."))
-    var snapshotLogShare: Int = 2
+    var snapshotLogShare: Int = RuntimeOptions.snapshotLogShareDefault
 
     @Option(help: "Milliseconds per Paxos tick (the unit of the two timings below).")
     var tickMs: Int = 10

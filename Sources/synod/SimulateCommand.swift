@@ -1,4 +1,5 @@
 import ArgumentParser
+import ReplicaRuntime
 import SynodSimulation
 
 /// `synod simulate`: runs the deterministic simulator over many seeds and checks every
@@ -58,8 +59,9 @@ struct SimulateCommand: ParsableCommand {
         guard seeds >= 1 else { throw ValidationError("--seeds must be at least 1") }
         guard ops >= 1 else { throw ValidationError("--ops must be at least 1") }
         guard clients >= 1 else { throw ValidationError("--clients must be at least 1") }
-        guard (0...1_024).contains(snapshotLogShare) else {
-            throw ValidationError("--snapshot-log-share must be between 0 and 1024, not \(snapshotLogShare)")
+        guard (0...RuntimeOptions.snapshotLogShareMax).contains(snapshotLogShare) else {
+            throw ValidationError(
+                "--snapshot-log-share must be between 0 and \(RuntimeOptions.snapshotLogShareMax), not \(snapshotLogShare)")
         }
     }
 

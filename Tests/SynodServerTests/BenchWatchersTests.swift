@@ -31,6 +31,16 @@ extension SynodProcessTests {
 extension SynodProcessTests {
     /// Runs `synod bench --json` against every replica of `cluster` with `arguments`; the
     /// report, or nil (recorded as an issue) when it did not run or printed no JSON object.
+    /// 2 s of round-robin puts over 1,000 keys and 16 connections, `concurrency` in flight.
+    func runRoundRobinPuts(_ binary: String, _ cluster: LocalCluster, concurrency: Int) async throws -> [String: Any]? {
+        try await runBench(
+            binary, cluster,
+            [
+                "--round-robin", "--workload", "put", "--keys", "1000", "--concurrency", String(concurrency),
+                "--connections", "16", "--duration", "2s", "--warmup", "0s", "--timeout", "10s",
+            ])
+    }
+
     func runBench(_ binary: String, _ cluster: LocalCluster, _ arguments: [String]) async throws -> [String: Any]? {
         let run = try await ProgramRun.run(
             binary, ["bench", "--endpoints", cluster.endpoints.joined(separator: ",")] + arguments + ["--json"],

@@ -11,14 +11,7 @@ extension SynodProcessTests {
         let binary = try SynodBinary.locate()
         try await Self.withWritableCluster(name: "client-loops", replicas: 3, extraArguments: ["--client-event-loops", "3"]) {
             cluster, connections in
-            guard
-                let report = try await runBench(
-                    binary, cluster,
-                    [
-                        "--round-robin", "--workload", "put", "--keys", "1000", "--concurrency", "64", "--connections", "16",
-                        "--duration", "2s", "--warmup", "0s", "--timeout", "10s",
-                    ])
-            else {
+            guard let report = try await runRoundRobinPuts(binary, cluster, concurrency: 64) else {
                 Issue.record("no report")
                 return
             }

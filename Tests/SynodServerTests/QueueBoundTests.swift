@@ -13,12 +13,7 @@ extension SynodProcessTests {
         try await Self.withWritableCluster(name: "queue-bound", replicas: 3, extraArguments: ["--max-waiting-requests", "1"]) {
             cluster, _ in
             guard
-                let report = try await runBench(
-                    binary, cluster,
-                    [
-                        "--round-robin", "--workload", "put", "--keys", "1000", "--concurrency", "256", "--connections", "16",
-                        "--duration", "2s", "--warmup", "0s", "--timeout", "10s",
-                    ]),
+                let report = try await runRoundRobinPuts(binary, cluster, concurrency: 256),
                 let errors = report["errors"] as? [String: Any], let examples = report["errorExamples"] as? [String: Any]
             else {
                 Issue.record("no errors in the report")
