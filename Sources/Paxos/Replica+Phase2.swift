@@ -190,6 +190,14 @@ extension Replica {
         noteLeader(from, ballot: ballot)
         learnPrefix(ballot: ballot, through: chosenThrough)
         emit(.heartbeatAck(ballot: ballot, readRound: readRound, chosenThrough: learner.chosenThrough), to: from)
+        // Behind what the leader announced: the values it lacks (lost accepts, entries of an
+        // older ballot) come by `learn`. Asked for here, by the one who knows it lacks them,
+        // not by the leader on every ack: an ack tells the leader only how far this learner
+        // was when it answered, and the leader has chosen more slots since — most of which
+        // this learner holds already and learns from the next heartbeat.
+        if learner.chosenThrough < chosenThrough {
+            emit(.learnRequest(fromSlot: learner.chosenThrough + 1), to: from)
+        }
     }
 
     mutating func onHeartbeatAck(from: ReplicaID, ballot: Ballot, readRound: UInt64, chosenThrough: Slot) {
@@ -197,9 +205,6 @@ extension Replica {
         proposer.leadership!.peerLastHeard[from] = now
         proposer.leadership!.peerReadRound[from] = max(leadership.peerReadRound[from] ?? 0, readRound)
         proposer.leadership!.peerChosenThrough[from] = chosenThrough
-        if chosenThrough < learner.chosenThrough {
-            sendChosen(to: from, from: chosenThrough + 1)
-        }
     }
 
     /// A learner marks chosen the slots through the leader's chosen prefix whose entry it

@@ -218,6 +218,28 @@ struct ReplicaScenarioTests {
         cluster.step(1, .tick)
         cluster.deliverAll()
         #expect(cluster.committed(3).map(\.entry.value) == cluster.committed(1).map(\.entry.value))
+        #expect(cluster.trace.contains { $0.hasPrefix("r3→r1 learn-request") })
+        #expect(!cluster.trace.contains { $0.hasPrefix("r2→r1 learn-request") })
+    }
+
+    @Test("A learner that holds the slots announced asks for nothing, and a lagging ack alone sends no learn")
+    func learnOnlyWhenAsked() throws {
+        var cluster = try ScriptedCluster(size: 3)
+        cluster.elect(1)
+        for index in 0..<4 {
+            cluster.step(1, .propose([command("w\(index)")]))
+            cluster.deliverAll()
+            cluster.step(1, .tick)
+            cluster.deliverAll()
+        }
+        #expect(cluster.committed(2).count == cluster.committed(1).count)
+        #expect(!cluster.trace.contains { $0.contains("learn") })
+        // An ack that answered an older heartbeat: the learner was behind the leader then,
+        // not necessarily now. It asks by itself if it lacks values.
+        let ballot = cluster.replicas[1]!.ballot!
+        let output = cluster.step(
+            1, .receive(Envelope(from: 2, to: 1, message: .heartbeatAck(ballot: ballot, readRound: 0, chosenThrough: 1))))
+        #expect(!output.messages.contains { $0.message.kind == "learn" })
     }
 
     @Test(
@@ -233,9 +255,7 @@ struct ReplicaScenarioTests {
         let applied = cluster.replicas[1]!.learner.appliedThrough
         #expect(applied >= 6)
         cluster.step(1, .compacted(through: applied))
-        let ballot = cluster.replicas[1]!.ballot!
-        let output = cluster.step(
-            1, .receive(Envelope(from: 3, to: 1, message: .heartbeatAck(ballot: ballot, readRound: 0, chosenThrough: 0))))
+        let output = cluster.step(1, .receive(Envelope(from: 3, to: 1, message: .learnRequest(fromSlot: 1))))
         #expect(output.snapshotsNeeded == (expectSnapshot ? [3] : []))
         #expect(output.messages.contains { $0.message.kind == "learn" } == !expectSnapshot)
     }
