@@ -150,6 +150,15 @@ public struct ByteWriter: Sendable {
     public mutating func writeBytes(_ value: ArraySlice<UInt8>) {
         bytes.append(contentsOf: value)
     }
+
+    /// Replaces the four bytes at `offset` (written before, e.g. as a placeholder) with
+    /// `value`, little-endian: a length or checksum known only after what follows it.
+    public mutating func overwriteUInt32(_ value: UInt32, at offset: Int) {
+        precondition(offset >= 0 && offset + 4 <= bytes.count, "overwrite at \(offset) of \(bytes.count) bytes")
+        for index in 0..<4 {
+            bytes[offset + index] = UInt8(truncatingIfNeeded: value >> (8 * index))
+        }
+    }
 }
 
 // MARK: - ByteReader

@@ -99,6 +99,19 @@ extension Message {
     }
 }
 
+extension Record {
+    /// At least as many bytes as the record's encoding takes (its commands plus an
+    /// allowance per command for the length prefix), so an encoder can reserve it at once
+    /// instead of growing a large batch step by step.
+    public var approximateBytes: Int {
+        let fixed = 32
+        switch self {
+        case .accepted(_, let entry): return fixed + entry.value.commandBytes + 8 * entry.value.commands.count
+        case .promised, .chosenThrough: return fixed
+        }
+    }
+}
+
 /// A slot with its log entry, as carried in promises and learn messages.
 public struct SlotEntry: Hashable, Sendable {
     public var slot: Slot

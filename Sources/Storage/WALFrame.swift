@@ -20,13 +20,15 @@ public enum WALFrame {
 
     /// The framed bytes of one record, as the log writes them.
     public static func encode(_ record: Record) -> [UInt8] {
-        var body = ByteWriter()
-        body.writeUInt8(typeRecord)
-        record.encode(into: &body)
-        var frame = ByteWriter(reservingCapacity: headerBytes + body.count)
-        frame.writeUInt32(UInt32(body.count))
-        frame.writeUInt32(CRC32C.checksum(body.bytes))
-        frame.writeBytes(body.bytes)
+        // One buffer, reserved at once: the header's length and checksum are filled in
+        // after the body is encoded behind them.
+        var frame = ByteWriter(reservingCapacity: headerBytes + 1 + record.approximateBytes)
+        frame.writeUInt32(0)
+        frame.writeUInt32(0)
+        frame.writeUInt8(typeRecord)
+        record.encode(into: &frame)
+        frame.overwriteUInt32(UInt32(frame.count - headerBytes), at: 0)
+        frame.overwriteUInt32(CRC32C.checksum(frame.bytes[headerBytes...]), at: 4)
         return frame.bytes
     }
 

@@ -27,6 +27,10 @@ final class ReplicaLoop: @unchecked Sendable {
     // Touched on `eventLoop` only.
     private var inbox: [RuntimeEvent] = []
     private var inboxBytes = 0
+    /// The previous turn's batch, emptied: the inbox's next buffer. Swapping the two keeps
+    /// a turn from allocating (emptying the inbox while the batch still shares its buffer
+    /// would allocate a new one of the same capacity — tens of KiB under load — every turn).
+    private var spareInbox: [RuntimeEvent] = []
     /// Work that must run on the loop between turns (watch requests, HashKV), in the order
     /// it was handed over.
     private var tasks: [LoopTask] = []
@@ -196,14 +200,17 @@ final class ReplicaLoop: @unchecked Sendable {
     private func runTurn(tick: Bool) {
         guard !stopping.load(ordering: .acquiring) else { return }
         guard tick || !inbox.isEmpty || !tasks.isEmpty else { return }
-        let batch = inbox
-        inbox.removeAll(keepingCapacity: true)
+        var batch: [RuntimeEvent] = []
+        swap(&batch, &inbox)
+        swap(&inbox, &spareInbox)
         inboxBytes = 0
         let work = tasks
-        tasks.removeAll(keepingCapacity: true)
+        if !work.isEmpty { tasks = [] }
         let started = clock.now
         runtime.turn(batch, tick: tick, now: now)
         noteSlowTurn(started.duration(to: clock.now), events: batch.count)
+        batch.removeAll(keepingCapacity: true)
+        spareInbox = batch
         // After the turn: a task sees every command the turn applied (a watch created
         // now starts from the store's state after them), and `afterTurn` runs once for
         // both (the watch hub sends what was applied), so nothing applied in between is missed.

@@ -142,7 +142,7 @@ public enum FrameEncoder {
 
     /// `message.encode(into:)`'s bytes.
     public static func encoded(_ message: Message) -> [UInt8] {
-        var writer = ByteWriter(reservingCapacity: 64)
+        var writer = ByteWriter(reservingCapacity: message.approximateBytes)
         message.encode(into: &writer)
         return writer.bytes
     }
