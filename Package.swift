@@ -56,7 +56,9 @@ let package = Package(
     targets: [
         // The pure core: no dependencies beyond the standard library. ByteCodec: the one byte
         // encoder and bounds-checked decoder of every binary format (log, wire, snapshots).
-        .target(name: "ByteCodec", swiftSettings: strictSettings),
+        .target(name: "ByteCodec", dependencies: ["CRC32CHardware"], swiftSettings: strictSettings),
+        // CRC-32C with the CPU's instruction where it has one (ByteCodec falls back to tables).
+        .target(name: "CRC32CHardware"),
         .target(name: "Paxos", dependencies: ["ByteCodec"], swiftSettings: strictSettings),
         .target(name: "KVStore", dependencies: ["ByteCodec"], swiftSettings: strictSettings),
         .target(name: "Storage", dependencies: ["Paxos", "ByteCodec"], swiftSettings: strictSettings),
