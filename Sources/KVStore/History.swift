@@ -151,7 +151,7 @@ struct RevisionRecord: Sendable, Equatable {
 /// Invariant: records have consecutive revisions, so the record of revision `r` sits at
 /// `r - firstRevision`: finding where a watch resumes is O(1).
 struct ChangeLog: Sendable, Equatable {
-    private(set) var records: [RevisionRecord] = []
+    private(set) var records = ChunkedArray<RevisionRecord>()
 
     var firstRevision: Int64? { records.first?.revision }
     var lastRevision: Int64? { records.last?.revision }
@@ -171,8 +171,10 @@ struct ChangeLog: Sendable, Equatable {
     mutating func append(_ event: WatchEvent, proposedAtMilliseconds: Int64) -> Int {
         let revision = event.revision
         if let last = records.last, last.revision == revision {
-            records[records.count - 1].events.append(event)
-            return records[records.count - 1].events.count - 1
+            return records.modifyLast { record in
+                record.events.append(event)
+                return record.events.count - 1
+            }
         }
         if let last = records.last {
             precondition(last.revision + 1 == revision, "change log revisions must be consecutive")
@@ -211,12 +213,12 @@ struct HistoryKey: IndexEntry {
 /// chain has two or more versions is in `compactionCandidates`.
 struct VersionIndex: Sendable {
     private(set) var keys = OrderedIndex<HistoryKey>()
-    private var chains: [HashedBytes: [KeyVersion]] = [:]
+    private var chains = ShardedBytesMap<[KeyVersion]>()
 
     /// Keys that may hold versions a compaction drops (a chain of one put never does), in
     /// the order they were written, possibly repeated: compaction visits only these, so it
     /// costs O(writes since the last compaction), not O(keys). Derived; not part of `==`.
-    private(set) var compactionCandidates: [[UInt8]] = []
+    private(set) var compactionCandidates = ChunkedArray<[UInt8]>()
 
     init() {}
 
@@ -225,7 +227,7 @@ struct VersionIndex: Sendable {
         keys = OrderedIndex(sortedEntries: sortedChains.map { HistoryKey(key: $0.key) })
         chains.reserveCapacity(sortedChains.count)
         for chain in sortedChains {
-            chains[HashedBytes(chain.key)] = chain.versions
+            chains[chain.key] = chain.versions
             if chain.versions.count >= 2 { compactionCandidates.append(chain.key) }
         }
     }
@@ -233,7 +235,7 @@ struct VersionIndex: Sendable {
     var count: Int { keys.count }
 
     func chain(_ key: [UInt8]) -> KeyHistory? {
-        chains[HashedBytes(key)].map { KeyHistory(key: key, versions: $0) }
+        chains[key].map { KeyHistory(key: key, versions: $0) }
     }
 
     /// Appends `version` to `key`'s chain, in place; returns whether the key is new to the
@@ -271,7 +273,7 @@ struct VersionIndex: Sendable {
         var remaining: [[UInt8]] = []
         for key in compactionCandidates where visited.insert(key).inserted {
             // A candidate whose key already left the history (an earlier compaction) is stale.
-            guard let versions = chains[HashedBytes(key)] else { continue }
+            guard let versions = chains[key] else { continue }
             let chain = KeyHistory(key: key, versions: versions)
             guard let newest = chain.newestPosition(atOrBefore: compactRevision) else {
                 if versions.count >= 2 { remaining.append(key) }
@@ -280,33 +282,33 @@ struct VersionIndex: Sendable {
             let dropCount = versions[newest].isTombstone ? newest + 1 : newest
             for version in versions[0..<dropCount] { dropped(key, version) }
             if dropCount == versions.count {
-                chains[HashedBytes(key)] = nil
+                chains[key] = nil
                 let gone = keys.removeAll(in: KeyRange(key: key, rangeEnd: []))
                 precondition(gone.count == 1, "a history key missing from the ordered keys")
                 removed(key)
                 continue
             }
-            if dropCount > 0 { chains[HashedBytes(key)]?.removeFirst(dropCount) }
+            if dropCount > 0 { chains.modify(key, default: []) { $0.removeFirst(dropCount) } }
             if versions.count - dropCount >= 2 { remaining.append(key) }
         }
-        compactionCandidates = remaining
+        compactionCandidates = ChunkedArray(remaining)
     }
 
     /// Rebuilds the ordered key set from the chains (sorted, so hash order never shows).
     mutating func rebuildOrderedKeys() {
-        let sorted = chains.keys.map(\.bytes).sorted { KVBytes.compare($0, $1) < 0 }
+        let sorted = chains.keys.sorted { KVBytes.compare($0, $1) < 0 }
         keys = OrderedIndex(sortedEntries: sorted.map { HistoryKey(key: $0) })
     }
 
     private mutating func modifyChain(_ key: [UInt8], _ body: (inout [KeyVersion]) -> Void) {
-        body(&chains[HashedBytes(key), default: []])
+        chains.modify(key, default: []) { body(&$0) }
     }
 
     /// Visits the chains of `range` in key order until `body` returns false.
     func forEach(in range: KeyRange, _ body: (KeyHistory) -> Bool) {
         let (lower, upper) = keys.positions(of: range)
         keys.forEach(from: lower, to: upper) { entry in
-            guard let versions = chains[HashedBytes(entry.key)] else { preconditionFailure("history key without a chain") }
+            guard let versions = chains[entry.key] else { preconditionFailure("history key without a chain") }
             return body(KeyHistory(key: entry.key, versions: versions))
         }
     }
@@ -314,7 +316,7 @@ struct VersionIndex: Sendable {
     /// Every chain in key order.
     var entries: LazyMapSequence<FlattenSequence<LazyMapSequence<[OrderedIndex<HistoryKey>.Chunk], [HistoryKey]>>, KeyHistory> {
         keys.entries.lazy.map { entry in
-            guard let versions = chains[HashedBytes(entry.key)] else { preconditionFailure("history key without a chain") }
+            guard let versions = chains[entry.key] else { preconditionFailure("history key without a chain") }
             return KeyHistory(key: entry.key, versions: versions)
         }
     }
@@ -324,7 +326,7 @@ struct VersionIndex: Sendable {
         if keys.count != chains.count { return "\(keys.count) ordered keys but \(chains.count) chains" }
         let candidates = Set(compactionCandidates)
         for entry in keys.entries {
-            guard let versions = chains[HashedBytes(entry.key)] else { return "no chain for \(KVBytes.describe(entry.key))" }
+            guard let versions = chains[entry.key] else { return "no chain for \(KVBytes.describe(entry.key))" }
             if versions.isEmpty { return "empty chain for \(KVBytes.describe(entry.key))" }
             if versions.count >= 2 && !candidates.contains(entry.key) {
                 return "\(KVBytes.describe(entry.key)) has \(versions.count) versions but is no compaction candidate"
