@@ -67,10 +67,26 @@ extension ReplicaRuntime {
         else { return }
         snapshotWriting = nil
         if let failure { environment.fatal("cannot write a snapshot, stopping: \(failure)") }
+        let cleanup: StorageCleanup
         do {
-            try storage.adopt(pending)
+            cleanup = try storage.adoptDeferringCleanup(pending)
         } catch {
             environment.fatal("cannot compact after a snapshot, stopping: \(error)")
+        }
+        // Unlinking the older snapshot and the covered segments (tens of MB) and the
+        // directory fsync held the loop for 16–55 ms (measured); they change nothing a
+        // recovery depends on — it takes the newest snapshot and skips what it covers, as
+        // after a crash in the middle of them — so they run off the driver's thread.
+        if !cleanup.isEmpty {
+            cleanupsInFlight += 1
+            environment.runInBackground {
+                do {
+                    try cleanup.run()
+                    return .storageCleaned(failure: nil)
+                } catch {
+                    return .storageCleaned(failure: "\(error)")
+                }
+            }
         }
         guard pending.through > snapshotThrough else { return }
         snapshotThrough = pending.through

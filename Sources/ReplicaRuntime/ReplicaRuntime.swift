@@ -143,6 +143,10 @@ public final class ReplicaRuntime {
     /// The snapshot being written in the background, and the life of the storage it belongs
     /// to; at most one at a time.
     var snapshotWriting: (storageLife: Int, through: Slot)?
+    /// Removals of files an adopted snapshot made obsolete, running off the driver's thread
+    /// (`StorageCleanup`). An injected failure's recovery waits for them: reopening the
+    /// storage lists and reads the segments they remove.
+    var cleanupsInFlight = 0
     /// Bumped whenever the storage is opened anew (start, injected failures): a background
     /// snapshot of an earlier life is not adopted.
     var storageLife = 0
@@ -351,6 +355,10 @@ public final class ReplicaRuntime {
             reply(started)
         case .snapshotWritten(let pending, let failure):
             snapshotWritten(pending, failure: failure, output: &output)
+        case .storageCleaned(let failure):
+            cleanupsInFlight -= 1
+            // A failed unlink or directory fsync is a broken disk, as in `adopt` before.
+            if let failure { environment.fatal("cannot remove the files a snapshot made obsolete, stopping: \(failure)") }
         case .synced(let sync):
             synced(sync)
         }
@@ -534,7 +542,7 @@ public final class ReplicaRuntime {
     /// `replica` mode: the whole replica goes down and comes back as after a restart.
     func tickReplicaFaults() {
         if replica == nil {
-            guard faults.recoversNow(now: now) else { return }
+            guard cleanupsInFlight == 0, faults.recoversNow(now: now) else { return }
             do {
                 try recover()
             } catch {
@@ -562,7 +570,7 @@ public final class ReplicaRuntime {
     func tickAcceptorFaults() {
         guard replica != nil else { return }
         if replica!.acceptorDown {
-            guard faults.recoversNow(now: now) else { return }
+            guard cleanupsInFlight == 0, faults.recoversNow(now: now) else { return }
             // The storage is reopened: nothing may wait on a sync of the old one.
             drain()
             let durable: DurableState

@@ -130,6 +130,9 @@ public enum RuntimeEvent: Sendable {
     case backup(@Sendable (BackupImage?) -> Void)
     /// A snapshot that `runInBackground` wrote (or failed to write, saying why).
     case snapshotWritten(PendingSnapshot, failure: String?)
+    /// The files an adopted snapshot made obsolete were removed off the driver's thread
+    /// (`StorageCleanup`), or could not be (saying why).
+    case storageCleaned(failure: String?)
     /// The write-ahead-log sync that `syncInBackground` ran (successfully, or with its
     /// `failure`): the outputs waiting for it may be released.
     case synced(PendingSync)
@@ -144,7 +147,7 @@ public enum RuntimeEvent: Sendable {
         case .snapshotChunk(_, let chunk): return chunk.bytes.count + SnapshotChunk.headerBytes
         case .write(_, let command, _, _): return command.bytes.count + 64
         case .read(let request, _, _, _): return request.key.count + request.rangeEnd.count + 64
-        case .status, .transferLeadership, .backup, .snapshotWritten, .synced: return 16
+        case .status, .transferLeadership, .backup, .snapshotWritten, .storageCleaned, .synced: return 16
         case .leaseKeepAlive: return 64
         }
     }

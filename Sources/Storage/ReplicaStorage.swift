@@ -270,10 +270,20 @@ public final class ReplicaStorage {
     /// Makes a written snapshot the base of recovery and compacts what it covers; one at or
     /// below the current snapshot changes nothing.
     public func adopt(_ pending: PendingSnapshot) throws {
-        guard pending.through > snapshotThrough else { return }
+        try checkingFsync { try adoptDeferringCleanup(pending).run() }
+    }
+
+    /// `adopt`, but the obsolete files (the older snapshots, the covered segments) are
+    /// only listed: the caller removes them, on any thread, with `StorageCleanup.run()`.
+    /// Until then they are what a crash in the middle of `adopt` leaves, which recovery
+    /// finishes removing.
+    public func adoptDeferringCleanup(_ pending: PendingSnapshot) throws -> StorageCleanup {
+        guard pending.through > snapshotThrough else { return StorageCleanup(paths: [], directory: directory, fileSystem: fileSystem) }
+        var cleanup: StorageCleanup?
         try checkingFsync {
-            try adoptSnapshot(through: pending.through, promised: pending.promised, chosenThrough: pending.chosenThrough)
+            cleanup = try adoptSnapshot(through: pending.through, promised: pending.promised, chosenThrough: pending.chosenThrough)
         }
+        return cleanup!
     }
 
     /// Runs `body` unless an fsync failed before; remembers an fsync failure it throws.
@@ -288,20 +298,21 @@ public final class ReplicaStorage {
     }
 
     /// The newest snapshot is durable under its name: make it the base of recovery and
-    /// compact what it covers.
-    fileprivate func adoptSnapshot(through slot: Slot, promised headerPromised: Ballot, chosenThrough headerChosen: Slot) throws {
+    /// list what it made obsolete (the older snapshots, the segments it covers; the log
+    /// forgets those at once, so no later step counts on them).
+    fileprivate func adoptSnapshot(
+        through slot: Slot, promised headerPromised: Ballot, chosenThrough headerChosen: Slot
+    ) throws -> StorageCleanup {
         precondition(slot > snapshotThrough, "adopting snapshot \(slot) at or below \(snapshotThrough)")
         snapshotThrough = slot
         chosenThrough = max(chosenThrough, slot)
-        var removed = false
+        var paths: [String] = []
         for name in try fileSystem.listDirectory(directory) {
-            if let older = SnapshotFiles.parse(name), older < slot {
-                try fileSystem.removeFile(joinPath(directory, name))
-                removed = true
-            }
+            if let older = SnapshotFiles.parse(name), older < slot { paths.append(joinPath(directory, name)) }
         }
-        if removed { try fileSystem.syncDirectory(directory) }
-        try log.removeSegments(coveredThrough: slot, promised: headerPromised, chosenThrough: headerChosen)
+        let segments = log.detachSegments(coveredThrough: slot, promised: headerPromised, chosenThrough: headerChosen)
+        paths += segments.map { joinPath(directory, $0) }
+        return StorageCleanup(paths: paths, directory: directory, fileSystem: fileSystem)
     }
 
     /// A reader of the newest snapshot file, to send it to a peer; nil if there is none.
@@ -362,7 +373,7 @@ public final class ReplicaStorage {
         try rewrite.close()
         try fileSystem.rename(temporary, to: joinPath(directory, SnapshotFiles.name(through: installer.through)))
         try fileSystem.syncDirectory(directory)
-        try adoptSnapshot(through: installer.through, promised: local.promised, chosenThrough: local.chosenThrough)
+        try adoptSnapshot(through: installer.through, promised: local.promised, chosenThrough: local.chosenThrough).run()
         return body
     }
 
@@ -466,5 +477,36 @@ public final class PendingSnapshot: @unchecked Sendable {
             header.encoded() + stateMachine, name: SnapshotFiles.name(through: through), directory: directory,
             fileSystem: fileSystem)
         stateMachineBytes = stateMachine.count
+    }
+}
+
+/// Files a snapshot made obsolete (`ReplicaStorage.adoptDeferringCleanup`): removed by
+/// `run()`, then the directory fsynced, on whichever thread the caller likes. A file gone
+/// already (a recovery in between removed it) is no error. Unchecked Sendable as
+/// `PendingSnapshot`: immutable, and its file system is one the background thread uses
+/// already for snapshots.
+public final class StorageCleanup: @unchecked Sendable {
+    public let paths: [String]
+    let directory: String
+    let fileSystem: FileSystem
+
+    init(paths: [String], directory: String, fileSystem: FileSystem) {
+        self.paths = paths
+        self.directory = directory
+        self.fileSystem = fileSystem
+    }
+
+    public var isEmpty: Bool { paths.isEmpty }
+
+    public func run() throws {
+        guard !paths.isEmpty else { return }
+        for path in paths {
+            do {
+                try fileSystem.removeFile(path)
+            } catch StorageError.notFound {
+                continue
+            }
+        }
+        try fileSystem.syncDirectory(directory)
     }
 }

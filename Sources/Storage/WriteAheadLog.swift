@@ -424,17 +424,21 @@ public final class WriteAheadLog {
     /// segment. Returns how many were removed; the directory is fsynced if any were.
     @discardableResult
     public func removeSegments(coveredThrough slot: Slot, promised: Ballot, chosenThrough: Slot) throws -> Int {
-        var removed = 0
+        let names = detachSegments(coveredThrough: slot, promised: promised, chosenThrough: chosenThrough)
+        try StorageCleanup(paths: names.map { joinPath(directory, $0) }, directory: directory, fileSystem: fileSystem).run()
+        if !names.isEmpty { directorySyncCount += 1 }
+        return names.count
+    }
+
+    /// Forgets the oldest segments while a snapshot through `slot` covers them (never the
+    /// active one) and returns their names, oldest first, for the caller to remove.
+    public func detachSegments(coveredThrough slot: Slot, promised: Ballot, chosenThrough: Slot) -> [String] {
+        var names: [String] = []
         while segments.count > 1, segments[0].isCovered(through: slot, promised: promised, chosenThrough: chosenThrough) {
-            try fileSystem.removeFile(joinPath(directory, segments[0].name))
+            names.append(segments[0].name)
             segments.removeFirst()
-            removed += 1
         }
-        if removed > 0 {
-            try fileSystem.syncDirectory(directory)
-            directorySyncCount += 1
-        }
-        return removed
+        return names
     }
 
     /// The names of the segments, oldest first.

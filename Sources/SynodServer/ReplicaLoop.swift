@@ -243,7 +243,7 @@ final class ReplicaLoop: @unchecked Sendable {
         case .transferLeadership(_, let reply): reply(false)
         case .backup(let reply): reply(nil)
         case .leaseKeepAlive(_, _, _, let reply): reply(.failure(failure))
-        case .message, .snapshotChunk, .snapshotWritten, .synced: break
+        case .message, .snapshotChunk, .snapshotWritten, .storageCleaned, .synced: break
         }
     }
 

@@ -42,6 +42,39 @@ struct SnapshotTests {
         #expect(reopened.snapshotThrough == 20)
     }
 
+    /// The runtime adopts a snapshot on its loop and removes the files it made obsolete in
+    /// the background: until then they stay, a recovery in between removes them itself (as
+    /// after a crash in the middle of `adopt`), and the cleanup then finds them gone.
+    @Test("a deferred cleanup leaves the obsolete files until it runs; a recovery before it finishes the job", arguments: [false, true])
+    func deferredCleanup(recoverFirst: Bool) throws {
+        let fileSystem = SimulatedFileSystem(seed: 9)
+        let (storage, _) = try ReplicaStorage.open(directory: testDirectory, fileSystem: fileSystem, options: Self.options)
+        for slot in Slot(1)...Slot(40) { try storage.persist([accepted(slot), .chosenThrough(slot)]) }
+        try storage.saveSnapshot(through: 20, stateMachine: stateMachineBody(through: 20))
+        for slot in Slot(41)...Slot(80) { try storage.persist([accepted(slot), .chosenThrough(slot)]) }
+        let pending = try #require(try storage.beginSnapshot(through: 70))
+        try pending.write(stateMachine: stateMachineBody(through: 70))
+        let before = try fileSystem.listDirectory(testDirectory)
+        let cleanup = try storage.adoptDeferringCleanup(pending)
+        #expect(cleanup.paths.contains { $0.hasSuffix(".snap") }, "the older snapshot is obsolete")
+        #expect(cleanup.paths.count >= 2, "covered segments are obsolete: \(cleanup.paths)")
+        #expect(try fileSystem.listDirectory(testDirectory) == before, "nothing is removed before the cleanup runs")
+        #expect(!storage.segmentNames.contains { name in cleanup.paths.contains { $0.hasSuffix(name) } })
+        if recoverFirst {
+            try storage.close()
+            let (_, recovered) = try ReplicaStorage.open(directory: testDirectory, fileSystem: fileSystem, options: Self.options)
+            #expect(recovered.snapshot?.through == 70)
+            #expect(recovered.durable.chosenThrough == 80)
+        }
+        try cleanup.run()
+        for path in cleanup.paths { #expect(!fileSystem.fileExists(path), "\(path) left behind") }
+        fileSystem.crash()
+        let (_, recovered) = try ReplicaStorage.open(directory: testDirectory, fileSystem: fileSystem, options: Self.options)
+        #expect(recovered.snapshot?.through == 70)
+        #expect(recovered.durable.chosenThrough == 80)
+        #expect(try fileSystem.listDirectory(testDirectory).filter { $0.hasSuffix(".snap") }.count == 1)
+    }
+
     /// A snapshot written off the driver's thread records the promise as of its start; a
     /// promise persisted while it was being written lands in a segment whose accepted slots
     /// it covers (re-accepted old slots). Neither adoption nor a recovery that finds the
