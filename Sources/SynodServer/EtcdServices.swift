@@ -20,7 +20,7 @@ final class EtcdFrontEnd: Sendable {
     /// untracked (no exactly-once session), the rest only make them unique.
     private let untrackedSession: UInt64
     /// `configuration.clusterID`, computed once (it hashes the membership).
-    private let clusterID: UInt64
+    let clusterID: UInt64
     private let untrackedSequence = Atomic<UInt64>(0)
 
     /// The metadata header a retrying client uses to make a write exactly-once:
@@ -194,15 +194,7 @@ final class EtcdFrontEnd: Sendable {
                     }
                 }
             },
-            "/etcdserverpb.KV/Put": Self.method(Etcdserverpb_PutRequest.self) { [self] request, call, respond in
-                try write(.put(PutRequest(request)), call: call) { outcome in
-                    respond {
-                        let (result, position) = try Self.unwrap(outcome)
-                        guard case .put(let response) = result else { throw Self.unexpected(result) }
-                        return Etcdserverpb_PutResponse(response, header: self.header(position))
-                    }
-                }
-            },
+            Self.putPath: putMethod,
             "/etcdserverpb.KV/DeleteRange": Self.method(Etcdserverpb_DeleteRangeRequest.self) { [self] request, call, respond in
                 try write(.deleteRange(DeleteRangeRequest(request)), call: call) { outcome in
                     respond {
