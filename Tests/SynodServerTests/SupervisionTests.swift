@@ -128,10 +128,13 @@ struct SupervisionTests {
             output: .appendToFile(logPath), supervised: false)
         try demo.start()
         let pid = try #require(demo.processIdentifier)
+        // Killed, the demo cannot remove its data directory (`synod-demo-<pid>`): the test does.
+        let dataDirectory = (NSTemporaryDirectory() as NSString).appendingPathComponent("synod-demo-\(pid)")
         var replicaPIDs: [Int32] = []
         defer {
             demo.kill9()
             for orphan in replicaPIDs where ProcessTable.isAlive(orphan) { kill(orphan, SIGKILL) }
+            try? FileManager.default.removeItem(atPath: dataDirectory)
         }
         let started = await eventually(timeout: .seconds(30), interval: .milliseconds(20)) {
             replicaPIDs = ProcessTable.children(of: pid)
