@@ -101,7 +101,7 @@ extension KVStore {
             var store = index == 0 ? revoked : expired
             store.lease(.grant(id: 3, ttlSeconds: 2))
             store.put("k", "v", lease: 3)
-            store.lease(index == 0 ? .revoke(id: 3) : .expire(id: 3, epoch: .none))
+            store.lease(index == 0 ? .revoke(id: 3) : .expire(id: 3, epoch: nil))
             if index == 0 { revoked = store } else { expired = store }
         }
         #expect(revoked == expired)
@@ -256,7 +256,7 @@ extension KVStore {
             let operation: WriteOperation
             switch random.int(0...9) {
             case 0: operation = .lease(.grant(id: random.bool() ? 0 : lease, ttlSeconds: Int64(random.int(0...30))))
-            case 1: operation = .lease(random.bool() ? .revoke(id: lease) : .expire(id: lease, epoch: .none))
+            case 1: operation = .lease(random.bool() ? .revoke(id: lease) : .expire(id: lease, epoch: nil))
             case 2: operation = .deleteRange(DeleteRangeRequest(key: key, rangeEnd: random.bool() ? [] : [0x6C]))
             case 3:
                 operation = .txn(
