@@ -79,6 +79,10 @@ extension Value {
         case .batch(let commands): return commands.reduce(0) { $0 + $1.bytes.count }
         }
     }
+
+    /// Its commands plus an allowance of 8 bytes each for the length prefix: at least what
+    /// its encoding takes beyond a few fixed bytes (the callers add those).
+    public var approximateBytes: Int { commandBytes + 8 * commands.count }
 }
 
 extension Message {
@@ -88,9 +92,9 @@ extension Message {
         let fixed = 48
         switch self {
         case .promise(_, let entries, _, _), .learn(_, let entries, _):
-            return fixed + entries.reduce(0) { $0 + 24 + $1.entry.value.commandBytes + 8 * $1.entry.value.commands.count }
+            return fixed + entries.reduce(0) { $0 + 24 + $1.entry.value.approximateBytes }
         case .accept(_, _, let value, _):
-            return fixed + value.commandBytes + 8 * value.commands.count
+            return fixed + value.approximateBytes
         case .forward(let commands):
             return fixed + commands.reduce(0) { $0 + 8 + $1.bytes.count }
         default:
@@ -106,7 +110,7 @@ extension Record {
     public var approximateBytes: Int {
         let fixed = 32
         switch self {
-        case .accepted(_, let entry): return fixed + entry.value.commandBytes + 8 * entry.value.commands.count
+        case .accepted(_, let entry): return fixed + entry.value.approximateBytes
         case .promised, .chosenThrough: return fixed
         }
     }
