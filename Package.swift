@@ -156,6 +156,7 @@ let package = Package(
             dependencies: [
                 "UnaryGRPC", "SynodTLS", nioCore, nioPosix, nioHTTP2, nioSSL,
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

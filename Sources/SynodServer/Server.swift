@@ -93,6 +93,9 @@ public final class SynodServer: Sendable {
         // RESOURCE_EXHAUSTED and resets the stream without buffering the rest.
         options.requestBytesMax = max(8 << 20, 4 * configuration.requestBytesMax)
         options.tls = clientTLS
+        options.onProtocolError = { [logger] remote, reason in
+            logger.warning("closed the client connection from \(remote), which broke HTTP/2: \(reason)")
+        }
         let clientServer: UnaryServer
         do {
             clientServer = try await UnaryServer.bind(

@@ -98,9 +98,10 @@ public enum GRPCWire {
 
 /// Inbound flow control of a frame-level HTTP/2 endpoint: without swift-nio-http2's stream
 /// multiplexer nobody returns credit, so this does. Unary bodies are consumed as they
-/// arrive (the caller bounds their size).
+/// arrive (the caller bounds their size). The server's stream windows use `received`; its
+/// connection window is `HTTP2ServerCodec`'s own.
 ///
-/// The connection window follows the window swift-nio-http2 itself tracks (its
+/// On the client (swift-nio-http2), the connection window follows the window swift-nio-http2 itself tracks (its
 /// `NIOHTTP2WindowUpdatedEvent` for the root stream), not our own count of DATA frames: frames
 /// on streams it already closed or reset still use connection credit but never reach this
 /// handler, and counting only what we see would leak credit until the connection stalls.
@@ -143,7 +144,7 @@ enum InboundCredit {
 }
 
 extension NIOHTTP2Handler {
-    /// The frame-level HTTP/2 handler both ends use. grpc-go peers (etcd, etcdctl, every Go
+    /// The frame-level HTTP/2 handler of `UnaryClient` (the server has `HTTP2ServerCodec`). grpc-go peers (etcd, etcdctl, every Go
     /// client) send a BDP-estimation PING about once per round trip while data flows, and
     /// cancel calls with RST_STREAM on timeouts: swift-nio-http2's default of 200 such frames
     /// per 30 s would tear a busy connection down, so the flood limits sit far above what a

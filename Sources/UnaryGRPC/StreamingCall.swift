@@ -80,8 +80,8 @@ public struct StreamingLimits: Sendable {
     /// Their encoded bytes (gRPC's 5-byte prefix excluded). One message larger than this is
     /// still accepted into an empty queue, so a large message cannot wedge a call.
     public var queuedBytesMax = 4 << 20
-    /// Bytes handed to swift-nio-http2 and not yet written to the socket. swift-nio-http2
-    /// holds DATA beyond the peer's flow-control window in an unbounded buffer; handing it at
+    /// Bytes handed to the HTTP/2 layer and not yet written to the socket. It holds DATA
+    /// beyond the peer's flow-control window in an unbounded queue; handing it at
     /// most this much keeps the rest in our bounded queue, where `send` can refuse it.
     public var inFlightBytesMax = 64 << 10
 
@@ -102,7 +102,7 @@ public final class StreamingResponder: Sendable {
     let state: NIOLockedValueBox<State>
 
     struct State {
-        /// Accepted, not yet handed to swift-nio-http2.
+        /// Accepted, not yet handed to the HTTP/2 layer.
         var queue = CircularBuffer<[UInt8]>()
         /// Accepted and not yet written to the socket (queue and in flight).
         /// Invariant: queuedBytes ≥ inFlightBytes.

@@ -79,6 +79,9 @@ public final class UnaryServer: Sendable {
         public var httpLimits = HTTPLimits()
         /// TLS on every connection; nil: plaintext.
         public var tls: TLS?
+        /// Told (on the event loop) of each connection ended for breaking HTTP/2: the remote
+        /// address and what was wrong (the client gets the same words in GOAWAY's debug data).
+        public var onProtocolError: @Sendable (_ remote: String, _ reason: String) -> Void = { _, _ in }
 
         public init() {}
     }
@@ -134,6 +137,7 @@ public final class UnaryServer: Sendable {
         let requestBytesMax = options.requestBytesMax
         let connectionBufferedBytesMax = max(options.connectionBufferedBytesMax, options.requestBytesMax)
         let tls = options.tls
+        let onProtocolError = options.onProtocolError
         let listener = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -156,7 +160,9 @@ public final class UnaryServer: Sendable {
                     let detector = ProtocolDetector(
                         http2: { sync in
                             try sync.addHandler(
-                                NIOHTTP2Handler.unaryGRPC(mode: .server, concurrentStreamsMax: concurrentStreamsMax))
+                                HTTP2ServerCodec(
+                                    limits: HTTP2ServerCodec.Limits(concurrentStreamsMax: concurrentStreamsMax),
+                                    onProtocolError: { reason in onProtocolError(Self.remoteDescription(channel), reason) }))
                             try sync.addHandler(
                                 UnaryServerHandler(
                                     methods: methods, streamingMethods: streamingMethods, streamingLimits: streamingLimits,
@@ -177,12 +183,17 @@ public final class UnaryServer: Sendable {
 
     /// The TLS handler and its observer, ahead of everything else on the connection.
     private static func addTLS(_ tls: TLS, to channel: Channel) throws {
-        let remote = channel.remoteAddress.flatMap { address in address.ipAddress.map { "\($0):\(address.port ?? 0)" } }
-            ?? "unknown address"
+        let remote = remoteDescription(channel)
         let onRefusal = tls.onRefusal
         try channel.pipeline.syncOperations.addHandlers(
             NIOSSLServerHandler(context: tls.context),
             TLSHandshakeObserver(onRefusal: { reason in onRefusal(remote, reason) }))
+    }
+
+    /// "address:port" of the connection's client, for log lines.
+    static func remoteDescription(_ channel: Channel) -> String {
+        channel.remoteAddress.flatMap { address in address.ipAddress.map { "\($0):\(address.port ?? 0)" } }
+            ?? "unknown address"
     }
 
     /// The common name of the client's certificate: only a verified one reaches the pipeline

@@ -75,7 +75,6 @@ final class UnaryServerHandler: ChannelInboundHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         outbox.handler = self
-        if context.channel.isActive { openConnectionWindow(context: context) }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
@@ -84,18 +83,9 @@ final class UnaryServerHandler: ChannelInboundHandler {
         outbox.handler = nil
     }
 
-    func channelActive(context: ChannelHandlerContext) {
-        openConnectionWindow(context: context)
-        context.fireChannelActive()
-    }
-
     func channelInactive(context: ChannelHandlerContext) {
         cancelAllStreaming(GRPCStatus(code: GRPCStatus.unavailable, message: "connection closed"))
         context.fireChannelInactive()
-    }
-
-    private func openConnectionWindow(context: ChannelHandlerContext) {
-        context.writeAndFlush(wrapOutboundOut(InboundCredit.openingUpdate), promise: nil)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -149,7 +139,8 @@ final class UnaryServerHandler: ChannelInboundHandler {
             removeStream(streamID)
             closeIfDrained(context: context)
         default:
-            // SETTINGS, PING, GOAWAY, WINDOW_UPDATE, PRIORITY: NIOHTTP2Handler handled them.
+            // HTTP2ServerCodec passes on nothing else: SETTINGS, PING, GOAWAY, WINDOW_UPDATE
+            // and PRIORITY are its own, and so is the connection's flow-control credit.
             break
         }
     }
@@ -175,9 +166,7 @@ final class UnaryServerHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let window = event as? NIOHTTP2WindowUpdatedEvent {
-            if let update = InboundCredit.connectionUpdate(window) { write(update, context: context) }
-        } else if let closed = event as? StreamClosedEvent {
+        if let closed = event as? StreamClosedEvent {
             removeStream(closed.streamID)
             closeIfDrained(context: context)
         } else if event is Drain {
@@ -195,9 +184,8 @@ final class UnaryServerHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        // NIOHTTP2Handler already answered protocol errors (GOAWAY or RST_STREAM); a
-        // connection-level error leaves nothing worth keeping.
-        if error is NIOHTTP2Errors.StreamClosed || error is NIOHTTP2Errors.NoSuchStream { return }
+        // HTTP2ServerCodec answers protocol errors itself (GOAWAY or RST_STREAM); an error
+        // that reaches here (the socket, TLS) leaves nothing worth keeping.
         context.close(promise: nil)
     }
 
@@ -304,7 +292,7 @@ final class UnaryServerHandler: ChannelInboundHandler {
     }
 
     /// Closes a draining connection once its last call was answered — on the next
-    /// event-loop pass: this can run inside NIOHTTP2Handler's flush (a stream-closed event),
+    /// event-loop pass: this can run inside HTTP2ServerCodec's flush (a stream-closed event),
     /// before the answer's frames reached the socket, and closing then would drop them.
     func closeIfDrained(context: ChannelHandlerContext) {
         guard draining && streams.isEmpty && !closeScheduled else { return }
