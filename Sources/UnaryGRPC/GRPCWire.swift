@@ -96,15 +96,9 @@ public enum GRPCWire {
     }
 }
 
-/// Inbound flow control of a frame-level HTTP/2 endpoint: without swift-nio-http2's stream
-/// multiplexer nobody returns credit, so this does. Unary bodies are consumed as they
-/// arrive (the caller bounds their size). The server's stream windows use `received`; its
-/// connection window is `HTTP2ServerCodec`'s own.
-///
-/// On the client (swift-nio-http2), the connection window follows the window swift-nio-http2 itself tracks (its
-/// `NIOHTTP2WindowUpdatedEvent` for the root stream), not our own count of DATA frames: frames
-/// on streams it already closed or reset still use connection credit but never reach this
-/// handler, and counting only what we see would leak credit until the connection stalls.
+/// Inbound stream credit of a frame-level HTTP/2 endpoint: `HTTP2Codec` gives the
+/// connection's credit back itself; a stream's is the handler's, which knows when it has
+/// consumed a body (unary bodies are consumed as they arrive; the caller bounds their size).
 /// Streams get credit back once half their window was used, for bodies larger than that.
 enum InboundCredit {
     /// Connection window we keep open: far above a single small request, so a client with
@@ -112,24 +106,6 @@ enum InboundCredit {
     static let connectionWindowBytes = 1 << 20
     /// Advertised as SETTINGS_INITIAL_WINDOW_SIZE.
     static let streamWindowBytes = 1 << 20
-    /// The protocol's initial connection window, before our first WINDOW_UPDATE.
-    static let initialConnectionWindowBytes = 65_535
-
-    /// The WINDOW_UPDATE that opens the connection window to `connectionWindowBytes`.
-    static var openingUpdate: HTTP2Frame {
-        HTTP2Frame(
-            streamID: .rootStream,
-            payload: .windowUpdate(windowSizeIncrement: connectionWindowBytes - initialConnectionWindowBytes))
-    }
-
-    /// The WINDOW_UPDATE to send after swift-nio-http2 reported the connection's inbound
-    /// window, if it fell to half of `connectionWindowBytes` or below.
-    static func connectionUpdate(_ event: NIOHTTP2WindowUpdatedEvent) -> HTTP2Frame? {
-        guard event.streamID == .rootStream, let window = event.inboundWindowSize,
-            window <= connectionWindowBytes / 2
-        else { return nil }
-        return HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: connectionWindowBytes - window))
-    }
 
     /// Accounts a received DATA frame on a stream this endpoint is reading; returns the
     /// stream's WINDOW_UPDATE if one is due.
@@ -142,33 +118,3 @@ enum InboundCredit {
         return HTTP2Frame(streamID: streamID, payload: .windowUpdate(windowSizeIncrement: streamUnacknowledged))
     }
 }
-
-extension NIOHTTP2Handler {
-    /// The frame-level HTTP/2 handler of `UnaryClient` (the server has `HTTP2ServerCodec`). grpc-go peers (etcd, etcdctl, every Go
-    /// client) send a BDP-estimation PING about once per round trip while data flows, and
-    /// cancel calls with RST_STREAM on timeouts: swift-nio-http2's default of 200 such frames
-    /// per 30 s would tear a busy connection down, so the flood limits sit far above what a
-    /// well-behaved peer sends at full speed, still bounded.
-    static func unaryGRPC(mode: ParserMode, concurrentStreamsMax: Int) -> NIOHTTP2Handler {
-        var connection = ConnectionConfiguration()
-        connection.initialSettings = [
-            HTTP2Setting(parameter: .maxConcurrentStreams, value: concurrentStreamsMax),
-            HTTP2Setting(parameter: .initialWindowSize, value: InboundCredit.streamWindowBytes),
-            HTTP2Setting(parameter: .maxHeaderListSize, value: HPACKDecoder.defaultMaxHeaderListSize),
-        ]
-        connection.controlFrameRateLimit.maximumCount = controlFramesPerSecondMax * 10
-        connection.controlFrameRateLimit.windowLength = .seconds(10)
-        var stream = StreamConfiguration()
-        stream.streamResetFrameRateLimit.maximumCount = resetFramesPerSecondMax * 10
-        stream.streamResetFrameRateLimit.windowLength = .seconds(10)
-        stream.streamErrorRateLimit.maximumCount = resetFramesPerSecondMax * 10
-        stream.streamErrorRateLimit.windowLength = .seconds(10)
-        return NIOHTTP2Handler(mode: mode, connectionConfiguration: connection, streamConfiguration: stream)
-    }
-
-    /// Inbound PING/SETTINGS/PRIORITY frames per second a connection may average.
-    static let controlFramesPerSecondMax = 20_000
-    /// Inbound RST_STREAM frames (and stream errors) per second a connection may average.
-    static let resetFramesPerSecondMax = 5_000
-}
-

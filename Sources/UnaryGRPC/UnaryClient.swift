@@ -6,8 +6,7 @@ import NIOPosix
 import NIOSSL
 import SynodTLS
 
-/// A unary-only gRPC client connection straight on swift-nio-http2's frame layer, for load
-/// generation: a call is a HEADERS and a DATA frame out and a completion callback in, on the
+/// A unary-only gRPC client connection on `HTTP2Codec`'s frames, for load generation: a call is a HEADERS and a DATA frame out and a completion callback in, on the
 /// connection's event loop, with no task, stream channel or async sequence per call.
 /// Speaks standard gRPC (it drives etcd as well as Synod).
 public final class UnaryClientConnection: Sendable {
@@ -43,7 +42,7 @@ public final class UnaryClientConnection: Sendable {
                         try sync.addHandler(NIOSSLClientHandler(context: tls, serverHostname: serverHostname))
                         try sync.addHandler(TLSHandshakeObserver())
                     }
-                    try sync.addHandler(NIOHTTP2Handler.unaryGRPC(mode: .client, concurrentStreamsMax: 4096))
+                    try sync.addHandler(HTTP2Codec(role: .client, limits: HTTP2Codec.Limits(concurrentStreamsMax: 0)))
                     try sync.addHandler(UnaryClientHandler(scheme: tls == nil ? "http" : "https"))
                 }
             }
@@ -146,7 +145,6 @@ final class UnaryClientHandler: ChannelInboundHandler {
 
     private func activate(context: ChannelHandlerContext) {
         guard sweep == nil else { return }
-        context.writeAndFlush(wrapOutboundOut(InboundCredit.openingUpdate), promise: nil)
         let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
         sweep = context.eventLoop.scheduleRepeatedTask(initialDelay: Self.sweepInterval, delay: Self.sweepInterval) { _ in
             loopBound.value.expire()
@@ -228,14 +226,6 @@ final class UnaryClientHandler: ChannelInboundHandler {
         }
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let window = event as? NIOHTTP2WindowUpdatedEvent, let update = InboundCredit.connectionUpdate(window) {
-            context.write(wrapOutboundOut(update), promise: nil)
-            if reading { flushPending = true } else { context.flush() }
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-
     func channelReadComplete(context: ChannelHandlerContext) {
         reading = false
         if flushPending {
@@ -277,7 +267,6 @@ final class UnaryClientHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if error is NIOHTTP2Errors.StreamClosed || error is NIOHTTP2Errors.NoSuchStream { return }
         failAll(GRPCStatus(code: GRPCStatus.unavailable, message: "connection error: \(error)"))
         context.close(promise: nil)
     }

@@ -160,8 +160,8 @@ public final class UnaryServer: Sendable {
                     let detector = ProtocolDetector(
                         http2: { sync in
                             try sync.addHandler(
-                                HTTP2ServerCodec(
-                                    limits: HTTP2ServerCodec.Limits(concurrentStreamsMax: concurrentStreamsMax),
+                                HTTP2Codec(
+                                    limits: HTTP2Codec.Limits(concurrentStreamsMax: concurrentStreamsMax),
                                     onProtocolError: { reason in onProtocolError(Self.remoteDescription(channel), reason) }))
                             try sync.addHandler(
                                 UnaryServerHandler(

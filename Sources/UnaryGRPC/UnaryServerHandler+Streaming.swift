@@ -19,7 +19,7 @@ final class StreamingCallState {
 }
 
 /// Streaming calls: messages in as they complete, messages out from a bounded queue, with
-/// at most `StreamingLimits.inFlightBytesMax` handed to HTTP2ServerCodec at a time (it queues
+/// at most `StreamingLimits.inFlightBytesMax` handed to HTTP2Codec at a time (it queues
 /// DATA beyond the peer's window without bound; we count a message as queued until its
 /// write promise completes, i.e. the socket took it).
 extension UnaryServerHandler {
@@ -159,7 +159,7 @@ extension UnaryServerHandler {
 
     /// The call's last frame. If the client is still sending, the stream is then reset with
     /// NO_ERROR (as grpc-go does) — only after the trailers left: a reset drops whatever
-    /// HTTP2ServerCodec still queues for the stream.
+    /// HTTP2Codec still queues for the stream.
     private func writeTrailers(_ streamID: HTTP2StreamID, call: StreamingCallState, status: GRPCStatus, context: ChannelHandlerContext) {
         call.finished = true
         let trailers: HPACKHeaders
@@ -195,7 +195,7 @@ extension StreamingResponder {
         var reset = false
     }
 
-    /// On the event loop: the messages to hand to HTTP2ServerCodec now, and the trailers if
+    /// On the event loop: the messages to hand to HTTP2Codec now, and the trailers if
     /// the queue is empty after them.
     func takeBatch() -> Batch {
         state.withLockedValue { state in
@@ -247,7 +247,7 @@ extension StreamingResponder {
     }
 
     /// The call is over: refuse sends; with `dropQueued`, forget what never reached
-    /// HTTP2ServerCodec (what did is released by its write promises).
+    /// HTTP2Codec (what did is released by its write promises).
     func close(dropQueued: Bool) {
         state.withLockedValue { state in
             state.closed = true

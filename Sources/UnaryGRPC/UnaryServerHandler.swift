@@ -139,7 +139,7 @@ final class UnaryServerHandler: ChannelInboundHandler {
             removeStream(streamID)
             closeIfDrained(context: context)
         default:
-            // HTTP2ServerCodec passes on nothing else: SETTINGS, PING, GOAWAY, WINDOW_UPDATE
+            // HTTP2Codec passes on nothing else: SETTINGS, PING, GOAWAY, WINDOW_UPDATE
             // and PRIORITY are its own, and so is the connection's flow-control credit.
             break
         }
@@ -184,7 +184,7 @@ final class UnaryServerHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        // HTTP2ServerCodec answers protocol errors itself (GOAWAY or RST_STREAM); an error
+        // HTTP2Codec answers protocol errors itself (GOAWAY or RST_STREAM); an error
         // that reaches here (the socket, TLS) leaves nothing worth keeping.
         context.close(promise: nil)
     }
@@ -292,7 +292,7 @@ final class UnaryServerHandler: ChannelInboundHandler {
     }
 
     /// Closes a draining connection once its last call was answered — on the next
-    /// event-loop pass: this can run inside HTTP2ServerCodec's flush (a stream-closed event),
+    /// event-loop pass: this can run inside HTTP2Codec's flush (a stream-closed event),
     /// before the answer's frames reached the socket, and closing then would drop them.
     func closeIfDrained(context: ChannelHandlerContext) {
         guard draining && streams.isEmpty && !closeScheduled else { return }

@@ -2,14 +2,15 @@ import NIOCore
 import NIOHPACK
 import NIOHTTP2
 
-/// The server side of HTTP/2 (RFC 9113) as gRPC clients use it, between the socket and
-/// `UnaryServerHandler`: bytes in, `HTTP2Frame`s out to the handler, and back.
+/// HTTP/2 (RFC 9113) as gRPC uses it, between the socket and `UnaryServerHandler` (role
+/// `.server`) or `UnaryClientHandler` (`.client`): bytes in, `HTTP2Frame`s out to the
+/// handler, and back.
 ///
-/// It replaces swift-nio-http2's `NIOHTTP2Handler` on the serving path because that was
-/// the largest item in a replica's profile: 26 % of its CPU at 256 puts in flight (stream
-/// and connection state machines, header validation, a buffer for every outbound frame).
-/// A gRPC server needs a small part of HTTP/2 — no push, no priorities, no server-opened
-/// streams, no dynamic-table indexing of what it sends — so this does that part only:
+/// It replaces swift-nio-http2's `NIOHTTP2Handler` because that was the largest item in a
+/// replica's profile: 26 % of its CPU at 256 puts in flight (stream and connection state
+/// machines, header validation, a buffer for every outbound frame), and most of the load
+/// generator's. gRPC needs a small part of HTTP/2 — no push, no priorities, streams opened
+/// by the client only, no dynamic-table indexing of what is sent — so this does that part:
 ///
 /// - Frames are parsed straight from the read buffer and written into one output buffer per
 ///   flush; a unary answer (HEADERS, DATA, trailers) is three frame headers and ~40 bytes
@@ -28,23 +29,31 @@ import NIOHTTP2
 ///   Floods of control frames or resets (RFC 9113 §10.5; the "rapid reset" attack) end it
 ///   with ENHANCE_YOUR_CALM; so does a header block that never ends.
 ///
-/// Contract with the handler: inbound `.headers` (a new stream, or client trailers),
-/// `.data` (whose `paddingBytes` counts the pad-length byte too, so data plus padding is the
-/// frame's flow-controlled length) and `.rstStream`; a `StreamClosedEvent` after a stream
-/// closed both ways. Outbound `.headers`, `.data` (byte buffers), `.rstStream`,
-/// `.windowUpdate` and `.goAway`; a write's promise completes once its last byte went to
-/// the socket, which is what streaming back-pressure waits on. An RST_STREAM(NO_ERROR) for
-/// a stream with queued output goes out after that output (grpc-go's way of ending a call
-/// whose client is still sending).
-final class HTTP2ServerCodec: ChannelDuplexHandler {
+/// Contract with the handler: inbound `.headers` (a new stream on the server; response
+/// headers on the client; trailers), `.data` (whose `paddingBytes` counts the pad-length
+/// byte too, so data plus padding is the frame's flow-controlled length), `.rstStream` and
+/// `.goAway`; a `StreamClosedEvent` after a stream closed both ways. Outbound `.headers` (on
+/// the client, HEADERS on a new odd stream id opens it), `.data` (byte buffers),
+/// `.rstStream`, `.windowUpdate` and `.goAway`; a write's promise completes once its last
+/// byte went to the socket, which is what streaming back-pressure waits on. An
+/// RST_STREAM(NO_ERROR) for a stream with queued output goes out after that output
+/// (grpc-go's way of ending a call whose client is still sending). A client's stream over
+/// the server's SETTINGS_MAX_CONCURRENT_STREAMS is not opened: the handler gets
+/// `.rstStream(.refusedStream)` for it at once.
+final class HTTP2Codec: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = HTTP2Frame
     typealias OutboundIn = HTTP2Frame
     typealias OutboundOut = ByteBuffer
 
+    enum Role: Sendable {
+        case server, client
+    }
+
     struct Limits: Sendable {
-        /// Streams open at once (advertised as SETTINGS_MAX_CONCURRENT_STREAMS); the next
-        /// one is refused with RST_STREAM(REFUSED_STREAM).
+        /// Server: streams a client may open at once (advertised as
+        /// SETTINGS_MAX_CONCURRENT_STREAMS); the next one is refused with
+        /// RST_STREAM(REFUSED_STREAM). Unused by the client, which opens what the server allows.
         var concurrentStreamsMax: Int
         /// A decoded header list's size as RFC 7541 counts it (SETTINGS_MAX_HEADER_LIST_SIZE).
         var headerListBytesMax = HPACKDecoder.defaultMaxHeaderListSize
@@ -83,8 +92,10 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
     /// would be copied out of the dictionary and back.
     final class Stream {
         var sendWindow: Int
-        /// The client sent END_STREAM.
+        /// The peer sent END_STREAM.
         var remoteClosed = false
+        /// The peer sent HEADERS on it (on the server, the ones that opened it).
+        var headersReceived = false
         /// END_STREAM or RST_STREAM was written or queued.
         var localClosed = false
         /// Output that waits for send window, in order.
@@ -125,6 +136,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
     /// A frame type the handler should never write.
     struct UnsupportedFrame: Error {}
 
+    let role: Role
     let limits: Limits
     let onProtocolError: @Sendable (String) -> Void
 
@@ -136,17 +148,21 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
     private var headerBlock: (streamID: HTTP2StreamID, endStream: Bool, block: ByteBuffer)?
 
     private var streams: [HTTP2StreamID: Stream] = [:]
+    /// The highest stream id opened (by the client, whichever side this is): frames on
+    /// unknown ids up to it are for closed streams, above it for idle ones.
     private var lastClientStreamID = HTTP2StreamID.rootStream
+    /// The server's SETTINGS_MAX_CONCURRENT_STREAMS, on the client.
+    private var peerConcurrentStreamsMax = Int.max
     /// Streams with queued DATA, in the order they blocked.
     private var blocked: [HTTP2StreamID] = []
     private var closedStreams: [HTTP2StreamID] = []
 
-    private var connectionSendWindow = HTTP2ServerCodec.initialWindowBytes
-    private var peerInitialWindow = HTTP2ServerCodec.initialWindowBytes
+    private var connectionSendWindow = HTTP2Codec.initialWindowBytes
+    private var peerInitialWindow = HTTP2Codec.initialWindowBytes
     private var peerMaxFrameBytes = 16_384
     /// What the client may still send on the connection, and what it sent since we last
     /// gave credit back.
-    private var receiveWindow = HTTP2ServerCodec.initialWindowBytes
+    private var receiveWindow = HTTP2Codec.initialWindowBytes
     private var receivedUnacknowledged = 0
 
     private var controlFrames = RateWindow()
@@ -159,8 +175,11 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
     private var closing = false
     private var prefaceSent = false
 
-    init(limits: Limits, onProtocolError: @escaping @Sendable (String) -> Void = { _ in }) {
+    init(role: Role = .server, limits: Limits, onProtocolError: @escaping @Sendable (String) -> Void = { _ in }) {
+        self.role = role
         self.limits = limits
+        // The server reads the client's preface; the client has none to read.
+        self.prefaceReceived = role == .client
         self.onProtocolError = onProtocolError
         self.decoder = HPACKDecoder(
             allocator: ByteBufferAllocator(), maxDynamicTableSize: HPACKDecoder.maxDynamicTableSize,
@@ -194,13 +213,15 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
         context.fireChannelWritabilityChanged()
     }
 
-    /// SETTINGS (our stream limit, a 1 MiB initial stream window, the header-list bound),
-    /// then the connection window opened to `InboundCredit.connectionWindowBytes`.
+    /// The client's magic first; then SETTINGS (the server's stream limit or the client's
+    /// "no push", a 1 MiB initial stream window, the header-list bound), then the connection
+    /// window opened to `InboundCredit.connectionWindowBytes`.
     private func sendPreface(context: ChannelHandlerContext) {
         guard !prefaceSent else { return }
         prefaceSent = true
+        if role == .client { output.writeBytes(Self.preface) }
         let settings: [(UInt16, Int)] = [
-            (0x3, limits.concurrentStreamsMax),
+            role == .server ? (0x3, limits.concurrentStreamsMax) : (0x2, 0),
             (0x4, InboundCredit.streamWindowBytes),
             (0x6, limits.headerListBytesMax),
         ]
@@ -272,7 +293,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
                 context: context)
         }
         guard settingsReceived || type == .settings else {
-            return connectionError(.protocolError, "the client preface was not followed by SETTINGS", context: context)
+            return connectionError(.protocolError, "the connection preface was not followed by SETTINGS", context: context)
         }
         switch type {
         case .data: receiveData(flags: flags, streamID: streamID, payload: payload, context: context)
@@ -288,13 +309,10 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
             _ = admitControlFrame(context: context)
         case .rstStream: receiveReset(streamID: streamID, payload: payload, context: context)
         case .settings: receiveSettings(flags: flags, streamID: streamID, payload: payload, context: context)
-        case .pushPromise: connectionError(.protocolError, "a client sent PUSH_PROMISE", context: context)
+        case .pushPromise: connectionError(.protocolError, "PUSH_PROMISE, which gRPC does not use", context: context)
         case .ping: receivePing(flags: flags, streamID: streamID, payload: payload, context: context)
         case .goAway:
-            guard streamID == .rootStream else {
-                return connectionError(.protocolError, "GOAWAY on stream \(Int(streamID))", context: context)
-            }
-        // The client stops opening streams; those open finish as usual.
+            receiveGoAway(streamID: streamID, payload: payload, context: context)
         case .windowUpdate: receiveWindowUpdate(streamID: streamID, payload: payload, context: context)
         case nil: break  // RFC 9113 §4.1: unknown frame types are ignored.
         }
@@ -408,17 +426,22 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
         }
         if let stream = streams[streamID] {
             if stream.remoteClosed { return streamError(streamID, .streamClosed, context: context) }
-            guard endStream else {
+            guard endStream || !stream.headersReceived else {
                 return connectionError(
                     .protocolError, "a second HEADERS on stream \(Int(streamID)) without END_STREAM", context: context)
             }
-            stream.remoteClosed = true
+            stream.headersReceived = true
+            if endStream { stream.remoteClosed = true }
             context.fireChannelRead(
-                wrapInboundOut(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: headers, endStream: true)))))
-            if let stream = streams[streamID] { closeIfDone(streamID, stream) }
+                wrapInboundOut(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: headers, endStream: endStream)))))
+            if endStream, let stream = streams[streamID] { closeIfDone(streamID, stream) }
             return
         }
         guard streamID > lastClientStreamID else { return }  // reset or refused before
+        guard role == .server else {
+            return connectionError(
+                .protocolError, "HEADERS on stream \(Int(streamID)), which this client never opened", context: context)
+        }
         lastClientStreamID = streamID
         guard streams.count < limits.concurrentStreamsMax else {
             writeReset(streamID: streamID, code: .refusedStream)
@@ -426,6 +449,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
         }
         let stream = Stream(sendWindow: peerInitialWindow)
         stream.remoteClosed = endStream
+        stream.headersReceived = true
         streams[streamID] = stream
         context.fireChannelRead(
             wrapInboundOut(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: headers, endStream: endStream)))))
@@ -454,6 +478,25 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
             wrapInboundOut(HTTP2Frame(streamID: streamID, payload: .rstStream(HTTP2ErrorCode(networkCode: Int(code))))))
     }
 
+    /// The peer stops: a server takes no more streams above `lastStreamID`; the handler
+    /// decides what that means for its calls.
+    private func receiveGoAway(streamID: HTTP2StreamID, payload: ByteBuffer, context: ChannelHandlerContext) {
+        guard streamID == .rootStream else {
+            return connectionError(.protocolError, "GOAWAY on stream \(Int(streamID))", context: context)
+        }
+        var fields = payload
+        guard let last = fields.readInteger(as: UInt32.self), let code = fields.readInteger(as: UInt32.self) else {
+            return connectionError(.frameSizeError, "a GOAWAY frame of \(payload.readableBytes) bytes", context: context)
+        }
+        context.fireChannelRead(
+            wrapInboundOut(
+                HTTP2Frame(
+                    streamID: .rootStream,
+                    payload: .goAway(
+                        lastStreamID: HTTP2StreamID(Int32(last & 0x7FFF_FFFF)), errorCode: HTTP2ErrorCode(networkCode: Int(code)),
+                        opaqueData: fields.readableBytes > 0 ? fields : nil))))
+    }
+
     private func receiveSettings(flags: UInt8, streamID: HTTP2StreamID, payload: ByteBuffer, context: ChannelHandlerContext) {
         guard streamID == .rootStream else {
             return connectionError(.protocolError, "SETTINGS on stream \(Int(streamID))", context: context)
@@ -474,7 +517,9 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
         while let identifier = settings.readInteger(as: UInt16.self), let rawValue = settings.readInteger(as: UInt32.self) {
             let value = Int(rawValue)
             switch identifier {
-            case 0x2:  // ENABLE_PUSH: we never push, but the value must be valid.
+            case 0x3:  // MAX_CONCURRENT_STREAMS: what a client may open.
+                peerConcurrentStreamsMax = value
+            case 0x2:  // ENABLE_PUSH: nobody pushes, but the value must be valid.
                 guard value <= 1 else {
                     return connectionError(.protocolError, "SETTINGS_ENABLE_PUSH of \(value)", context: context)
                 }
@@ -497,7 +542,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
                 }
                 peerMaxFrameBytes = value
             default:
-                break  // HEADER_TABLE_SIZE (we never index), MAX_CONCURRENT_STREAMS (we open none), others.
+                break  // HEADER_TABLE_SIZE (we never index), others.
             }
         }
         writeControlReply(context: context) {
@@ -562,7 +607,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
     }
 
     /// A reply the protocol owes (an acknowledgement), bounded while the client does not read.
-    private func writeControlReply(context: ChannelHandlerContext, _ write: (HTTP2ServerCodec) -> Void) {
+    private func writeControlReply(context: ChannelHandlerContext, _ write: (HTTP2Codec) -> Void) {
         if !context.channel.isWritable {
             unreadControlReplies += 1
             guard unreadControlReplies <= limits.unreadControlRepliesMax else {
@@ -587,10 +632,13 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
         let streamID = frame.streamID
         switch frame.payload {
         case .headers(let headers):
-            guard let stream = streams[streamID], !stream.localClosed else {
-                promise?.fail(StreamClosed())
-                return
+            if role == .client && streams[streamID] == nil && streamID > lastClientStreamID {
+                guard open(streamID, context: context) else {
+                    promise?.fail(StreamClosed())
+                    return
+                }
             }
+            guard let stream = openForSending(streamID, promise) else { return }
             if headers.endStream { stream.localClosed = true }
             if stream.queued.isEmpty {
                 writeHeaders(headers.headers, streamID: streamID, endStream: headers.endStream)
@@ -606,10 +654,7 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
                 promise?.fail(UnsupportedFrame())
                 return
             }
-            guard let stream = streams[streamID], !stream.localClosed else {
-                promise?.fail(StreamClosed())
-                return
-            }
+            guard let stream = openForSending(streamID, promise) else { return }
             if data.endStream { stream.localClosed = true }
             if stream.queued.isEmpty && writeData(&buffer, streamID: streamID, stream: stream, endStream: data.endStream) {
                 complete(promise)
@@ -642,6 +687,28 @@ final class HTTP2ServerCodec: ChannelDuplexHandler {
         default:
             promise?.fail(UnsupportedFrame())
         }
+    }
+
+    /// The stream a HEADERS or DATA write is for, if it may still send; else the write fails.
+    private func openForSending(_ streamID: HTTP2StreamID, _ promise: EventLoopPromise<Void>?) -> Stream? {
+        guard let stream = streams[streamID], !stream.localClosed else {
+            promise?.fail(StreamClosed())
+            return nil
+        }
+        return stream
+    }
+
+    /// A client's new stream, within the server's stream limit; else the handler hears at
+    /// once that it was refused.
+    private func open(_ streamID: HTTP2StreamID, context: ChannelHandlerContext) -> Bool {
+        guard Int32(streamID) % 2 == 1 else { return false }
+        lastClientStreamID = streamID
+        guard streams.count < peerConcurrentStreamsMax else {
+            context.fireChannelRead(wrapInboundOut(HTTP2Frame(streamID: streamID, payload: .rstStream(.refusedStream))))
+            return false
+        }
+        streams[streamID] = Stream(sendWindow: peerInitialWindow)
+        return true
     }
 
     func flush(context: ChannelHandlerContext) {

@@ -7,12 +7,12 @@ import Testing
 
 @testable import UnaryGRPC
 
-/// HTTP2ServerCodec byte for byte: a client made of raw frames on one side, a recorder of
+/// HTTP2Codec byte for byte: a client made of raw frames on one side, a recorder of
 /// what the codec passes to the gRPC layer on the other. The end-to-end behaviour (grpc-go,
 /// etcdctl, swift-nio-http2's client) is covered by the other suites; these pin the protocol
 /// rules and every error path.
-@Suite("HTTP2ServerCodec")
-struct HTTP2ServerCodecTests {
+@Suite("HTTP2Codec")
+struct HTTP2CodecTests {
     struct Frame {
         var type: UInt8
         var flags: UInt8
@@ -43,14 +43,14 @@ struct HTTP2ServerCodecTests {
         var decoder = HPACKDecoder(allocator: ByteBufferAllocator())
         private var received: [UInt8] = []
 
-        init(limits: HTTP2ServerCodec.Limits = .init(concurrentStreamsMax: 100), handshake: Bool = true) throws {
+        init(limits: HTTP2Codec.Limits = .init(concurrentStreamsMax: 100), handshake: Bool = true) throws {
             let errors = self.errors
             try channel.pipeline.syncOperations.addHandler(
-                HTTP2ServerCodec(limits: limits, onProtocolError: { reason in errors.withLockedValue { $0.append(reason) } }))
+                HTTP2Codec(limits: limits, onProtocolError: { reason in errors.withLockedValue { $0.append(reason) } }))
             try channel.pipeline.syncOperations.addHandler(recorder)
             try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
             if handshake {
-                try send(HTTP2ServerCodec.preface + Self.frame(4, 0, 0, []))
+                try send(HTTP2Codec.preface + Self.frame(4, 0, 0, []))
                 _ = try frames()  // the server's SETTINGS, WINDOW_UPDATE and SETTINGS ack
             }
         }
@@ -142,7 +142,7 @@ struct HTTP2ServerCodecTests {
         #expect(preface.map(\.type) == [4, 8])
         #expect(preface[0].payload == Self.settings([(0x3, 100), (0x4, 1 << 20), (0x6, UInt32(HPACKDecoder.defaultMaxHeaderListSize))]))
         #expect(preface[1].payload == Self.windowUpdate(UInt32((1 << 20) - 65_535)))
-        try connection.send(HTTP2ServerCodec.preface + Connection.frame(4, 0, 0, Self.settings([(0x4, 1000)])))
+        try connection.send(HTTP2Codec.preface + Connection.frame(4, 0, 0, Self.settings([(0x4, 1000)])))
         #expect(try connection.frames().map { [$0.type, $0.flags] } == [[4, 1]])
         try connection.send(6, 0, 0, [1, 2, 3, 4, 5, 6, 7, 8])
         let pong = try connection.frames()
@@ -298,13 +298,13 @@ struct HTTP2ServerCodecTests {
         try wrong.send(Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
         #expect(try wrong.goAway()?.debug.contains("preface") == true)
         let noSettings = try Connection(handshake: false)
-        try noSettings.send(HTTP2ServerCodec.preface + Connection.frame(6, 0, 0, Array(repeating: 0, count: 8)))
+        try noSettings.send(HTTP2Codec.preface + Connection.frame(6, 0, 0, Array(repeating: 0, count: 8)))
         #expect(try noSettings.goAway()?.debug.contains("not followed by SETTINGS") == true)
     }
 
     @Test("floods of PINGs, resets or an endless header block end the connection with ENHANCE_YOUR_CALM")
     func floods() throws {
-        var limits = HTTP2ServerCodec.Limits(concurrentStreamsMax: 100)
+        var limits = HTTP2Codec.Limits(concurrentStreamsMax: 100)
         limits.controlFramesMax = 5
         limits.resetsMax = 3
         let pings = try Connection(limits: limits)
@@ -366,5 +366,145 @@ struct HTTP2ServerCodecTests {
             }
         }
         #expect(closed > 0, "seed \(seed): no damage was ever noticed, so this test checks nothing")
+    }
+
+    // MARK: - The client role, against swift-nio-http2's server
+
+    /// Answers every request at the frame level: response headers, the request body echoed,
+    /// OK trailers.
+    final class EchoServer: ChannelInboundHandler {
+        typealias InboundIn = HTTP2Frame
+        typealias OutboundOut = HTTP2Frame
+        var bodies: [HTTP2StreamID: ByteBuffer] = [:]
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let frame = unwrapInboundIn(data)
+            guard case .data(let payload) = frame.payload, case .byteBuffer(var bytes) = payload.data else { return }
+            // Frame-level swift-nio-http2 returns no credit by itself.
+            if bytes.readableBytes > 0 {
+                for streamID in payload.endStream ? [.rootStream] : [HTTP2StreamID.rootStream, frame.streamID] {
+                    context.write(
+                        wrapOutboundOut(HTTP2Frame(streamID: streamID, payload: .windowUpdate(windowSizeIncrement: bytes.readableBytes))),
+                        promise: nil)
+                }
+                context.flush()
+            }
+            bodies[frame.streamID, default: ByteBuffer()].writeBuffer(&bytes)
+            guard payload.endStream else { return }
+            let body = bodies.removeValue(forKey: frame.streamID)!
+            context.write(
+                wrapOutboundOut(HTTP2Frame(streamID: frame.streamID, payload: .headers(.init(headers: UnaryServerHandler.responseHeaders)))),
+                promise: nil)
+            context.write(wrapOutboundOut(HTTP2Frame(streamID: frame.streamID, payload: .data(.init(data: .byteBuffer(body))))), promise: nil)
+            context.writeAndFlush(
+                wrapOutboundOut(
+                    HTTP2Frame(streamID: frame.streamID, payload: .headers(.init(headers: UnaryServerHandler.okTrailers, endStream: true)))),
+                promise: nil)
+        }
+    }
+
+    final class ClientPair {
+        let client = EmbeddedChannel()
+        let server = EmbeddedChannel()
+        let recorder = Recorder()
+
+        init(serverStreamsMax: Int = 100) throws {
+            try client.pipeline.syncOperations.addHandler(HTTP2Codec(role: .client, limits: .init(concurrentStreamsMax: 0)))
+            try client.pipeline.syncOperations.addHandler(recorder)
+            var connection = NIOHTTP2Handler.ConnectionConfiguration()
+            connection.initialSettings = [HTTP2Setting(parameter: .maxConcurrentStreams, value: serverStreamsMax)]
+            try server.pipeline.syncOperations.addHandler(
+                NIOHTTP2Handler(mode: .server, connectionConfiguration: connection, streamConfiguration: .init()))
+            try server.pipeline.syncOperations.addHandler(EchoServer())
+            try server.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            try client.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            try shuttle()
+        }
+
+        /// Moves bytes both ways until neither side has more to say.
+        func shuttle() throws {
+            var moved = true
+            while moved {
+                moved = false
+                while let bytes = try client.readOutbound(as: ByteBuffer.self) {
+                    try server.writeInbound(bytes)
+                    moved = true
+                }
+                server.pipeline.fireChannelReadComplete()
+                while let bytes = try server.readOutbound(as: IOData.self) {
+                    guard case .byteBuffer(let buffer) = bytes else { continue }
+                    try client.writeInbound(buffer)
+                    moved = true
+                }
+                client.pipeline.fireChannelReadComplete()
+            }
+        }
+
+        func call(_ streamID: Int, body: [UInt8]) {
+            let id = HTTP2StreamID(streamID)
+            client.write(HTTP2Frame(streamID: id, payload: .headers(.init(headers: Connection.request))), promise: nil)
+            var buffer = ByteBuffer()
+            buffer.writeBytes(body)
+            client.writeAndFlush(HTTP2Frame(streamID: id, payload: .data(.init(data: .byteBuffer(buffer), endStream: true))), promise: nil)
+        }
+    }
+
+    @Test("the client codec talks to swift-nio-http2's server: calls, large bodies both ways, streams closed")
+    func clientAgainstSwiftNIOHTTP2() throws {
+        let pair = try ClientPair()
+        pair.call(1, body: [1, 2, 3])
+        let large = (0..<200_000).map { UInt8(truncatingIfNeeded: $0) }
+        pair.call(3, body: large)
+        try pair.shuttle()
+        var bodies: [HTTP2StreamID: [UInt8]] = [:]
+        var trailers: [HTTP2StreamID: HPACKHeaders] = [:]
+        for frame in pair.recorder.frames {
+            switch frame.payload {
+            case .headers(let headers) where headers.endStream: trailers[frame.streamID] = headers.headers
+            case .data(let data):
+                if case .byteBuffer(let bytes) = data.data { bodies[frame.streamID, default: []] += bytes.readableBytesView }
+            default: break
+            }
+        }
+        #expect(bodies[1] == [1, 2, 3])
+        let largeArrived = bodies[3] == large
+        #expect(largeArrived, "\(bodies[3]?.count ?? 0) of \(large.count) bytes came back")
+        #expect(trailers[1] == UnaryServerHandler.okTrailers && trailers[3] == UnaryServerHandler.okTrailers)
+        #expect(Set(pair.recorder.closedStreams) == [HTTP2StreamID(1), HTTP2StreamID(3)])
+        #expect(pair.client.isActive && pair.server.isActive)
+    }
+
+    @Test("the client opens no more streams than the server's SETTINGS_MAX_CONCURRENT_STREAMS; the extra call is refused at once")
+    func clientStreamLimit() throws {
+        let pair = try ClientPair(serverStreamsMax: 1)
+        pair.call(1, body: [1])
+        pair.call(3, body: [2])
+        guard case .rstStream(let code) = pair.recorder.frames.last?.payload, pair.recorder.frames.last?.streamID == 3 else {
+            Issue.record("stream 3 was not refused: \(pair.recorder.frames)")
+            return
+        }
+        #expect(code == .refusedStream)
+        try pair.shuttle()
+        pair.call(5, body: [3])
+        try pair.shuttle()
+        #expect(pair.recorder.closedStreams == [HTTP2StreamID(1), HTTP2StreamID(5)])
+        #expect(pair.client.isActive && pair.server.isActive)
+    }
+
+    @Test("a server that answers on a stream the client never opened breaks the protocol")
+    func clientRefusesServerStreams() throws {
+        let client = EmbeddedChannel()
+        let errors = NIOLockedValueBox<[String]>([])
+        try client.pipeline.syncOperations.addHandler(
+            HTTP2Codec(role: .client, limits: .init(concurrentStreamsMax: 0), onProtocolError: { reason in errors.withLockedValue { $0.append(reason) } }))
+        try client.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        var sent: [UInt8] = []
+        while let buffer = try client.readOutbound(as: ByteBuffer.self) { sent += buffer.readableBytesView }
+        #expect(Array(sent.prefix(24)) == HTTP2Codec.preface)
+        var bytes = ByteBuffer()
+        bytes.writeBytes(Connection.frame(4, 0, 0, []) + Connection.frame(1, 0x4, 3, [0x88]))
+        try client.writeInbound(bytes)
+        #expect(errors.withLockedValue { $0 }.first?.contains("never opened") == true)
+        #expect(!client.isActive)
     }
 }
