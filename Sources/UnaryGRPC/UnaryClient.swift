@@ -6,8 +6,9 @@ import NIOPosix
 import NIOSSL
 import SynodTLS
 
-/// A unary-only gRPC client connection on `HTTP2Codec`'s frames, for load generation: a call is a HEADERS and a DATA frame out and a completion callback in, on the
-/// connection's event loop, with no task, stream channel or async sequence per call.
+/// A unary-only gRPC client connection on `HTTP2Codec`'s frames, for load generation: a
+/// call is a HEADERS and a DATA frame out and a completion callback in, on the connection's
+/// event loop, with no task, stream channel or async sequence per call.
 /// Speaks standard gRPC (it drives etcd as well as Synod).
 public final class UnaryClientConnection: Sendable {
     public typealias Completion = @Sendable (Result<[UInt8], GRPCStatus>) -> Void

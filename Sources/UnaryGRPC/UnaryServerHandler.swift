@@ -139,8 +139,9 @@ final class UnaryServerHandler: ChannelInboundHandler {
             removeStream(streamID)
             closeIfDrained(context: context)
         default:
-            // HTTP2Codec passes on nothing else: SETTINGS, PING, GOAWAY, WINDOW_UPDATE
-            // and PRIORITY are its own, and so is the connection's flow-control credit.
+            // GOAWAY: the client opens no more streams; those open finish as usual.
+            // SETTINGS, PING, WINDOW_UPDATE, PRIORITY and the connection's flow-control
+            // credit are HTTP2Codec's own and never reach this handler.
             break
         }
     }
