@@ -15,15 +15,7 @@ extension EtcdFrontEnd {
     var hashKVMethod: UnaryMethod {
         { [self] call in
             if let refusal = adminRefusal(call.metadata, certificateCommonName: call.clientCertificateCommonName) { return call.responder.fail(refusal) }  // auth
-            let revision: Int64
-            do {
-                revision = try Self.decodeHashKVRequest(call.payload)
-            } catch {
-                return call.responder.fail(
-                    GRPCStatus(
-                        code: GRPCStatus.internalError,
-                        message: "grpc: error unmarshalling request: cannot decode etcdserverpb.HashKVRequest: \(error)"))
-            }
+            guard let revision = Self.decoded(call, "etcdserverpb.HashKVRequest", { try Self.decodeHashKVRequest($0) }) else { return }
             let submitted = loop.perform { [self] runtime in
                 let status = runtime.status
                 let outcome: Result<(hash: UInt32, compactRevision: Int64, revision: Int64), KVError>

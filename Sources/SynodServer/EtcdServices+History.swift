@@ -22,15 +22,7 @@ extension EtcdFrontEnd {
     var historyMethod: UnaryMethod {
         { [self] call in
             if let refusal = adminRefusal(call.metadata, certificateCommonName: call.clientCertificateCommonName) { return call.responder.fail(refusal) }  // auth
-            let request: (key: [UInt8], rangeEnd: [UInt8], limit: Int)
-            do {
-                request = try Self.decodeHistoryRequest(call.payload)
-            } catch {
-                return call.responder.fail(
-                    GRPCStatus(
-                        code: GRPCStatus.internalError,
-                        message: "grpc: error unmarshalling request: cannot decode synodpb.HistoryRequest: \(error)"))
-            }
+            guard let request = Self.decoded(call, "synodpb.HistoryRequest", { try Self.decodeHistoryRequest($0) }) else { return }
             guard !request.key.isEmpty else {
                 return call.responder.fail(
                     GRPCStatus(code: GRPCStatus.invalidArgument, message: "etcdserver: key is not provided"))

@@ -136,10 +136,7 @@ extension EtcdFrontEnd {
                     do {
                         request = try Etcdserverpb_LeaseKeepAliveRequest(serializedBytes: bytes)
                     } catch {
-                        return responder.finish(
-                            GRPCStatus(
-                                code: GRPCStatus.internalError,
-                                message: "grpc: error unmarshalling request: cannot decode etcdserverpb.LeaseKeepAliveRequest: \(error)"))
+                        return responder.finish(Self.undecodable("etcdserverpb.LeaseKeepAliveRequest", error))
                     }
                     guard waiting.count.add(1, ordering: .relaxed).newValue <= Self.keepAlivesPerStreamMax else {
                         waiting.count.subtract(1, ordering: .relaxed)

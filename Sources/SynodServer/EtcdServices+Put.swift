@@ -12,15 +12,7 @@ extension EtcdFrontEnd {
 
     var putMethod: UnaryMethod {
         { [self] call in
-            let request: PutRequest
-            do {
-                request = try Self.decodePutRequest(call.payload)
-            } catch {
-                return call.responder.fail(
-                    GRPCStatus(
-                        code: GRPCStatus.internalError,
-                        message: "grpc: error unmarshalling request: cannot decode etcdserverpb.PutRequest: \(error)"))
-            }
+            guard let request = Self.decoded(call, "etcdserverpb.PutRequest", { try Self.decodePutRequest($0) }) else { return }
             do {
                 try write(.put(request), call: call) { outcome in
                     call.responder.respond {

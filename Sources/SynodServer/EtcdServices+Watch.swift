@@ -29,10 +29,7 @@ extension EtcdFrontEnd {
                     do {
                         request = try WatchRequest.decode(bytes)
                     } catch {
-                        call.responder.finish(
-                            GRPCStatus(
-                                code: GRPCStatus.internalError,
-                                message: "grpc: error unmarshalling request: cannot decode etcdserverpb.WatchRequest: \(error)"))
+                        call.responder.finish(Self.undecodable("etcdserverpb.WatchRequest", error))
                         loop.perform { _ in loop.watchHub.remove(stream) }
                         return
                     }

@@ -283,6 +283,26 @@ final class EtcdFrontEnd: Sendable {
     /// A gRPC method from a typed body: decodes the request (a bad message is INTERNAL, as
     /// in grpc-go), runs `body`, and encodes whatever `respond` builds. The response is
     /// built on the connection's event loop, not on the caller's (the replica loop's) thread.
+    /// grpc-go's answer to a request message that does not unmarshal.
+    static func undecodable(_ messageName: String, _ error: any Error) -> GRPCStatus {
+        GRPCStatus(
+            code: GRPCStatus.internalError,
+            message: "grpc: error unmarshalling request: cannot decode \(messageName): \(error)")
+    }
+
+    /// The request `decode` reads from the call's payload; nil after failing the call with
+    /// `undecodable` when it does not decode.
+    static func decoded<Request>(
+        _ call: UnaryCall, _ messageName: String, _ decode: ([UInt8]) throws -> Request
+    ) -> Request? {
+        do {
+            return try decode(call.payload)
+        } catch {
+            call.responder.fail(undecodable(messageName, error))
+            return nil
+        }
+    }
+
     static func method<Request: SwiftProtobuf.Message, Response: SwiftProtobuf.Message>(
         _ requestType: Request.Type,
         _ body: @escaping @Sendable (
@@ -290,15 +310,7 @@ final class EtcdFrontEnd: Sendable {
         ) throws -> Void
     ) -> UnaryMethod {
         { call in
-            let request: Request
-            do {
-                request = try Request(serializedBytes: call.payload)
-            } catch {
-                return call.responder.fail(
-                    GRPCStatus(
-                        code: GRPCStatus.internalError,
-                        message: "grpc: error unmarshalling request: cannot decode \(Request.protoMessageName): \(error)"))
-            }
+            guard let request = decoded(call, Request.protoMessageName, { try Request(serializedBytes: $0) }) else { return }
             let respond: @Sendable (@escaping @Sendable () throws -> Response) -> Void = { build in
                 call.responder.respond {
                     do {
