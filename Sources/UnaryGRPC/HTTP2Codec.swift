@@ -171,7 +171,6 @@ final class HTTP2Codec: ChannelDuplexHandler {
 
     private var output = ByteBuffer()
     private var outputPromises: [EventLoopPromise<Void>] = []
-    private var outputPending = false
     private var closing = false
     private var prefaceSent = false
 
@@ -280,7 +279,7 @@ final class HTTP2Codec: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         context.fireChannelReadComplete()
-        if outputPending || !closedStreams.isEmpty { flushOutput(context: context) }
+        if output.readableBytes > 0 || !closedStreams.isEmpty { flushOutput(context: context) }
     }
 
     private func process(
@@ -618,7 +617,6 @@ final class HTTP2Codec: ChannelDuplexHandler {
             }
         }
         write(self)
-        outputPending = true
     }
 
     // MARK: - Outbound
@@ -731,7 +729,6 @@ final class HTTP2Codec: ChannelDuplexHandler {
             context.write(wrapOutboundOut(output), promise: promise)
             output = context.channel.allocator.buffer(capacity: Swift.max(1024, Swift.min(capacity, 1 << 16)))
         }
-        outputPending = false
         context.flush()
         if !closedStreams.isEmpty {
             let closed = closedStreams
@@ -744,7 +741,6 @@ final class HTTP2Codec: ChannelDuplexHandler {
 
     private func complete(_ promise: EventLoopPromise<Void>?) {
         if let promise { outputPromises.append(promise) }
-        outputPending = true
     }
 
     /// DATA frames for as much of `buffer` as the windows allow; true when all of it (and
@@ -758,7 +754,6 @@ final class HTTP2Codec: ChannelDuplexHandler {
             let last = buffer.readableBytes == 0
             writeFrameHeader(length: size, type: .data, flags: last && endStream ? Self.endStreamFlag : 0, streamID: streamID)
             output.writeBuffer(&chunk)
-            outputPending = true
             stream.sendWindow -= size
             connectionSendWindow -= size
         } while buffer.readableBytes > 0
@@ -870,13 +865,11 @@ final class HTTP2Codec: ChannelDuplexHandler {
     private func writeReset(streamID: HTTP2StreamID, code: HTTP2ErrorCode) {
         writeFrameHeader(length: 4, type: .rstStream, flags: 0, streamID: streamID)
         output.writeInteger(UInt32(code.networkCode))
-        outputPending = true
     }
 
     private func writeWindowUpdate(streamID: HTTP2StreamID, increment: Int) {
         writeFrameHeader(length: 4, type: .windowUpdate, flags: 0, streamID: streamID)
         output.writeInteger(UInt32(increment))
-        outputPending = true
     }
 
     private func writeGoAway(lastStreamID: HTTP2StreamID, code: HTTP2ErrorCode, debug: ByteBuffer?) {
@@ -888,7 +881,6 @@ final class HTTP2Codec: ChannelDuplexHandler {
         output.writeInteger(UInt32(code.networkCode))
         var shown = debug.readSlice(length: debugBytes)!
         output.writeBuffer(&shown)
-        outputPending = true
     }
 
     /// HEADERS (and CONTINUATION when the block is larger than a frame), encoded in place.
@@ -900,7 +892,6 @@ final class HTTP2Codec: ChannelDuplexHandler {
         if length <= peerMaxFrameBytes {
             output.setInteger(UInt32(length) << 8 | UInt32(FrameType.headers.rawValue), at: frameStart)
             output.setInteger(Self.endHeadersFlag | (endStream ? Self.endStreamFlag : 0), at: frameStart + 4)
-            outputPending = true
             return
         }
         let block = output.getSlice(at: frameStart + Self.frameHeaderBytes, length: length)!
@@ -919,7 +910,6 @@ final class HTTP2Codec: ChannelDuplexHandler {
             output.writeBuffer(&chunk)
             type = .continuation
         } while rest.readableBytes > 0
-        outputPending = true
     }
 
     /// RFC 7541 §6.2.2 literals that are never indexed, lengths in §5.1's integers, no
