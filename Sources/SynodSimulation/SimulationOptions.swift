@@ -55,7 +55,7 @@ public struct SimulationOptions: Sendable {
     public var snapshotEverySlots: Int
     /// `RuntimeOptions.snapshotLogShare`. 0 by default: runs are short and their stores
     /// small, and the slot count alone takes the most snapshots (installs, compactions) per
-    /// run; `synod simulate --snapshot-log-share 2` runs the server's default, and so do
+    /// run; `synod simulate --snapshot-log-share 1` runs the server's default, and so do
     /// 100 seeds of the test suite (`SimulationTests.serverSnapshotPacing`).
     public var snapshotLogShare = 0
     /// Trace lines kept for a failure report.

@@ -38,8 +38,8 @@ struct SimulationTests {
     }
 
     /// The simulator's default snapshots by slot count alone; servers also pace snapshots by
-    /// the log's bytes (`snapshotLogShare` 2). These seeds run the server's rule.
-    @Test("100 seeds with the server's snapshot pacing (snapshot-log-share 2): no violation", arguments: [0, 1])
+    /// the log's bytes (`RuntimeOptions.snapshotLogShareDefault`). These seeds run the server's rule.
+    @Test("100 seeds with the server's snapshot pacing (the default snapshot-log-share): no violation", arguments: [0, 1])
     func serverSnapshotPacing(batch: Int) {
         let start = 5_001 + UInt64(batch) * 50
         var changedRuns = 0
@@ -49,14 +49,14 @@ struct SimulationTests {
             let result = Simulation(options: options).run()
             #expect(
                 result.violations.isEmpty,
-                "\(result.report)\nreplay: synod simulate --seed \(seed) --replicas \(options.replicaCount) --snapshot-log-share 2")
+                "\(result.report)\nreplay: synod simulate --seed \(seed) --replicas \(options.replicaCount) --snapshot-log-share \(options.snapshotLogShare)")
             if seed < start + 10 {
                 options.snapshotLogShare = 0
                 if Simulation(options: options).run().traceDigest != result.traceDigest { changedRuns += 1 }
             }
         }
         // The rule must reach these runs: it takes fewer snapshots, so the runs differ.
-        #expect(changedRuns > 0, "snapshot-log-share 2 changed none of 10 runs")
+        #expect(changedRuns > 0, "snapshot-log-share \(RuntimeOptions.snapshotLogShareDefault) changed none of 10 runs")
     }
 
     @Test("1 and 7 replicas work too", arguments: [1, 7])
