@@ -91,6 +91,11 @@ public struct ByteWriter: Sendable {
 
     public var count: Int { bytes.count }
 
+    /// Empties the writer and keeps its storage, for a writer reused across encodings.
+    public mutating func removeAll() {
+        bytes.removeAll(keepingCapacity: true)
+    }
+
     public mutating func writeUInt8(_ value: UInt8) {
         bytes.append(value)
     }

@@ -44,9 +44,16 @@ extension KVStore {
 
     static func resultDigest(_ result: WriteResult) -> UInt64 {
         var writer = ByteWriter()
-        writer.writeResult(result)
+        return resultDigest(result, scratch: &writer)
+    }
+
+    /// The same digest, encoding into `scratch` (emptied first): the apply path reuses one
+    /// writer instead of allocating one per command.
+    static func resultDigest(_ result: WriteResult, scratch: inout ByteWriter) -> UInt64 {
+        scratch.removeAll()
+        scratch.writeResult(result)
         var hasher = FNV1a()
-        hasher.combine(writer.bytes)
+        hasher.combine(scratch.bytes)
         return hasher.finalized
     }
 

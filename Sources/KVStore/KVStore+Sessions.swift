@@ -44,7 +44,7 @@ extension KVStore {
             sequence: requestID.sequence,
             result: result.withoutLeases,
             lastUsed: sessionClock,
-            resultDigest: Self.resultDigest(result)
+            resultDigest: Self.resultDigest(result, scratch: &digestScratch)
         )
         sessions[requestID.clientID] = session
         sessionsDigest &+= session.digest(clientID: requestID.clientID)

@@ -1,7 +1,9 @@
+import ByteCodec
+
 /// The replicated state machine: an etcd-v3-shaped key-value store applied in slot order on
 /// every replica.
 ///
-/// Pure and deterministic: it imports only the standard library, reads no clock and no
+/// Pure and deterministic: it imports only the standard library and ByteCodec, reads no clock and no
 /// randomness, and never lets `Dictionary` order reach an output, a snapshot or a digest. Two
 /// replicas that apply the same commands in the same order hold equal stores, produce equal
 /// results, equal snapshot bytes and equal `stateDigest()`s.
@@ -55,6 +57,9 @@ public struct KVStore: Sendable {
 
     /// The revision the last `apply` wrote, 0 when it wrote none (not part of the state).
     var lastAppliedWriteRevision: Int64 = 0
+
+    /// Reused to encode each applied result for its session digest (not part of the state).
+    var digestScratch = ByteWriter()
 
     /// etcd's store revision. Invariant: every key's `modRevision <= revision`; starts at 1.
     public internal(set) var revision: Int64 = 1
