@@ -48,14 +48,19 @@ extension KVStore {
     }
 
     /// The same digest, encoding into `scratch` (emptied first): the apply path reuses one
-    /// writer instead of allocating one per command.
+    /// writer instead of allocating one per command. A writer grown past
+    /// `digestScratchBytesMax` by a large result (a txn's ranges, many deleted pairs) is
+    /// dropped rather than kept for the store's lifetime.
     static func resultDigest(_ result: WriteResult, scratch: inout ByteWriter) -> UInt64 {
         scratch.removeAll()
         scratch.writeResult(result)
         var hasher = FNV1a()
         hasher.combine(scratch.bytes)
+        if scratch.bytes.capacity > digestScratchBytesMax { scratch = ByteWriter() }
         return hasher.finalized
     }
+
+    static let digestScratchBytesMax = 64 << 10
 
     /// Recomputes every sum from scratch (restore; tests compare it with the incremental one).
     mutating func recomputeDigests() {

@@ -57,8 +57,9 @@ public struct RuntimeOptions {
     /// the growing store, so the next snapshot always comes. 0: the slot count alone. (A
     /// 60 MB store snapshotted every 10,000 slots under load spent 9 % of the replicas' CPU.)
     /// The default, 1, lets the log grow to the last snapshot's size (within
-    /// `snapshotLogBytesMax`): at 2, snapshots were still 12 % of the replicas' CPU at 17,700
-    /// puts/s, twice what 1 costs; etcd holds up to 100,000 entries of log in memory.
+    /// `snapshotLogBytesMax`) and writes half the snapshot bytes 2 did: at 2, snapshots were
+    /// 9-12 % of the replicas' CPU (3 replicas, 256 puts in flight). etcd holds up to 100,000
+    /// entries of log in memory.
     public var snapshotLogShare: Int
     public static let snapshotLogShareDefault = 1
     public static let snapshotLogShareMax = 1_024

@@ -1,3 +1,4 @@
+import ByteCodec
 import Testing
 
 @testable import KVStore
@@ -28,6 +29,25 @@ import Testing
         #expect(store.put("k", "2", id: RequestID(clientID: 7, sequence: 9)).revision == 3)
         #expect(store.lastSequence(clientID: 7) == 9)
         #expect(store.value("k") == "2")
+    }
+
+    @Test("a session's result digest through the store's reused writer is the one a restore computes; a large result leaves no large writer")
+    func sessionDigestThroughTheReusedWriter() throws {
+        var store = KVStore()
+        let value = String(repeating: "v", count: 8 << 10)
+        for index in 0..<16 {
+            store.put("k\(index)", value, id: RequestID(clientID: 7, sequence: UInt64(index) + 1))
+        }
+        // Every pair back in the result: 128 KiB, over the writer's cap.
+        let deleted = store.delete("k", end: b("l"), prevKV: true, id: RequestID(clientID: 8, sequence: 1))
+        guard case .deleteRange(let response) = deleted else { Issue.record("not a delete: \(deleted)"); return }
+        #expect(response.prevKVs.count == 16)
+        #expect(store.digestScratch.bytes.capacity <= KVStore.digestScratchBytesMax)
+        var scratch = ByteWriter()
+        #expect(KVStore.resultDigest(deleted, scratch: &scratch) == KVStore.resultDigest(deleted))
+        store.put("k0", "small", id: RequestID(clientID: 7, sequence: 17))
+        let restored = try KVStore(snapshot: store.snapshot())
+        #expect(restored.stateDigest() == store.stateDigest())
     }
 
     @Test func clientZeroHasNoSession() {
