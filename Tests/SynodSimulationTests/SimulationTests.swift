@@ -23,61 +23,69 @@ struct SimulationTests {
     }
 
     @Test("1,000 seeds with faults, 3 and 5 replicas: no violation", arguments: batches)
-    func manySeeds(batch: Int) {
-        var summary = SimulationSummary()
-        let start = Self.firstSeed + UInt64(batch) * Self.seedsPerBatch
-        for seed in start..<(start + Self.seedsPerBatch) {
-            let replicas = seed % 2 == 0 ? 5 : 3
-            let result = Simulation(options: SimulationOptions(seed: seed, replicaCount: replicas)).run()
-            summary.add(result)
-            #expect(result.violations.isEmpty, "\(result.report)")
+    func manySeeds(batch: Int) async {
+        await offThePool {
+            var summary = SimulationSummary()
+            let start = Self.firstSeed + UInt64(batch) * Self.seedsPerBatch
+            for seed in start..<(start + Self.seedsPerBatch) {
+                let replicas = seed % 2 == 0 ? 5 : 3
+                let result = Simulation(options: SimulationOptions(seed: seed, replicaCount: replicas)).run()
+                summary.add(result)
+                #expect(result.violations.isEmpty, "\(result.report)")
+            }
+            #expect(summary.seedsRun == Int(Self.seedsPerBatch))
+            #expect(summary.operationsChecked > 0)
+            #expect(summary.faultsInjected > 0)
         }
-        #expect(summary.seedsRun == Int(Self.seedsPerBatch))
-        #expect(summary.operationsChecked > 0)
-        #expect(summary.faultsInjected > 0)
     }
 
     /// The simulator's default snapshots by slot count alone; servers also pace snapshots by
     /// the log's bytes (`RuntimeOptions.snapshotLogShareDefault`). These seeds run the server's rule.
     @Test("100 seeds with the server's snapshot pacing (the default snapshot-log-share): no violation", arguments: [0, 1])
-    func serverSnapshotPacing(batch: Int) {
-        let start = 5_001 + UInt64(batch) * 50
-        var changedRuns = 0
-        for seed in start..<(start + 50) {
-            var options = SimulationOptions(seed: seed, replicaCount: seed % 2 == 0 ? 5 : 3)
-            options.snapshotLogShare = RuntimeOptions.snapshotLogShareDefault
-            let result = Simulation(options: options).run()
-            #expect(
-                result.violations.isEmpty,
-                "\(result.report)\nreplay: synod simulate --seed \(seed) --replicas \(options.replicaCount) --snapshot-log-share \(options.snapshotLogShare)")
-            if seed < start + 10 {
-                options.snapshotLogShare = 0
-                if Simulation(options: options).run().traceDigest != result.traceDigest { changedRuns += 1 }
+    func serverSnapshotPacing(batch: Int) async {
+        await offThePool {
+            let start = 5_001 + UInt64(batch) * 50
+            var changedRuns = 0
+            for seed in start..<(start + 50) {
+                var options = SimulationOptions(seed: seed, replicaCount: seed % 2 == 0 ? 5 : 3)
+                options.snapshotLogShare = RuntimeOptions.snapshotLogShareDefault
+                let result = Simulation(options: options).run()
+                #expect(
+                    result.violations.isEmpty,
+                    "\(result.report)\nreplay: synod simulate --seed \(seed) --replicas \(options.replicaCount) --snapshot-log-share \(options.snapshotLogShare)")
+                if seed < start + 10 {
+                    options.snapshotLogShare = 0
+                    if Simulation(options: options).run().traceDigest != result.traceDigest { changedRuns += 1 }
+                }
             }
+            // The rule must reach these runs: it takes fewer snapshots, so the runs differ.
+            #expect(changedRuns > 0, "snapshot-log-share \(RuntimeOptions.snapshotLogShareDefault) changed none of 10 runs")
         }
-        // The rule must reach these runs: it takes fewer snapshots, so the runs differ.
-        #expect(changedRuns > 0, "snapshot-log-share \(RuntimeOptions.snapshotLogShareDefault) changed none of 10 runs")
     }
 
     @Test("1 and 7 replicas work too", arguments: [1, 7])
-    func otherSizes(replicas: Int) {
-        for seed: UInt64 in 1...15 {
-            let result = Simulation(options: SimulationOptions(seed: seed, replicaCount: replicas)).run()
-            #expect(result.violations.isEmpty, "\(result.report)")
-            #expect(result.operationsChecked > 0)
+    func otherSizes(replicas: Int) async {
+        await offThePool {
+            for seed: UInt64 in 1...15 {
+                let result = Simulation(options: SimulationOptions(seed: seed, replicaCount: replicas)).run()
+                #expect(result.violations.isEmpty, "\(result.report)")
+                #expect(result.operationsChecked > 0)
+            }
         }
     }
 
     @Test("Same seed, same run: the trace digest and the outcome repeat exactly")
-    func deterministic() {
-        for seed: UInt64 in [3, 4, 99] {
-            let first = Simulation(options: SimulationOptions(seed: seed, replicaCount: 5)).run()
-            let second = Simulation(options: SimulationOptions(seed: seed, replicaCount: 5)).run()
-            #expect(first.traceDigest == second.traceDigest)
-            #expect(first.traceTail == second.traceTail)
-            #expect(first.operationsChecked == second.operationsChecked)
-            let other = Simulation(options: SimulationOptions(seed: seed + 1000, replicaCount: 5)).run()
-            #expect(other.traceDigest != first.traceDigest)
+    func deterministic() async {
+        await offThePool {
+            for seed: UInt64 in [3, 4, 99] {
+                let first = Simulation(options: SimulationOptions(seed: seed, replicaCount: 5)).run()
+                let second = Simulation(options: SimulationOptions(seed: seed, replicaCount: 5)).run()
+                #expect(first.traceDigest == second.traceDigest)
+                #expect(first.traceTail == second.traceTail)
+                #expect(first.operationsChecked == second.operationsChecked)
+                let other = Simulation(options: SimulationOptions(seed: seed + 1000, replicaCount: 5)).run()
+                #expect(other.traceDigest != first.traceDigest)
+            }
         }
     }
 
@@ -100,17 +108,19 @@ struct SimulationTests {
     }
 
     @Test("Injected bugs are caught within their seed budget (200; rare bugs at their known seed)", arguments: InjectedBug.allCases)
-    func injectedBugCaught(bug: InjectedBug) {
-        var caughtAt: UInt64?
-        for seed: UInt64 in Self.seeds(bug) {
-            let replicas = seed % 2 == 0 ? 5 : 3
-            let result = Simulation(options: SimulationOptions(seed: seed, replicaCount: replicas, bug: bug)).run()
-            if !result.violations.isEmpty {
-                caughtAt = seed
-                break
+    func injectedBugCaught(bug: InjectedBug) async {
+        await offThePool {
+            var caughtAt: UInt64?
+            for seed: UInt64 in Self.seeds(bug) {
+                let replicas = seed % 2 == 0 ? 5 : 3
+                let result = Simulation(options: SimulationOptions(seed: seed, replicaCount: replicas, bug: bug)).run()
+                if !result.violations.isEmpty {
+                    caughtAt = seed
+                    break
+                }
             }
+            #expect(caughtAt != nil, "\(bug.rawValue) was not caught in seeds \(Self.seeds(bug))")
         }
-        #expect(caughtAt != nil, "\(bug.rawValue) was not caught in seeds \(Self.seeds(bug))")
     }
 
     @Test("The event queue orders by time, then by insertion")

@@ -27,26 +27,14 @@ import Testing
                 trustedCAFile: files.caCertificate, clientCertificateAuth: true, flagPrefix: "peer-"))
     }
 
-    /// Sends a marked heartbeat from `sender` to `receiver` for up to `timeout` seconds;
-    /// returns whether one arrived.
-    static func reaches(_ sender: Node, _ receiver: Node, timeout: TimeInterval) -> Bool {
-        let marker = UInt64.random(in: 1...UInt64.max)
-        let heartbeat = Envelope(
-            from: sender.id, to: receiver.id, message: .heartbeat(ballot: .zero, chosenThrough: 0, readRound: marker))
-        return waitUntil(timeout: timeout) {
-            sender.transport.send([heartbeat])
-            return waitUntil(timeout: 0.2) { receiver.received.all.contains(heartbeat) }
-        }
-    }
-
-    @Test func peersWithCertificatesOfTheClusterCAExchangeMessages() throws {
+    @Test func peersWithCertificatesOfTheClusterCAExchangeMessages() async throws {
         let files = try Self.authority("good")
         defer { try? FileManager.default.removeItem(atPath: files.directory) }
         let nodes = try startCluster([1, 2, 3]) { id in try Self.tls(files, certificateOf: Int(id)) }
         defer { nodes.forEach { $0.transport.shutdown() } }
         for sender in nodes {
             for receiver in nodes where receiver.id != sender.id {
-                #expect(Self.reaches(sender, receiver, timeout: 10), "r\(sender.id) never reached r\(receiver.id) over TLS")
+                #expect(await reaches(sender, receiver, timeout: 10), "r\(sender.id) never reached r\(receiver.id) over TLS")
             }
         }
         for node in nodes {
@@ -55,7 +43,7 @@ import Testing
         }
     }
 
-    @Test func aPeerWithACertificateOfAnotherCAIsRefusedAndTheLogSaysWhy() throws {
+    @Test func aPeerWithACertificateOfAnotherCAIsRefusedAndTheLogSaysWhy() async throws {
         let cluster = try Self.authority("cluster")
         let rogue = try Self.authority("rogue")
         defer {
@@ -66,9 +54,9 @@ import Testing
         let nodes = try startCluster([1, 2, 3]) { id in try Self.tls(id == 3 ? rogue : cluster, certificateOf: Int(id)) }
         defer { nodes.forEach { $0.transport.shutdown() } }
         let (one, two, three) = (nodes[0], nodes[1], nodes[2])
-        #expect(Self.reaches(one, two, timeout: 10), "the good peers must still talk")
-        #expect(!Self.reaches(three, one, timeout: 2), "the rogue's message arrived")
-        #expect(!Self.reaches(one, three, timeout: 2), "a message reached the rogue")
+        #expect(await reaches(one, two, timeout: 10), "the good peers must still talk")
+        #expect(!(await reaches(three, one, timeout: 2)), "the rogue's message arrived")
+        #expect(!(await reaches(one, three, timeout: 2)), "a message reached the rogue")
         #expect(one.received.all.allSatisfy { $0.from != 3 })
         // r1 dialled r3 and refused its certificate; r3's hello never got through.
         let refused = one.logLines.all.filter { $0.contains("r3") && $0.contains("CERTIFICATE_VERIFY_FAILED") }
@@ -76,23 +64,23 @@ import Testing
         #expect(refused.first?.hasPrefix("warning") == true, "\(refused)")
         // r1 also turned away r3's own connections at the handshake, one line each.
         #expect(
-            waitUntil { one.rejections.contains { $0.contains("TLS handshake failed") } },
+            await waitUntil { one.rejections.contains { $0.contains("TLS handshake failed") } },
             "no inbound refusal logged: \(one.logLines.all)")
         #expect(three.logLines.all.contains { $0.contains("cannot connect to peer r1") && $0.contains("TLS") })
     }
 
-    @Test func aPeerWhoseCertificateNamesAnotherReplicaIsRefused() throws {
+    @Test func aPeerWhoseCertificateNamesAnotherReplicaIsRefused() async throws {
         let files = try Self.authority("impostor")
         defer { try? FileManager.default.removeItem(atPath: files.directory) }
         // r2 presents r3's certificate: the right CA, the wrong name.
         let nodes = try startCluster([1, 2]) { id in try Self.tls(files, certificateOf: id == 2 ? 3 : 1) }
         defer { nodes.forEach { $0.transport.shutdown() } }
         let (one, two) = (nodes[0], nodes[1])
-        #expect(!Self.reaches(two, one, timeout: 2), "the impostor's message arrived")
-        #expect(!Self.reaches(one, two, timeout: 2), "a message reached the impostor")
+        #expect(!(await reaches(two, one, timeout: 2)), "the impostor's message arrived")
+        #expect(!(await reaches(one, two, timeout: 2)), "a message reached the impostor")
         // Inbound: refused at the hello, one line naming the mismatch.
         #expect(
-            waitUntil { one.rejections.contains { $0.contains("hello from r2") && $0.contains("does not name r2") } },
+            await waitUntil { one.rejections.contains { $0.contains("hello from r2") && $0.contains("does not name r2") } },
             "\(one.logLines.all)")
         // Outbound: refused before any frame was written.
         #expect(one.logLines.all.contains { $0.contains("cannot connect to peer r2") && $0.contains("does not name r2") })

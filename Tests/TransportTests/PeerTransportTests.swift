@@ -8,32 +8,25 @@ import Testing
 @testable import Transport
 
 /// Real transports on 127.0.0.1. Serialized: each test opens sockets and waits on them,
-/// and every wait is bounded (`waitUntil`, 10 s by default).
+/// and every wait is bounded (`waitUntil`, 10 s by default) and holds no thread.
 @Suite(.serialized) struct PeerTransportTests {
     private func envelopes(from: ReplicaID, to: ReplicaID, count: Int, seed: UInt64) -> [Envelope] {
         var generator = EnvelopeGenerator(seed: seed)
         return (0..<count).map { Envelope(from: from, to: to, message: generator.message(kind: $0)) }
     }
 
-    /// Sends a marked heartbeat until it arrives, so the connection is up and every frame
-    /// queued before it (frames keep their order) has been delivered.
-    private func warmUp(_ sender: Node, _ receiver: Node) {
-        let marker = UInt64.random(in: 1...UInt64.max)
-        let heartbeat = Envelope(
-            from: sender.id, to: receiver.id, message: .heartbeat(ballot: .zero, chosenThrough: 0, readRound: marker))
-        let arrived = waitUntil {
-            sender.transport.send([heartbeat])
-            return waitUntil(timeout: 0.2) { receiver.received.all.contains(heartbeat) }
-        }
-        #expect(arrived, "r\(sender.id) never reached r\(receiver.id)")
+    /// Waits until a heartbeat from `sender` reaches `receiver`: the connection is up and
+    /// every frame queued before it has been delivered.
+    private func warmUp(_ sender: Node, _ receiver: Node) async {
+        #expect(await reaches(sender, receiver), "r\(sender.id) never reached r\(receiver.id)")
     }
 
-    @Test func twoTransportsExchangeEveryMessageKindIntactAndInOrder() throws {
+    @Test func twoTransportsExchangeEveryMessageKindIntactAndInOrder() async throws {
         let nodes = try startCluster([1, 2])
         defer { nodes.forEach { $0.transport.shutdown() } }
         let (one, two) = (nodes[0], nodes[1])
-        warmUp(one, two)
-        warmUp(two, one)
+        await warmUp(one, two)
+        await warmUp(two, one)
         let base1 = two.received.count
         let base2 = one.received.count
         let oneToTwo = envelopes(from: 1, to: 2, count: 2400, seed: 11)
@@ -43,7 +36,7 @@ import Testing
             one.transport.send(Array(oneToTwo[start..<start + 40]))
             two.transport.send(Array(twoToOne[start..<start + 40]))
         }
-        #expect(waitUntil { two.received.count == base1 + 2400 && one.received.count == base2 + 2400 })
+        #expect(await waitUntil { two.received.count == base1 + 2400 && one.received.count == base2 + 2400 })
         #expect(Array(two.received.all.dropFirst(base1)) == oneToTwo)
         #expect(Array(one.received.all.dropFirst(base2)) == twoToOne)
         let statistics = one.transport.statistics
@@ -53,11 +46,11 @@ import Testing
         #expect(statistics.framesReceived >= 2401)  // hello + messages
     }
 
-    @Test func threeTransportsDeliverInOrderPerSender() throws {
+    @Test func threeTransportsDeliverInOrderPerSender() async throws {
         let ids: [ReplicaID] = [1, 2, 3]
         let nodes = try startCluster(ids)
         defer { nodes.forEach { $0.transport.shutdown() } }
-        for sender in nodes { for receiver in nodes where receiver.id != sender.id { warmUp(sender, receiver) } }
+        for sender in nodes { for receiver in nodes where receiver.id != sender.id { await warmUp(sender, receiver) } }
         let bases = nodes.map { $0.received.count }
         var sent: [ReplicaID: [ReplicaID: [Envelope]]] = [:]
         for sender in nodes {
@@ -76,7 +69,7 @@ import Testing
                 sender.transport.send(batch)
             }
         }
-        #expect(waitUntil { zip(nodes, bases).allSatisfy { $0.received.count == $1 + 1200 } })
+        #expect(await waitUntil { zip(nodes, bases).allSatisfy { $0.received.count == $1 + 1200 } })
         for (node, base) in zip(nodes, bases) {
             let received = Array(node.received.all.dropFirst(base))
             for sender in ids where sender != node.id {
@@ -85,11 +78,11 @@ import Testing
         }
     }
 
-    @Test func snapshotChunksArriveInOrder() throws {
+    @Test func snapshotChunksArriveInOrder() async throws {
         let nodes = try startCluster([1, 2])
         defer { nodes.forEach { $0.transport.shutdown() } }
         let (one, two) = (nodes[0], nodes[1])
-        warmUp(one, two)
+        await warmUp(one, two)
         let chunkBytes = one.transport.snapshotChunkBytesMax
         // A pattern that never repeats at a chunk boundary, cheap to build in a debug build.
         let snapshot = (0..<(2 * chunkBytes + 1000)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 11) }
@@ -104,17 +97,17 @@ import Testing
             offset = end
         }
         for chunk in chunks { one.transport.sendSnapshotChunk(chunk, to: 2) }
-        #expect(waitUntil { two.chunks.count == chunks.count })
+        #expect(await waitUntil { two.chunks.count == chunks.count })
         #expect(two.chunks.all.map(\.0) == Array(repeating: 1, count: chunks.count))
         #expect(two.chunks.all.map(\.1) == chunks)
         #expect(two.chunks.all.flatMap(\.1.bytes) == snapshot)
     }
 
-    @Test func reconnectsAfterTheReceiverRestartsOnTheSamePort() throws {
+    @Test func reconnectsAfterTheReceiverRestartsOnTheSamePort() async throws {
         let nodes = try startCluster([1, 2])
         let (one, two) = (nodes[0], nodes[1])
         defer { one.transport.shutdown() }
-        warmUp(one, two)
+        await warmUp(one, two)
         let port = try #require(two.transport.localPort)
         two.transport.shutdown()
         two.transport.shutdown()  // idempotent
@@ -123,22 +116,22 @@ import Testing
         // Messages sent while r2 is down are dropped or queued, never a crash.
         for _ in 0..<20 {
             one.transport.send(envelopes(from: 1, to: 2, count: 5, seed: 1))
-            Thread.sleep(forTimeInterval: 0.01)
+            try await Task.sleep(for: .milliseconds(10))
         }
         let peers: [ReplicaID: (host: String, port: Int)] = [1: ("127.0.0.1", 1), 2: ("127.0.0.1", port)]
         let restarted = Node(id: 2, port: port, peers: peers)
         try restarted.transport.start()
         defer { restarted.transport.shutdown() }
-        warmUp(one, restarted)
+        await warmUp(one, restarted)
         let after = envelopes(from: 1, to: 2, count: 100, seed: 3)
         let base = restarted.received.count
         one.transport.send(after)
-        #expect(waitUntil { restarted.received.count == base + 100 })
+        #expect(await waitUntil { restarted.received.count == base + 100 })
         #expect(Array(restarted.received.all.dropFirst(base)) == after)
         #expect(one.transport.statistics.connectionsEstablished >= 2)
     }
 
-    @Test func listensOnPortZeroAndReportsTheRealPort() throws {
+    @Test func listensOnPortZeroAndReportsTheRealPort() async throws {
         let receiver = Node(id: 1, port: 0, peers: [2: ("127.0.0.1", 1)])
         try receiver.transport.start()
         defer { receiver.transport.shutdown() }
@@ -147,10 +140,10 @@ import Testing
         let sender = Node(id: 2, port: 0, peers: [1: ("127.0.0.1", port)])
         try sender.transport.start()
         defer { sender.transport.shutdown() }
-        warmUp(sender, receiver)
+        await warmUp(sender, receiver)
     }
 
-    @Test func aTakenPortIsOneClearError() throws {
+    @Test func aTakenPortIsOneClearError() async throws {
         let nodes = try startCluster([1])
         defer { nodes[0].transport.shutdown() }
         let port = try #require(nodes[0].transport.localPort)
@@ -165,13 +158,13 @@ import Testing
         }
     }
 
-    @Test func hostileConnectionsAreRejectedWithOneLineAndGoodPeersKeepWorking() throws {
+    @Test func hostileConnectionsAreRejectedWithOneLineAndGoodPeersKeepWorking() async throws {
         var configuration = fastConfiguration()
         configuration.clusterID = 0xC0FFEE
         let nodes = try startCluster([1, 2], configuration: configuration)
         defer { nodes.forEach { $0.transport.shutdown() } }
         let (one, two) = (nodes[0], nodes[1])
-        warmUp(two, one)
+        await warmUp(two, one)
         let port = try #require(one.transport.localPort)
         let hello = helloBytes(from: 2, to: 1, clusterID: 0xC0FFEE)
         let cases: [(name: String, bytes: [UInt8], expected: String)] = [
@@ -200,15 +193,15 @@ import Testing
             ("silence", [], "no hello"),
         ]
         for (index, hostile) in cases.enumerated() {
-            let client = try RawClient(port: port)
+            let client = try await RawClient.connect(port: port)
             let clientPort = try #require(client.channel.localAddress?.port)
             if !hostile.bytes.isEmpty { client.send(hostile.bytes) }
-            #expect(waitUntil { client.isClosed }, "\(hostile.name): connection not closed")
-            #expect(waitUntil { one.rejections.count == index + 1 }, "\(hostile.name): no rejection logged")
+            #expect(await waitUntil { client.isClosed }, "\(hostile.name): connection not closed")
+            #expect(await waitUntil { one.rejections.count == index + 1 }, "\(hostile.name): no rejection logged")
             let lines = one.logLines.all.filter { $0.contains("127.0.0.1:\(clientPort) ") }
             #expect(lines.count == 1, "\(hostile.name): \(lines)")
             #expect(lines.first?.contains(hostile.expected) == true, "\(hostile.name): \(lines)")
-            client.close()
+            await client.close()
         }
         #expect(one.transport.statistics.connectionsRejected == cases.count)
 
@@ -216,42 +209,42 @@ import Testing
         let after = envelopes(from: 2, to: 1, count: 200, seed: 8)
         let base = one.received.count
         two.transport.send(after)
-        #expect(waitUntil { one.received.count == base + 200 })
+        #expect(await waitUntil { one.received.count == base + 200 })
         #expect(Array(one.received.all.dropFirst(base)) == after)
-        warmUp(one, two)
+        await warmUp(one, two)
     }
 
-    @Test func inboundConnectionsAreBounded() throws {
+    @Test func inboundConnectionsAreBounded() async throws {
         var configuration = fastConfiguration()
         configuration.inboundConnectionsMax = 2
         let node = Node(id: 1, port: 0, peers: [2: ("127.0.0.1", 1)], configuration: configuration)
         try node.transport.start()
         defer { node.transport.shutdown() }
         let port = try #require(node.transport.localPort)
-        let first = try RawClient(port: port)
-        let second = try RawClient(port: port)
-        #expect(waitUntil { node.transport.statistics.connectionsAccepted == 2 })
-        let third = try RawClient(port: port)
-        #expect(waitUntil { third.isClosed })
+        let first = try await RawClient.connect(port: port)
+        let second = try await RawClient.connect(port: port)
+        #expect(await waitUntil { node.transport.statistics.connectionsAccepted == 2 })
+        let third = try await RawClient.connect(port: port)
+        #expect(await waitUntil { third.isClosed })
         #expect(node.rejections.count == 1)
         #expect(node.rejections.first?.contains("inboundConnectionsMax") == true)
         #expect(!first.isClosed && !second.isClosed)
         // Closing one makes room again, once the server has seen the close (on a loaded
         // machine that may take a moment: a client refused meanwhile is simply retried).
-        first.close()
-        var fourth = try RawClient(port: port)
+        await first.close()
+        var fourth = try await RawClient.connect(port: port)
         #expect(
-            waitUntil {
+            await waitUntil {
                 if node.transport.statistics.connectionsAccepted == 3 { return true }
-                if fourth.isClosed, let retry = try? RawClient(port: port) { fourth = retry }
+                if fourth.isClosed, let retry = try? await RawClient.connect(port: port) { fourth = retry }
                 return false
             })
-        Thread.sleep(forTimeInterval: 0.05)
+        try await Task.sleep(for: .milliseconds(50))
         #expect(!fourth.isClosed)
-        [second, third, fourth].forEach { $0.close() }
+        for client in [second, third, fourth] { await client.close() }
     }
 
-    @Test func framesToAnUnreachablePeerAreBoundedAndDropped() throws {
+    @Test func framesToAnUnreachablePeerAreBoundedAndDropped() async throws {
         var configuration = fastConfiguration()
         configuration.pendingFramesMax = 100
         // Port 1 on loopback: nothing listens there, connects are refused at once.
@@ -260,27 +253,27 @@ import Testing
         defer { lonely.transport.shutdown() }
         lonely.transport.send(envelopes(from: 1, to: 2, count: 1000, seed: 4))
         lonely.transport.send([Envelope(from: 1, to: 7, message: .learnRequest(fromSlot: 1))])  // not a peer
-        #expect(waitUntil { lonely.transport.statistics.framesDropped >= 900 + 1 })
-        #expect(waitUntil { lonely.transport.statistics.connectFailures >= 2 })  // it keeps retrying
+        #expect(await waitUntil { lonely.transport.statistics.framesDropped >= 900 + 1 })
+        #expect(await waitUntil { lonely.transport.statistics.connectFailures >= 2 })  // it keeps retrying
         lonely.transport.shutdown()
         let dropped = lonely.transport.statistics.framesDropped
         lonely.transport.send(envelopes(from: 1, to: 2, count: 10, seed: 4))
-        #expect(waitUntil { lonely.transport.statistics.framesDropped == dropped + 10 })
+        #expect(await waitUntil { lonely.transport.statistics.framesDropped == dropped + 10 })
     }
 
-    @Test func oversizedEnvelopesAreDroppedBeforeTheWire() throws {
+    @Test func oversizedEnvelopesAreDroppedBeforeTheWire() async throws {
         var configuration = fastConfiguration()
         configuration.frameBytesMax = FrameFormat.frameBytesMaxMinimum
         let nodes = try startCluster([1, 2], configuration: configuration)
         defer { nodes.forEach { $0.transport.shutdown() } }
         let (one, two) = (nodes[0], nodes[1])
-        warmUp(one, two)
+        await warmUp(one, two)
         let huge = Envelope(
             from: 1, to: 2, message: .forward(commands: [Command([UInt8](repeating: 1, count: 100_000))]))
         let small = Envelope(from: 1, to: 2, message: .learnRequest(fromSlot: 77))
         let base = two.received.count
         one.transport.send([huge, small])
-        #expect(waitUntil { two.received.count == base + 1 })
+        #expect(await waitUntil { two.received.count == base + 1 })
         #expect(two.received.all.last == small)
         #expect(one.transport.statistics.framesDropped == 1)
         #expect(two.transport.statistics.connectionsRejected == 0)

@@ -73,13 +73,29 @@ final class Collector<Element: Sendable>: Sendable {
 }
 
 /// Polls `condition` every 5 ms until it holds or `timeout` passes; true if it held.
-func waitUntil(timeout: TimeInterval = 10, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(timeout)
-    while Date() < deadline {
-        if condition() { return true }
-        Thread.sleep(forTimeInterval: 0.005)
+/// Sleeps without holding a thread: the test process shares Swift's cooperative threads
+/// (one per core) among all tests running at once, and a test that blocks one freezes the
+/// timed process tests beside it.
+func waitUntil(timeout: TimeInterval = 10, _ condition: () async -> Bool) async -> Bool {
+    let deadline = ContinuousClock.now + .milliseconds(Int(timeout * 1000))
+    while ContinuousClock.now < deadline {
+        if await condition() { return true }
+        try? await Task.sleep(for: .milliseconds(5))
     }
-    return condition()
+    return await condition()
+}
+
+/// Sends a marked heartbeat from `sender` to `receiver` until one arrives, for up to
+/// `timeout` seconds; true if one did. Frames keep their order, so every frame queued
+/// before it has been delivered too.
+func reaches(_ sender: Node, _ receiver: Node, timeout: TimeInterval = 10) async -> Bool {
+    let marker = UInt64.random(in: 1...UInt64.max)
+    let heartbeat = Envelope(
+        from: sender.id, to: receiver.id, message: .heartbeat(ballot: .zero, chosenThrough: 0, readRound: marker))
+    return await waitUntil(timeout: timeout) {
+        sender.transport.send([heartbeat])
+        return await waitUntil(timeout: 0.2) { receiver.received.all.contains(heartbeat) }
+    }
 }
 
 /// A log handler that keeps every line, so tests can check what was logged.
@@ -169,12 +185,17 @@ final class RawClient: Sendable {
     let channel: Channel
     private let closed = Collector<Bool>()
 
-    init(port: Int) throws {
-        channel = try ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.seconds(2))
-            .connect(host: "127.0.0.1", port: port).wait()
+    private init(channel: Channel) {
+        self.channel = channel
         let closed = self.closed
         channel.closeFuture.whenComplete { _ in closed.append(true) }
+    }
+
+    static func connect(port: Int) async throws -> RawClient {
+        RawClient(
+            channel: try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connectTimeout(.seconds(2))
+                .connect(host: "127.0.0.1", port: port).get())
     }
 
     func send(_ bytes: [UInt8]) {
@@ -189,7 +210,7 @@ final class RawClient: Sendable {
 
     var isClosed: Bool { closed.count > 0 }
 
-    func close() { try? channel.close().wait() }
+    func close() async { try? await channel.close().get() }
 }
 
 /// Bytes of one frame with an arbitrary header, for hostile inputs.
