@@ -7,8 +7,10 @@ extension SynodProcessTests {
         .timeLimit(.minutes(10)))
     func randomAcceptorFailures() async throws {
         // Each of the three replicas fails every 1.5 s on average (whole replica, the harsher
-        // mode): dozens of failures per run, leaders among them.
+        // mode), leaders among them. Puts go on past the first 100 until at least ten failures
+        // were logged (about 5 s): a run that happened to draw none would prove nothing.
         let puts = 100
+        let crashesMin = 10
         let keys = (0..<20).map { "chaos/k\($0)" }
         try await LocalCluster.with(
             name: "acceptor-failures", replicas: 3, extraArguments: ["--fail-mode", "replica", "--fail-every", "1500", "--fail-downtime", "300"]
@@ -21,7 +23,9 @@ extension SynodProcessTests {
                 var lastError = "none"
                 var failures: [String: Int] = [:]
                 var replica = 0
-                for index in 0..<puts {
+                var acknowledgedPuts = 0
+                for index in 0... {
+                    if index >= puts, index % 10 == 0, cluster.crashesLogged() >= crashesMin { break }
                     let key = keys[index % keys.count]
                     let value = "v\(index)"
                     let requestID = requestIDs.next()
@@ -41,16 +45,24 @@ extension SynodProcessTests {
                         }
                     }
                     guard acknowledged else {
-                        cluster.fail("put #\(index) (\(key) = \(value)) not acknowledged within 20 s; last error \(lastError)")
+                        let tally = failures.sorted { $0.value > $1.value }.map { "\($0.value) × \($0.key)" }
+                        cluster.fail(
+                            "put #\(index) (\(key) = \(value)) not acknowledged within 20 s; last error \(lastError); "
+                                + "errors so far (\(attempts) attempts):\n" + tally.joined(separator: "\n"))
                         return
                     }
                     expected[key] = value
+                    acknowledgedPuts += 1
                     guard ContinuousClock.now - started < .seconds(150) else {
-                        cluster.fail("only \(index + 1) of \(puts) puts acknowledged within 150 s")
+                        cluster.fail(
+                            "\(acknowledgedPuts) puts and \(cluster.crashesLogged()) injected failures within 150 s, "
+                                + "expected \(puts) and \(crashesMin)")
                         return
                     }
                 }
-                print("acceptor-failures: \(puts) puts acknowledged in \(ContinuousClock.now - started), \(attempts) attempts")
+                print(
+                    "acceptor-failures: \(acknowledgedPuts) puts acknowledged in \(ContinuousClock.now - started), "
+                        + "\(attempts) attempts")
                 for (failure, count) in failures.sorted(by: { $0.value > $1.value }) {
                     print("acceptor-failures: \(count) × \(failure)")
                 }
@@ -75,18 +87,27 @@ extension SynodProcessTests {
                 }
             }
             print("acceptor-failures: checks done after \(ContinuousClock.now - started)")
-            let logs = cluster.replicas.map { $0.log() }.joined(separator: "\n")
-            let crashes = logs.components(separatedBy: "fault injector: acceptor crashed").count - 1
-            let recoveries = logs.components(separatedBy: "fault injector: acceptor recovered").count - 1
+            let crashes = cluster.crashesLogged()
+            let recoveries = cluster.logged("fault injector: acceptor recovered")
             print("acceptor-failures: \(crashes) injected crashes, \(recoveries) recoveries logged")
             cluster.expect(crashes > 0, "no log line says \"fault injector: acceptor crashed\"")
             cluster.expect(recoveries > 0, "no log line says \"fault injector: acceptor recovered\"")
-            cluster.expect(logs.contains("recovered"), "no log line says \"recovered\"")
+            cluster.expect(cluster.logged("recovered") > 0, "no log line says \"recovered\"")
             for replica in cluster.replicas where !replica.isRunning {
                 cluster.fail("r\(replica.id) is not running at the end (\(replica.terminationDescription ?? "?"))")
             }
         }
     }
+}
+
+extension LocalCluster {
+    /// How often `text` occurs in the replicas' logs so far.
+    func logged(_ text: String) -> Int {
+        replicas.reduce(0) { $0 + $1.log().components(separatedBy: text).count - 1 }
+    }
+
+    /// Injected failures the replicas' logs report so far.
+    func crashesLogged() -> Int { logged("fault injector: acceptor crashed") }
 }
 
 /// A linearizable read, retried (bounded) while the replica is down or electing: the

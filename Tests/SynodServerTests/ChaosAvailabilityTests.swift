@@ -69,12 +69,9 @@ extension SynodProcessTests {
                 else { return GoodputRun(perSecond: perSecond, failures: 0, recoveries: 0, unknown: counts.unknown) }
                 checkLastWritesVisible(history: history, finalValues: finalValues, cluster: cluster)
                 checkLinearizable(history: history, cluster: cluster)
-                let logs = cluster.replicas.map { $0.log() }.joined(separator: "\n")
                 return GoodputRun(
-                    perSecond: perSecond,
-                    failures: logs.components(separatedBy: "fault injector: acceptor crashed").count - 1,
-                    recoveries: logs.components(separatedBy: "fault injector: acceptor recovered").count - 1,
-                    unknown: counts.unknown)
+                    perSecond: perSecond, failures: cluster.crashesLogged(),
+                    recoveries: cluster.logged("fault injector: acceptor recovered"), unknown: counts.unknown)
             }
         }
     }
