@@ -17,7 +17,9 @@ final class EtcdFrontEnd: Sendable {
     let loop: ReplicaLoop
     let configuration: ServerConfiguration
     /// Ids for writes that carry no `synod-request-id`: the high bit marks them
-    /// untracked (no exactly-once session), the rest only make them unique.
+    /// untracked (no exactly-once session), the rest only make them unique — also against
+    /// a former process of this replica, whose commands may still be chosen after it died:
+    /// so a fresh random number per process, never the configured `--seed`.
     private let untrackedSession: UInt64
     /// `configuration.clusterID`, computed once (it hashes the membership).
     let clusterID: UInt64
@@ -31,7 +33,7 @@ final class EtcdFrontEnd: Sendable {
         self.loop = loop
         self.configuration = configuration
         clusterID = configuration.clusterID
-        untrackedSession = (UInt64(configuration.replicaID) << 40) ^ (configuration.randomSeed & 0xFF_FFFF_FFFF)
+        untrackedSession = (UInt64(configuration.replicaID) << 40) ^ UInt64.random(in: 0...0xFF_FFFF_FFFF)
     }
 
     func header(_ position: ReplicaPosition) -> Etcdserverpb_ResponseHeader {

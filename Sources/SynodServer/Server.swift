@@ -81,6 +81,11 @@ public final class SynodServer: Sendable {
         }
         logger.notice(
             "replica r\(configuration.replicaID) serving clients on \(configuration.listenClient)\(Self.tlsNote(configuration.clientTLS)), peers on \(configuration.listenPeer)\(Self.tlsNote(configuration.peerTLS)), data in \(configuration.dataDirectory)")
+        if configuration.faults.isOn {
+            // The seed decides when this replica fails and for how long: a run's failures
+            // (not its timing) repeat with the same --seed.
+            logger.notice("injected failures: \(configuration.faults), random seed \(configuration.randomSeed) (--seed)")
+        }
 
         let frontEnd = EtcdFrontEnd(loop: loop, configuration: configuration)
         let monitor = ReplicaMonitor(

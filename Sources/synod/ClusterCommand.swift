@@ -50,6 +50,9 @@ struct ClusterCommand: ParsableCommand {
     @Option(help: "What a random failure takes down: acceptor (only the acceptor role) or replica (everything).")
     var failMode: String?
 
+    @Option(help: "Seed of the replicas' random choices (replica N gets seed + N): the same seed repeats when each fails and for how long.")
+    var seed: UInt64?
+
     @Option(help: "Default read consistency of every replica: linearizable or serializable.")
     var consistency: String = "linearizable"
 
@@ -118,7 +121,7 @@ struct ClusterCommand: ParsableCommand {
                 extra: [
                     "--consistency", consistency, "--fail-every", "\(every)", "--fail-downtime", "\(downtime)",
                     "--fail-mode", mode, "--quota-backend-bytes=\(quotaBackendBytes)",
-                ] + (certificates?.serveArguments(replica: id) ?? []))
+                ] + (seed.map { ["--seed", "\($0 &+ UInt64(id))"] } ?? []) + (certificates?.serveArguments(replica: id) ?? []))
             let child = ReplicaProcess(
                 name: "r\(id)", executable: executable, arguments: arguments,
                 output: .lines { line in output.line("r\(id) | " + line) },

@@ -60,6 +60,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "What a random failure takes down: acceptor (only the acceptor role) or replica (everything).")
     var failMode: String = "acceptor"
 
+    @Option(
+        help: ArgumentHelp(
+            "Seed of this replica's random choices: when it fails (--fail-every) and its election timeouts (random when omitted).",
+            discussion: "With failures on, the log names the seed; the same seed repeats which ticks fail and for how long."))
+    var seed: UInt64?
+
     @Option(help: "Snapshot the state machine and compact the log every this many slots.")
     var snapshotEvery: Int = 10_000
 
@@ -174,6 +180,7 @@ struct ServeCommand: AsyncParsableCommand {
                 electionTimeoutTicks: try ServerConfiguration.ticks(electionTimeout, tickMilliseconds: tickMs, what: "--election-timeout"),
                 snapshotEverySlots: snapshotEvery, snapshotLogShare: snapshotLogShare, faults: faults,
                 autoCompaction: try ServerConfiguration.autoCompaction(mode: autoCompactionMode, retention: autoCompactionRetention))
+            if let seed { resolved.randomSeed = seed }
             resolved.quotaBytes = ServerConfiguration.quotaBytes(flag: quotaBackendBytes)
             guard maxWaitingRequests >= 1 else {
                 throw ServerConfigurationError.invalid("--max-waiting-requests must be at least 1 (got \(maxWaitingRequests))")

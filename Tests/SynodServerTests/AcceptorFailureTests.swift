@@ -12,8 +12,12 @@ extension SynodProcessTests {
         let puts = 100
         let crashesMin = 10
         let keys = (0..<20).map { "chaos/k\($0)" }
+        let seed = FaultSeed()
+        let replay = seed.replay(filter: "randomAcceptorFailures")
+        print("acceptor-failures: \(replay)")
         try await LocalCluster.with(
-            name: "acceptor-failures", replicas: 3, extraArguments: ["--fail-mode", "replica", "--fail-every", "1500", "--fail-downtime", "300"]
+            name: "acceptor-failures", replicas: 3, extraArguments: ["--fail-mode", "replica", "--fail-every", "1500", "--fail-downtime", "300"],
+            replicaArguments: { id, _ in seed.arguments(replica: id) }
         ) { cluster in
             let started = ContinuousClock.now
             try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
@@ -48,7 +52,7 @@ extension SynodProcessTests {
                         let tally = failures.sorted { $0.value > $1.value }.map { "\($0.value) × \($0.key)" }
                         cluster.fail(
                             "put #\(index) (\(key) = \(value)) not acknowledged within 20 s; last error \(lastError); "
-                                + "errors so far (\(attempts) attempts):\n" + tally.joined(separator: "\n"))
+                                + "errors so far (\(attempts) attempts):\n" + tally.joined(separator: "\n") + "\n" + replay)
                         return
                     }
                     expected[key] = value
@@ -56,7 +60,7 @@ extension SynodProcessTests {
                     guard ContinuousClock.now - started < .seconds(150) else {
                         cluster.fail(
                             "\(acknowledgedPuts) puts and \(cluster.crashesLogged()) injected failures within 150 s, "
-                                + "expected \(puts) and \(crashesMin)")
+                                + "expected \(puts) and \(crashesMin); \(replay)")
                         return
                     }
                 }
@@ -97,6 +101,35 @@ extension SynodProcessTests {
                 cluster.fail("r\(replica.id) is not running at the end (\(replica.terminationDescription ?? "?"))")
             }
         }
+    }
+}
+
+extension SynodProcessTests {
+    @Test("--seed repeats a replica's injected failures: the same downtimes in the same order, others with another seed")
+    func faultSeedRepeats() async throws {
+        func downtimes(seed: UInt64) async throws -> [String] {
+            try await LocalCluster.with(
+                name: "fault-seed", replicas: 1,
+                extraArguments: ["--fail-every", "50", "--fail-downtime", "100", "--seed", "\(seed)"]
+            ) { cluster in
+                var found: [String] = []
+                _ = await eventually(timeout: .seconds(20), interval: .milliseconds(50)) {
+                    found = cluster.replicas[0].log().split(separator: "\n")
+                        .filter { $0.contains("fault injector: acceptor crashed") }
+                        .compactMap { line in line.firstMatch(of: /down for \d+ ms/).map { String($0.output) } }
+                    return found.count >= 6
+                }
+                cluster.expect(found.count >= 6, "only \(found.count) injected failures logged in 20 s")
+                cluster.expect(
+                    cluster.logged("random seed \(seed) (--seed)") == 1, "the log does not name the seed \(seed)")
+                return Array(found.prefix(6))
+            }
+        }
+        let first = try await downtimes(seed: 42)
+        let again = try await downtimes(seed: 42)
+        let other = try await downtimes(seed: 43)
+        #expect(first == again, "seed 42 drew \(first), then \(again)")
+        #expect(first != other, "seeds 42 and 43 drew the same failures: \(first)")
     }
 }
 

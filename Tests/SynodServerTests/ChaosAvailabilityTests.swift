@@ -15,16 +15,18 @@ extension SynodProcessTests {
         let chaosSeconds = 30
         let free = try await Self.goodput(
             name: "chaos-free", arguments: [], lanes: lanes, keys: keys, seconds: freeSeconds)
+        let seed = FaultSeed()
+        print("chaos: \(seed.replay(filter: "chaosAvailability"))")
         let chaos = try await Self.goodput(
             name: "chaos-on", arguments: ["--fail-every", "6000", "--fail-downtime", "1500", "--fail-mode", "acceptor"],
-            lanes: lanes, keys: keys, seconds: chaosSeconds)
+            seed: seed, lanes: lanes, keys: keys, seconds: chaosSeconds)
         let ratio = chaos.perSecond / max(free.perSecond, 1)
         print(
             "chaos: fault-free \(Int(free.perSecond)) ops/s, chaos \(Int(chaos.perSecond)) ops/s (\(Int(ratio * 100)) %), "
                 + "\(chaos.failures) acceptor failures, \(chaos.recoveries) recoveries, \(chaos.unknown) unknown outcomes")
-        #expect(chaos.failures >= 10, "only \(chaos.failures) acceptor failures logged in \(chaosSeconds) s")
-        #expect(chaos.recoveries >= 5, "only \(chaos.recoveries) acceptor recoveries logged")
-        #expect(ratio >= 0.6, "goodput under chaos was \(Int(ratio * 100)) % of fault-free")
+        #expect(chaos.failures >= 10, "only \(chaos.failures) acceptor failures logged in \(chaosSeconds) s; \(seed)")
+        #expect(chaos.recoveries >= 5, "only \(chaos.recoveries) acceptor recoveries logged; \(seed)")
+        #expect(ratio >= 0.6, "goodput under chaos was \(Int(ratio * 100)) % of fault-free; \(seed)")
     }
 
     struct GoodputRun {
@@ -34,13 +36,16 @@ extension SynodProcessTests {
         var unknown: Int
     }
 
-    /// Runs `lanes` client lanes for `seconds` against a new 5-replica cluster, checks the
-    /// history (last writes visible, linearizable, replicas converge) and counts the
-    /// injected failures in the replicas' logs.
-    static func goodput(name: String, arguments: [String], lanes: Int, keys: [String], seconds: Int) async throws
-        -> GoodputRun
-    {
-        try await LocalCluster.with(name: name, replicas: 5, extraArguments: arguments) { cluster in
+    /// Runs `lanes` client lanes for `seconds` against a new 5-replica cluster (its injected
+    /// failures drawn from `seed`), checks the history (last writes visible, linearizable,
+    /// replicas converge) and counts the injected failures in the replicas' logs.
+    static func goodput(
+        name: String, arguments: [String], seed: FaultSeed? = nil, lanes: Int, keys: [String], seconds: Int
+    ) async throws -> GoodputRun {
+        try await LocalCluster.with(
+            name: name, replicas: 5, extraArguments: arguments,
+            replicaArguments: { id, _ in seed?.arguments(replica: id) ?? [] }
+        ) { cluster in
             try await ClusterConnections.with(ports: cluster.replicas.map(\.clientPort)) { connections in
                 guard await connections.awaitWritable(timeout: .seconds(30)) else {
                     cluster.fail("\(name): no write succeeded within 30 s")

@@ -97,6 +97,24 @@ func monotonicNanoseconds() -> UInt64 {
     return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
 }
 
+/// The seed of a process test's injected failures: `SYNOD_TEST_SEED` when set, else a fresh
+/// one. Replica N runs with `--seed` seed + N, so a run with the same seed draws the same
+/// failures at the same ticks (its timing, and so its interleavings, still vary).
+struct FaultSeed: CustomStringConvertible {
+    let value: UInt64
+
+    init() {
+        value = ProcessInfo.processInfo.environment["SYNOD_TEST_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 1...1_000_000_000)
+    }
+
+    func arguments(replica id: Int) -> [String] { ["--seed", "\(value &+ UInt64(id))"] }
+
+    /// For a test's output: the seed and how to run the test with it again.
+    func replay(filter: String) -> String { "seed \(value) (replay: SYNOD_TEST_SEED=\(value) scripts/test --filter \(filter))" }
+
+    var description: String { "seed \(value)" }
+}
+
 /// Polls `condition` every `interval` until it holds or `timeout` passes; returns whether
 /// it held.
 func eventually(
