@@ -211,7 +211,6 @@ final class ReplicaLoop: @unchecked Sendable {
         let events = batch.count
         environment.beginTurn()
         runtime.turn(batch, tick: tick, now: now)
-        noteSlowTurn(started.duration(to: clock.now), events: events)
         batch.removeAll(keepingCapacity: true)
         spareInbox = batch
         // After the turn: a task sees every command the turn applied (a watch created
@@ -221,6 +220,8 @@ final class ReplicaLoop: @unchecked Sendable {
         watchHub.afterTurn(runtime)
         authView.refresh(runtime.kv.authState)
         environment.endTurn(idle: events <= 1 && inbox.isEmpty && tasks.isEmpty)
+        // Measured last: the tasks and an fdatasync run on the loop hold heartbeats up too.
+        noteSlowTurn(started.duration(to: clock.now), events: events)
     }
 
     /// A turn this long holds up heartbeats: followers may call an election after the
