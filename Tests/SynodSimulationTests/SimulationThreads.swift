@@ -55,7 +55,7 @@ final class SimulationThreads: TaskExecutor, @unchecked Sendable {
 
 /// Runs `body` — synchronous, long — on `SimulationThreads`, in the calling test's task (so
 /// `#expect` and `Issue.record` still belong to the test).
-func offThePool<Result>(_ body: () -> Result) async -> Result {
+func offThePool<Value>(_ body: () -> Value) async -> Value {
     await withTaskExecutorPreference(SimulationThreads.shared) {
         #expect(SimulationThreads.shared.isCurrent, "a simulation would hold one of Swift's cooperative threads")
         return body()
