@@ -189,7 +189,18 @@ extension Replica {
         }
         noteLeader(from, ballot: ballot)
         learnPrefix(ballot: ballot, through: chosenThrough)
-        emit(.heartbeatAck(ballot: ballot, readRound: readRound, chosenThrough: learner.chosenThrough), to: from)
+        // An ack confirms a read round (at once: a linearizable read waits for a majority of
+        // them), and otherwise only tells the leader that this follower is alive and how far
+        // it has learned: once per tick is enough for that. The leader announces every
+        // advance of its chosen prefix with a heartbeat, and acking each one doubled the
+        // messages a follower sends under load and woke the leader twice more per write at
+        // one in flight.
+        if let last = lastHeartbeatAck, last.ballot == ballot, last.readRound >= readRound, last.tick == now {
+            // Acknowledged in this tick already, with this round confirmed.
+        } else {
+            lastHeartbeatAck = (ballot, readRound, now)
+            emit(.heartbeatAck(ballot: ballot, readRound: readRound, chosenThrough: learner.chosenThrough), to: from)
+        }
         // Behind what the leader announced: the values it lacks (lost accepts, entries of an
         // older ballot) come by `learn`. Asked for here, by the one who knows it lacks them,
         // not by the leader on every ack: an ack tells the leader only how far this learner

@@ -21,6 +21,9 @@ public struct Replica: Sendable {
     var electionTimeout: Int
     /// Logical time: ticks since this replica started.
     var now = 0
+    /// The last heartbeat this follower acknowledged: its ballot and read round, and the
+    /// tick it was acknowledged in (see `onHeartbeat`).
+    var lastHeartbeatAck: (ballot: Ballot, readRound: UInt64, tick: Int)?
     /// When each peer was last offered a snapshot (rate limit).
     var snapshotOfferedAt: [ReplicaID: Int] = [:]
     var random: SplitMix64

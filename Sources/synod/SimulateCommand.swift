@@ -36,7 +36,7 @@ struct SimulateCommand: ParsableCommand {
     var injectBug: String?
 
 
-    @Option(help: "A snapshot also waits until the log took in 1/N of the last snapshot's size (0, the default here: the slot count alone; servers default to 2).")
+    @Option(help: "A snapshot also waits until the log took in 1/N of the last snapshot's size (0, the default here: the slot count alone; servers default to \(RuntimeOptions.snapshotLogShareDefault)).")
     var snapshotLogShare: Int = 0
 
     @Option(help: "Trace lines to print for a failing seed.")

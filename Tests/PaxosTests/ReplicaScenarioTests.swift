@@ -242,6 +242,41 @@ struct ReplicaScenarioTests {
         #expect(!output.messages.contains { $0.message.kind == "learn" })
     }
 
+    @Test("A follower acks heartbeats once per tick, but every new read round and every new ballot at once")
+    func heartbeatAcksPerTick() throws {
+        var cluster = try ScriptedCluster(size: 3)
+        cluster.elect(1)
+        let ballot = cluster.replicas[1]!.ballot!
+        func acks(_ output: Output) -> [Message] {
+            output.messages.map(\.message).filter { $0.kind == "heartbeat-ack" }
+        }
+        func heartbeat(_ ballot: Ballot, chosen: Slot, round: UInt64) -> Event {
+            .receive(Envelope(from: 1, to: 2, message: .heartbeat(ballot: ballot, chosenThrough: chosen, readRound: round)))
+        }
+        cluster.step(2, .tick)
+        // The first heartbeat of a tick is acked; the leader's further announcements of its
+        // chosen prefix in the same tick are not.
+        #expect(acks(cluster.step(2, heartbeat(ballot, chosen: 0, round: 0))).count == 1)
+        #expect(acks(cluster.step(2, heartbeat(ballot, chosen: 0, round: 0))).isEmpty)
+        #expect(acks(cluster.step(2, heartbeat(ballot, chosen: 0, round: 0))).isEmpty)
+        // A read round waits for a majority of acks: a new one is confirmed at once, an old
+        // one not again.
+        let confirm = acks(cluster.step(2, heartbeat(ballot, chosen: 0, round: 1)))
+        #expect(confirm.count == 1)
+        if case .heartbeatAck(_, let round, _) = confirm.first { #expect(round == 1) }
+        #expect(acks(cluster.step(2, heartbeat(ballot, chosen: 0, round: 1))).isEmpty)
+        #expect(acks(cluster.step(2, heartbeat(ballot, chosen: 0, round: 0))).isEmpty)
+        // A new tick: the leader hears again that the follower is alive.
+        cluster.step(2, .tick)
+        #expect(acks(cluster.step(2, heartbeat(ballot, chosen: 0, round: 1))).count == 1)
+        #expect(acks(cluster.step(2, heartbeat(ballot, chosen: 0, round: 1))).isEmpty)
+        // A new leader's ballot is acked at once.
+        let next = Ballot(round: ballot.round + 1, replica: 3)
+        let output = cluster.step(
+            2, .receive(Envelope(from: 3, to: 2, message: .heartbeat(ballot: next, chosenThrough: 0, readRound: 1))))
+        #expect(acks(output).count == 1)
+    }
+
     @Test(
         "After compaction a lagging learner gets entries from the retained tail, or a snapshot without one",
         arguments: [(1_024, false), (0, true)])
