@@ -12,7 +12,7 @@ extension SynodProcessTests {
         let puts = 100
         let crashesMin = 10
         let keys = (0..<20).map { "chaos/k\($0)" }
-        let seed = FaultSeed()
+        let seed = try FaultSeed()
         let replay = seed.replay(filter: "randomAcceptorFailures")
         print("acceptor-failures: \(replay)")
         try await LocalCluster.with(

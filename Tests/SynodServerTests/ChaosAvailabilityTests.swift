@@ -15,7 +15,7 @@ extension SynodProcessTests {
         let chaosSeconds = 30
         let free = try await Self.goodput(
             name: "chaos-free", arguments: [], lanes: lanes, keys: keys, seconds: freeSeconds)
-        let seed = FaultSeed()
+        let seed = try FaultSeed()
         print("chaos: \(seed.replay(filter: "chaosAvailability"))")
         let chaos = try await Self.goodput(
             name: "chaos-on", arguments: ["--fail-every", "6000", "--fail-downtime", "1500", "--fail-mode", "acceptor"],

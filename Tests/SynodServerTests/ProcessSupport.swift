@@ -100,11 +100,23 @@ func monotonicNanoseconds() -> UInt64 {
 /// The seed of a process test's injected failures: `SYNOD_TEST_SEED` when set, else a fresh
 /// one. Replica N runs with `--seed` seed + N, so a run with the same seed draws the same
 /// failures at the same ticks (its timing, and so its interleavings, still vary).
+/// A value that is not a number fails the test: ignoring it would run another seed than the
+/// one asked for.
 struct FaultSeed: CustomStringConvertible {
     let value: UInt64
 
-    init() {
-        value = ProcessInfo.processInfo.environment["SYNOD_TEST_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 1...1_000_000_000)
+    struct Unreadable: Error, CustomStringConvertible {
+        let text: String
+        var description: String { "SYNOD_TEST_SEED=\(text) is not a seed (a number from 0 to \(UInt64.max))" }
+    }
+
+    init() throws {
+        if let text = ProcessInfo.processInfo.environment["SYNOD_TEST_SEED"] {
+            guard let seed = UInt64(text) else { throw Unreadable(text: text) }
+            value = seed
+        } else {
+            value = UInt64.random(in: 1...1_000_000_000)
+        }
     }
 
     func arguments(replica id: Int) -> [String] { ["--seed", "\(value &+ UInt64(id))"] }

@@ -17,16 +17,24 @@ struct SimulationTests {
     static let batches = Array(0..<10)
     static let seedsPerBatch: UInt64 = 100
 
-    static var firstSeed: UInt64 {
-        if let text = Environment.value("SYNOD_SIMULATION_FIRST_SEED"), let seed = UInt64(text) { return seed }
-        return 1
+    /// A value that is not a number fails the test (it would explore seeds nobody asked for).
+    static func firstSeed() throws -> UInt64 {
+        guard let text = Environment.value("SYNOD_SIMULATION_FIRST_SEED") else { return 1 }
+        guard let seed = UInt64(text) else { throw UnreadableSeed(text: text) }
+        return seed
+    }
+
+    struct UnreadableSeed: Error, CustomStringConvertible {
+        let text: String
+        var description: String { "SYNOD_SIMULATION_FIRST_SEED=\(text) is not a seed (a number from 0 to \(UInt64.max))" }
     }
 
     @Test("1,000 seeds with faults, 3 and 5 replicas: no violation", arguments: batches)
-    func manySeeds(batch: Int) async {
+    func manySeeds(batch: Int) async throws {
+        let first = try Self.firstSeed()
         await offThePool {
             var summary = SimulationSummary()
-            let start = Self.firstSeed + UInt64(batch) * Self.seedsPerBatch
+            let start = first + UInt64(batch) * Self.seedsPerBatch
             for seed in start..<(start + Self.seedsPerBatch) {
                 let replicas = seed % 2 == 0 ? 5 : 3
                 let result = Simulation(options: SimulationOptions(seed: seed, replicaCount: replicas)).run()
