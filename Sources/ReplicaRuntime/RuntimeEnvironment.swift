@@ -33,6 +33,27 @@ public protocol RuntimeEnvironment: AnyObject {
     /// Meanwhile the runtime steps the next events; it keeps at most one sync in flight and
     /// releases what waits for it (messages, answers) only when `.synced` comes back.
     func syncInBackground(_ sync: PendingSync)
+    /// Frees what the runtime no longer needs (`Discarded.drop()`), possibly on another
+    /// thread: freeing a large structure takes the driver's thread long enough to hold
+    /// heartbeats and clients up. The default drops it here.
+    func discard(_ garbage: Discarded)
+}
+
+/// A value the runtime no longer needs, handed to `RuntimeEnvironment.discard` so that its
+/// last reference goes on the thread that calls `drop()`. The runtime keeps no other
+/// reference to the value once it handed the box over, and touches the box no more.
+public final class Discarded: @unchecked Sendable {
+    /// The value until `drop()` (for tests: what the runtime let go of).
+    public private(set) var contents: Any?
+
+    init(_ value: Any) {
+        contents = value
+    }
+
+    /// Releases the value (freeing it here if this was its last reference).
+    public func drop() {
+        contents = nil
+    }
 }
 
 /// Places in the runtime where the simulator may kill the process.
@@ -55,6 +76,7 @@ extension PendingSync {
 }
 
 extension RuntimeEnvironment {
+    public func discard(_ garbage: Discarded) { garbage.drop() }
     public func didApply(_ item: SlotEntry) {}
     public func crashes(at point: CrashPoint) -> Bool { false }
 }

@@ -358,6 +358,11 @@ final class ServerEnvironment: RuntimeEnvironment {
         }
     }
 
+    /// On the background thread, after the work queued before it.
+    func discard(_ garbage: Discarded) {
+        background.async { garbage.drop() }
+    }
+
     func log(_ level: RuntimeLogLevel, _ message: String) {
         switch level {
         case .debug: logger.debug("\(message)")
