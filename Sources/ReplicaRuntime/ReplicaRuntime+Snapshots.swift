@@ -98,16 +98,12 @@ extension ReplicaRuntime {
             // their commands (hundreds of thousands of arrays under load) on the driver's
             // thread held it for 12–15 ms. The last reference to them goes elsewhere — unless
             // the core did not compact (its snapshot point was ahead already) and still shares
-            // the log with the box: then the box lets go here, before a write to the log
-            // would copy it.
+            // the log with the box: then the box dies here, at the end of this scope, before
+            // a write to the log would copy it.
             let compactedBefore = replica!.acceptor.snapshotThrough
             let retired = Discarded(replica!.acceptor.entries)
             output.append(replica!.step(.compacted(through: pending.through)))
-            if replica!.acceptor.snapshotThrough > compactedBefore {
-                environment.discard(retired)
-            } else {
-                retired.drop()
-            }
+            if replica!.acceptor.snapshotThrough > compactedBefore { environment.discard(retired) }
         }
     }
 
